@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="uhrops",
+    version="0.1.0",
+    description=(
+        "Differentiable operators for ultra-high-resolution segmentation (Haar wavelets, "
+        "Laplacian pyramids, context attention, overlap tiling) with Triton kernels, and a "
+        "model zoo (FCtL, WSDNet)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["uhrops", "uhrops.*", "zoo", "zoo.*", "benchmarks"]),
+    package_data={"zoo": ["configs/*.yaml", "data/splits/*/*.txt"]},
+    install_requires=[
+        "torch>=2.4,<3",
+        "numpy>=1.24",
+        "Pillow>=9",
+        "PyYAML>=6",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "dev": [
+            "pytest>=7",
+            "hypothesis>=6.80",
+            "PyWavelets>=1.4",
+            "ptwt>=0.1.8",
+            "opencv-python-headless>=4.8",
+            "pytorch_wavelets>=1.3",
+            "triton>=3.0",
+        ],
+    },
+)

@@ -1,0 +1,50 @@
+"""Test set-up shared by the whole suite.
+
+On a machine without CUDA the Triton kernels are tested through the Triton interpreter,
+which must be switched on before `triton` is first imported; doing it here means the one
+test command (`python -m pytest`) covers both the PyTorch and the Triton paths.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("UHROPS_TEST_NO_INTERPRET") else "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def shared_data() -> str:
+    path = os.path.abspath(SHARED_DATA)
+    if not os.path.isdir(path):
+        pytest.skip(f"real sample data not found at {path}")
+    return path
+
+
+def triton_ready(device: torch.device | str = "cpu") -> str | None:
+    """None when Triton kernels can run on `device` here, else the reason (for skips)."""
+    from uhrops._backend import triton_unavailable_reason
+
+    return triton_unavailable_reason(device)

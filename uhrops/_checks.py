@@ -1,0 +1,116 @@
+"""Input validation shared by every public uhrops function.
+
+Each check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong
+rank, size or option) with one message that names the function, the argument, the value
+given, what is expected and how to fix it, e.g.::
+
+    haar_dwt2d(): `x` must be a 4-D tensor (B, C, H, W); got shape (3, 64, 64) (3-D).
+    Fix: add a batch dimension with x.unsqueeze(0).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def check_tensor(x: object, name: str, op: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}(): `{name}` must be a torch.Tensor; got {type(x).__name__}. "
+                        f"Fix: convert it with torch.as_tensor({name}).")
+    return x
+
+
+def check_float(x: torch.Tensor, name: str, op: str) -> None:
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}(): `{name}` must have a floating dtype (float16, bfloat16, float32 or "
+            f"float64); got {x.dtype}. Fix: convert it, e.g. {name}.float() (for uint8 images "
+            f"also scale, e.g. {name}.float() / 255)."
+        )
+
+
+_RANK_FIX = {
+    4: {3: "add a batch dimension with {name}.unsqueeze(0)",
+        2: "add batch and channel dimensions with {name}[None, None]",
+        5: "fold the extra dimension into the batch with {name}.flatten(0, 1)"},
+}
+
+
+def check_rank(x: torch.Tensor, name: str, op: str, ndim: int, layout: str) -> None:
+    if x.dim() != ndim:
+        fix = _RANK_FIX.get(ndim, {}).get(x.dim(), f"reshape it to {layout}").format(name=name)
+        raise ValueError(
+            f"{op}(): `{name}` must be a {ndim}-D tensor {layout}; got shape {_shape(x)} "
+            f"({x.dim()}-D). Fix: {fix}."
+        )
+
+
+def check_image(x: object, name: str, op: str) -> torch.Tensor:
+    """A (B, C, H, W) floating tensor."""
+    t = check_tensor(x, name, op)
+    check_rank(t, name, op, 4, "(B, C, H, W)")
+    check_float(t, name, op)
+    return t
+
+
+def check_same_device(op: str, **tensors: torch.Tensor) -> None:
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"{op}(): `{name}` is on {t.device} but `{first_name}` is on {first.device}. "
+                f"Fix: move them to one device, e.g. {name}.to({first_name}.device)."
+            )
+
+
+def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.dtype != first.dtype:
+            raise TypeError(
+                f"{op}(): `{name}` has dtype {t.dtype} but `{first_name}` has {first.dtype}. "
+                f"Fix: cast one of them, e.g. {name}.to({first_name}.dtype)."
+            )
+
+
+def check_int(value: object, name: str, op: str, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}(): `{name}` must be an int; got {type(value).__name__} "
+                        f"{value!r}. Fix: pass a whole number, e.g. {name}=int({name}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{op}(): `{name}` must be >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{op}(): `{name}` must be <= {maximum}; got {value}.")
+    return value
+
+
+def check_choice(value: object, name: str, op: str, choices: Iterable[object]) -> object:
+    choices = tuple(choices)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{op}(): `{name}` must be one of {listed}; got {value!r}.")
+    return value
+
+
+def check_sequence_of_tensors(seq: object, name: str, op: str,
+                              min_len: int = 0) -> Sequence[torch.Tensor]:
+    if not isinstance(seq, (list, tuple)):
+        raise TypeError(f"{op}(): `{name}` must be a list or tuple of tensors; got "
+                        f"{type(seq).__name__}.")
+    if len(seq) < min_len:
+        raise ValueError(f"{op}(): `{name}` must hold at least {min_len} tensor(s); "
+                         f"got {len(seq)}.")
+    for i, t in enumerate(seq):
+        check_tensor(t, f"{name}[{i}]", op)
+    return seq
