@@ -1,0 +1,46 @@
+"""uhrops: differentiable operators for ultra-high-resolution image segmentation.
+
+Every op has a PyTorch path (the reference; any device and float dtype) and, where it pays,
+a Triton path with its own backward. ``uhrops.use_backend("auto" | "torch" | "triton")``
+picks between them; see :mod:`uhrops._backend`.
+"""
+
+from uhrops._backend import (
+    BackendUnavailableError,
+    get_backend,
+    set_backend,
+    triton_unavailable_reason,
+    use_backend,
+)
+from uhrops.wavelet import (
+    HaarDWT2d,
+    HaarIDWT2d,
+    HaarIPacket2d,
+    HaarPacket2d,
+    haar_dwt2d,
+    haar_idwt2d,
+    haar_ipacket2d,
+    haar_packet2d,
+    haar_wavedec2,
+    haar_waverec2,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "get_backend",
+    "set_backend",
+    "triton_unavailable_reason",
+    "use_backend",
+    "HaarDWT2d",
+    "HaarIDWT2d",
+    "HaarIPacket2d",
+    "HaarPacket2d",
+    "haar_dwt2d",
+    "haar_idwt2d",
+    "haar_ipacket2d",
+    "haar_packet2d",
+    "haar_wavedec2",
+    "haar_waverec2",
+]

@@ -1,0 +1,392 @@
+"""Triton kernels for the orthonormal Haar transforms (see uhrops/wavelet.py for conventions).
+
+Every kernel owns one tile of the *coarsest* output of one (batch, channel) plane and keeps
+all finer levels of that tile on chip: the input is read once and every output written once,
+whatever the number of levels (up to 4 per launch for the decomposition, up to 8 for the
+packet tree). A 2x2 block is split into its four samples with reshape/permute/split and put
+back with join/permute/reshape, so loads and stores stay row-contiguous.
+
+The mixing butterfly ``_haar4`` is symmetric and orthogonal, hence it is its own inverse: the
+same function turns (a, b, c, d) into (A, H, V, D) and back.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Rows/columns of input each program covers (all levels together), chosen so a program holds
+# about 8K elements: enough work per program on a GPU, few programs for the interpreter.
+_TILE_ROWS = 64
+_TILE_COLS = 128
+
+
+@triton.jit
+def _haar4(a, b, c, d):
+    s = a + b
+    t = c + d
+    u = a - b
+    v = c - d
+    return (s + t) * 0.5, (s - t) * 0.5, (u + v) * 0.5, (u - v) * 0.5
+
+
+@triton.jit
+def _split2x2(t, R: tl.constexpr, C: tl.constexpr):
+    """[R, C] -> the four [R/2, C/2] phases a=(0,0), b=(0,1), c=(1,0), d=(1,1)."""
+    t = tl.reshape(t, [R // 2, 2, C // 2, 2])
+    t = tl.permute(t, [0, 2, 1, 3])  # [R/2, C/2, row, col]
+    col0, col1 = tl.split(t)  # [R/2, C/2, row] each
+    a, c = tl.split(col0)
+    b, d = tl.split(col1)
+    return a, b, c, d
+
+
+@triton.jit
+def _join2x2(a, b, c, d, R: tl.constexpr, C: tl.constexpr):
+    """Inverse of _split2x2: four [R, C] phases -> [2R, 2C]."""
+    top = tl.join(a, b)  # [R, C, col]
+    bot = tl.join(c, d)
+    t = tl.join(top, bot)  # [R, C, col, row]
+    t = tl.permute(t, [0, 3, 1, 2])  # [R, row, C, col]
+    return tl.reshape(t, [2 * R, 2 * C])
+
+
+@triton.jit
+def _pad_src(idx, n, PAD: tl.constexpr):
+    """Source index of the one sample pywt pads at the end of an odd axis."""
+    if PAD == 1:
+        idx = tl.where(idx >= n, n - 1, idx)
+    elif PAD == 2:
+        idx = tl.where(idx >= n, n - 2, idx)
+    elif PAD == 3:
+        idx = tl.where(idx >= n, 0, idx)
+    return idx
+
+
+@triton.jit
+def _load_tile(x_ptr, bc, C, H, W, Hp, Wp, sxb, sxc, sxh, sxw, r0, c0,
+               R: tl.constexpr, CC: tl.constexpr, PAD: tl.constexpr):
+    """Load rows [r0, r0+R) x cols [c0, c0+CC) of plane ``bc`` of the padded (Hp, Wp) image."""
+    rows = r0 + tl.arange(0, R)
+    cols = c0 + tl.arange(0, CC)
+    mask = (rows[:, None] < Hp) & (cols[None, :] < Wp)
+    if PAD == 0:  # zero padding: the padded sample is simply not loaded
+        mask = mask & (rows[:, None] < H) & (cols[None, :] < W)
+    else:
+        rows = _pad_src(rows, H, PAD)
+        cols = _pad_src(cols, W, PAD)
+    b = bc // C
+    c = bc % C
+    base = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
+    ptrs = base + rows[:, None].to(tl.int64) * sxh + cols[None, :].to(tl.int64) * sxw
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_plane(ptr, vals, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr):
+    rows = r0 + tl.arange(0, R)
+    cols = c0 + tl.arange(0, CC)
+    mask = (rows[:, None] < h) & (cols[None, :] < w)
+    ptrs = ptr + rows[:, None].to(tl.int64) * sh + cols[None, :]
+    tl.store(ptrs, vals.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_plane(ptr, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr):
+    rows = r0 + tl.arange(0, R)
+    cols = c0 + tl.arange(0, CC)
+    mask = (rows[:, None] < h) & (cols[None, :] < w)
+    ptrs = ptr + rows[:, None].to(tl.int64) * sh + cols[None, :]
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _wavedec_kernel(
+    x_ptr, C, H, W, sxb, sxc, sxh, sxw,
+    lo_ptr, lo_sbc, lo_sh,
+    h1_ptr, h1_sbc, h1_sband, h1_sh,
+    h2_ptr, h2_sbc, h2_sband, h2_sh,
+    h3_ptr, h3_sbc, h3_sband, h3_sh,
+    h4_ptr, h4_sbc, h4_sband, h4_sh,
+    hL, wL,
+    LEVELS: tl.constexpr, PAD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):
+    bc = tl.program_id(0)
+    ti = tl.program_id(1)
+    tj = tl.program_id(2)
+    R: tl.constexpr = BH << LEVELS
+    CC: tl.constexpr = BW << LEVELS
+    t = _load_tile(x_ptr, bc, C, H, W, hL << LEVELS, wL << LEVELS, sxb, sxc, sxh, sxw,
+                   ti * R, tj * CC, R, CC, PAD)
+    bc64 = bc.to(tl.int64)
+    for k in tl.static_range(LEVELS):
+        RK: tl.constexpr = R >> k
+        CK: tl.constexpr = CC >> k
+        a, b, c, d = _split2x2(t, RK, CK)
+        t, hh, vv, dd = _haar4(a, b, c, d)
+        # Level k+1's bands: size (hL, wL) << (LEVELS - 1 - k); this tile's rows start at
+        # ti * RK / 2.
+        if k == 0:
+            hp, sbc, sband, sh = h1_ptr, h1_sbc, h1_sband, h1_sh
+        elif k == 1:
+            hp, sbc, sband, sh = h2_ptr, h2_sbc, h2_sband, h2_sh
+        elif k == 2:
+            hp, sbc, sband, sh = h3_ptr, h3_sbc, h3_sband, h3_sh
+        else:
+            hp, sbc, sband, sh = h4_ptr, h4_sbc, h4_sband, h4_sh
+        shift: tl.constexpr = LEVELS - 1 - k
+        base = hp + bc64 * sbc
+        r0 = ti * (RK // 2)
+        c0 = tj * (CK // 2)
+        _store_plane(base, hh, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
+        _store_plane(base + sband, vv, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
+        _store_plane(base + 2 * sband, dd, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
+    _store_plane(lo_ptr + bc64 * lo_sbc, t, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
+
+
+@triton.jit
+def _waverec_kernel(
+    lo_ptr, lo_sbc, lo_sh,
+    h1_ptr, h1_sbc, h1_sband, h1_sh,
+    h2_ptr, h2_sbc, h2_sband, h2_sh,
+    h3_ptr, h3_sbc, h3_sband, h3_sh,
+    h4_ptr, h4_sbc, h4_sband, h4_sh,
+    out_ptr, hL, wL,
+    LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):
+    bc = tl.program_id(0)
+    ti = tl.program_id(1)
+    tj = tl.program_id(2)
+    bc64 = bc.to(tl.int64)
+    t = _load_plane(lo_ptr + bc64 * lo_sbc, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
+    for k in tl.static_range(LEVELS):
+        # Coarsest first: level index LEVELS - k (1-based), bands of size (hL, wL) << k.
+        lev: tl.constexpr = LEVELS - 1 - k
+        if lev == 0:
+            hp, sbc, sband, sh = h1_ptr, h1_sbc, h1_sband, h1_sh
+        elif lev == 1:
+            hp, sbc, sband, sh = h2_ptr, h2_sbc, h2_sband, h2_sh
+        elif lev == 2:
+            hp, sbc, sband, sh = h3_ptr, h3_sbc, h3_sband, h3_sh
+        else:
+            hp, sbc, sband, sh = h4_ptr, h4_sbc, h4_sband, h4_sh
+        RK: tl.constexpr = BH << k
+        CK: tl.constexpr = BW << k
+        base = hp + bc64 * sbc
+        r0 = ti * RK
+        c0 = tj * CK
+        hh = _load_plane(base, r0, c0, hL << k, wL << k, sh, RK, CK)
+        vv = _load_plane(base + sband, r0, c0, hL << k, wL << k, sh, RK, CK)
+        dd = _load_plane(base + 2 * sband, r0, c0, hL << k, wL << k, sh, RK, CK)
+        a, b, c, d = _haar4(t, hh, vv, dd)
+        t = _join2x2(a, b, c, d, RK, CK)
+    R: tl.constexpr = BH << LEVELS
+    CC: tl.constexpr = BW << LEVELS
+    H = hL << LEVELS
+    W = wL << LEVELS
+    _store_plane(out_ptr + bc64 * H * W, t, ti * R, tj * CC, H, W, W, R, CC)
+
+
+@triton.jit
+def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
+                   LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    bc = tl.program_id(0)
+    ti = tl.program_id(1)
+    tj = tl.program_id(2)
+    R: tl.constexpr = BH << LEVELS
+    CC: tl.constexpr = BW << LEVELS
+    t = _load_tile(x_ptr, bc, C, H, W, H, W, sxb, sxc, sxh, sxw, ti * R, tj * CC, R, CC, -1)
+    t = tl.reshape(t, [1, R, CC])
+    for k in tl.static_range(LEVELS):
+        NB: tl.constexpr = 1 << (2 * k)
+        RK: tl.constexpr = R >> k
+        CK: tl.constexpr = CC >> k
+        t5 = tl.reshape(t, [NB, RK // 2, 2, CK // 2, 2])
+        t5 = tl.permute(t5, [0, 1, 3, 2, 4])  # [NB, R/2, C/2, row, col]
+        col0, col1 = tl.split(t5)
+        a, c = tl.split(col0)
+        b, d = tl.split(col1)
+        aa, hh, vv, dd = _haar4(a, b, c, d)
+        t = tl.join(tl.join(aa, hh), tl.join(vv, dd))  # [NB, R/2, C/2, j1, j2]; band j1 + 2 j2
+        t = tl.permute(t, [0, 4, 3, 1, 2])  # [NB, j2, j1, R/2, C/2]
+        t = tl.reshape(t, [NB * 4, RK // 2, CK // 2])
+    NBL: tl.constexpr = 1 << (2 * LEVELS)
+    bands = tl.arange(0, NBL)
+    rows = ti * BH + tl.arange(0, BH)
+    cols = tj * BW + tl.arange(0, BW)
+    mask = (rows[None, :, None] < h) & (cols[None, None, :] < w) & (bands[:, None, None] < NBL)
+    base = y_ptr + bc.to(tl.int64) * NBL * h * w
+    ptrs = (base + bands[:, None, None].to(tl.int64) * h * w
+            + rows[None, :, None].to(tl.int64) * w + cols[None, None, :])
+    tl.store(ptrs, t.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
+                    LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    bc = tl.program_id(0)
+    ti = tl.program_id(1)
+    tj = tl.program_id(2)
+    NBL: tl.constexpr = 1 << (2 * LEVELS)
+    bands = tl.arange(0, NBL)
+    rows = ti * BH + tl.arange(0, BH)
+    cols = tj * BW + tl.arange(0, BW)
+    mask = (rows[None, :, None] < h) & (cols[None, None, :] < w) & (bands[:, None, None] < NBL)
+    ptrs = (y_ptr + bc.to(tl.int64) * sy_bc + bands[:, None, None].to(tl.int64) * sy_band
+            + rows[None, :, None].to(tl.int64) * sy_h + cols[None, None, :].to(tl.int64) * sy_w)
+    t = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    for k in tl.static_range(LEVELS):
+        NB: tl.constexpr = 1 << (2 * (LEVELS - k))
+        RK: tl.constexpr = BH << k
+        CK: tl.constexpr = BW << k
+        t5 = tl.reshape(t, [NB // 4, 2, 2, RK, CK])  # [NB/4, j2, j1, R, C]
+        t5 = tl.permute(t5, [0, 3, 4, 2, 1])  # [NB/4, R, C, j1, j2]
+        ah, vd = tl.split(t5)
+        aa, hh = tl.split(ah)
+        vv, dd = tl.split(vd)
+        a, b, c, d = _haar4(aa, hh, vv, dd)
+        t = tl.join(tl.join(a, b), tl.join(c, d))  # [NB/4, R, C, col, row]
+        t = tl.permute(t, [0, 1, 4, 2, 3])  # [NB/4, R, row, C, col]
+        t = tl.reshape(t, [NB // 4, 2 * RK, 2 * CK])
+    R: tl.constexpr = BH << LEVELS
+    CC: tl.constexpr = BW << LEVELS
+    t = tl.reshape(t, [R, CC])
+    H = h << LEVELS
+    W = w << LEVELS
+    _store_plane(x_ptr + bc.to(tl.int64) * H * W, t, ti * R, tj * CC, H, W, W, R, CC)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers. Shapes and checks are the caller's (uhrops/wavelet.py) job.
+# --------------------------------------------------------------------------------------------
+
+
+def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
+    bh = max(1, _TILE_ROWS >> levels)
+    bw = max(1, _TILE_COLS >> levels)
+    # Do not launch tiles far larger than a small image.
+    bh = min(bh, triton.next_power_of_2(max(h, 1)))
+    bw = min(bw, triton.next_power_of_2(max(w, 1)))
+    return bh, bw
+
+
+def _plane_strides(t: torch.Tensor, bands: bool) -> tuple[int, ...]:
+    """(stride per flattened batch*channel, [band stride,] row stride); rows must be unit-stride."""
+    B, C = t.shape[:2]
+    if t.stride(-1) != 1 or (B > 1 and t.stride(0) != C * t.stride(1)):
+        raise AssertionError("internal: Haar output buffers must be row-contiguous planes")
+    return (t.stride(1), t.stride(2), t.stride(-2)) if bands else (t.stride(1), t.stride(-2))
+
+
+def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
+            highs: list[torch.Tensor]) -> None:
+    """Fill ``low`` and ``highs`` (finest first) with ``levels`` (<= 4) Haar levels of ``x``.
+
+    ``levels > 1`` requires sizes divisible by 2**levels (no padding in between); ``pad`` is
+    the odd-size code of uhrops.wavelet (-1: none, 0 zero, 1 edge, 2 reflect, 3 wrap).
+    """
+    assert 1 <= levels <= 4 and len(highs) == levels
+    B, C, H, W = x.shape
+    hL, wL = low.shape[-2:]
+    if B * C == 0 or hL * wL == 0:
+        return
+    bh, bw = _coarse_block(levels, hL, wL)
+    hs = list(highs) + [highs[0]] * (4 - levels)
+    args = []
+    for h in hs:
+        args.extend([h, *_plane_strides(h, bands=True)])
+    grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
+    _wavedec_kernel[grid](
+        x, C, H, W, *x.stride(),
+        low, *_plane_strides(low, bands=False),
+        *args, hL, wL,
+        LEVELS=levels, PAD=pad, BH=bh, BW=bw, num_warps=8,
+    )
+
+
+def waverec(low: torch.Tensor, highs: list[torch.Tensor]) -> torch.Tensor:
+    """Reconstruct (B, C, hL << L, wL << L) from ``low`` and ``highs`` (finest first, L <= 4)."""
+    levels = len(highs)
+    assert 1 <= levels <= 4
+    B, C, hL, wL = low.shape
+    out = low.new_empty(B, C, hL << levels, wL << levels)
+    if out.numel() == 0:
+        return out
+    if low.stride(-1) != 1:
+        low = low.contiguous()
+    highs = [h if h.stride(-1) == 1 and (B == 1 or h.stride(0) == C * h.stride(1)) else
+             h.contiguous() for h in highs]
+    bh, bw = _coarse_block(levels, hL, wL)
+    hs = list(highs) + [highs[0]] * (4 - levels)
+    args = []
+    for h in hs:
+        args.extend([h, *_plane_strides(h, bands=True)])
+    if B > 1 and low.stride(0) != C * low.stride(1):
+        low = low.contiguous()
+    grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
+    _waverec_kernel[grid](
+        low, *_plane_strides(low, bands=False), *args, out, hL, wL,
+        LEVELS=levels, BH=bh, BW=bw, num_warps=8,
+    )
+    return out
+
+
+# A packet tree deeper than this is done as chained launches: after L1 levels every band is
+# an image of its own, and its L2-level tree's digits follow L1's in the band index.
+_MAX_PACKET_LEVELS = 4
+
+
+def packet(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Full packet tree of ``levels`` levels; sizes divisible by 2**levels."""
+    B, C, H, W = x.shape
+    done = 0
+    cur = x
+    while done < levels:
+        step = min(_MAX_PACKET_LEVELS, levels - done)
+        cur = _packet_once(cur, step).view(B, C * 4 ** (done + step), H >> (done + step),
+                                           W >> (done + step))
+        done += step
+    return cur.view(B, C, 4**levels, H >> levels, W >> levels)
+
+
+def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
+    B, C, H, W = x.shape
+    h, w = H >> levels, W >> levels
+    y = x.new_empty(B, C, 4**levels, h, w)
+    if y.numel() == 0:
+        return y
+    bh, bw = _coarse_block(levels, h, w)
+    grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    _packet_kernel[grid](x, y, C, H, W, *x.stride(), h, w,
+                         LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+    return y
+
+
+def ipacket(y: torch.Tensor, levels: int) -> torch.Tensor:
+    """Inverse of :func:`packet`."""
+    B, C, n, h, w = y.shape
+    cur = y
+    done = 0
+    while done < levels:
+        step = min(_MAX_PACKET_LEVELS, levels - done)
+        rest = levels - done - step  # digits still folded into the channel axis
+        m = C * 4**rest
+        hh, ww = h << done, w << done
+        cur = _ipacket_once(cur.reshape(B, m, 4**step, hh, ww), step)
+        done += step
+    return cur.view(B, C, h << levels, w << levels)
+
+
+def _ipacket_once(y: torch.Tensor, levels: int) -> torch.Tensor:
+    B, C, n, h, w = y.shape
+    x = y.new_empty(B, C, h << levels, w << levels)
+    if x.numel() == 0:
+        return x
+    if B > 1 and y.stride(0) != C * y.stride(1):
+        y = y.contiguous()
+    bh, bw = _coarse_block(levels, h, w)
+    grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    _ipacket_kernel[grid](y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
+                          LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+    return x
