@@ -30,6 +30,7 @@ setup(
             "ptwt>=0.1.8",
             "opencv-python-headless>=4.8",
             "pytorch_wavelets>=1.3",
+            "setuptools<81",  # pytorch_wavelets imports pkg_resources
             "triton>=3.0",
         ],
     },

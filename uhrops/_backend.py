@@ -124,12 +124,21 @@ def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
     ``has_triton=False`` says the op has no Triton kernel for these arguments; "triton" then
     raises, "auto" quietly takes PyTorch.
     """
+    device_type = tensors[0].device.type if tensors else "cpu"
+    return _resolve_for(op, device_type, has_triton)
+
+
+# torch.compile cannot trace ContextVar or os.environ reads; the choice depends only on
+# constants (the setting, the device type), so the compiler may take it as one. A graph
+# compiled under one backend is not re-checked if the setting changes later: recompile
+# (torch._dynamo.reset()) after switching backends around compiled code.
+@torch.compiler.assume_constant_result
+def _resolve_for(op: str, device_type: str, has_triton: bool) -> str:
     choice = get_backend()
     if choice == "torch":
         return "torch"
-    device = tensors[0].device if tensors else torch.device("cpu")
     if choice == "auto":
-        if has_triton and device.type == "cuda" and _triton_import_error() is None:
+        if has_triton and device_type == "cuda" and _triton_import_error() is None:
             return "triton"
         return "torch"
     if not has_triton:
@@ -137,7 +146,7 @@ def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
             f"{op}: the Triton backend has no kernel for these arguments; "
             'use uhrops.use_backend("torch") or "auto"'
         )
-    reason = triton_unavailable_reason(device)
+    reason = triton_unavailable_reason(device_type)
     if reason is not None:
         raise BackendUnavailableError(f"{op}: the Triton backend cannot run: {reason}")
     return "triton"

@@ -85,9 +85,9 @@ def _torch_dwt_into(x: Tensor, low: Tensor, high: Tensor) -> None:
         x = x.float()
     rows = x.reshape(B, C, H // 2, 2, W)
     even, odd = rows[:, :, :, 0], rows[:, :, :, 1]
-    # Rows first so both row halves are contiguous; lerp folds the 1/2 of the orthonormal
-    # scale into the first butterfly (s = (e+o)/2, t = (e-o)/2) with no extra pass.
-    s = torch.lerp(even, odd, 0.5).view(B, C, H // 2, W // 2, 2)
+    # Rows first so both row halves are contiguous, and the 1/2 of the orthonormal scale
+    # goes into the first butterfly (s = (e+o)/2, t = (e-o)/2) on half-size temporaries.
+    s = (even + odd).mul_(0.5).view(B, C, H // 2, W // 2, 2)
     t = (even - odd).mul_(0.5).view(B, C, H // 2, W // 2, 2)
     _write(low, torch.add, s[..., 0], s[..., 1])
     _write(high[:, :, 0], torch.add, t[..., 0], t[..., 1])

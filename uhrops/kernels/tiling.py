@@ -1,0 +1,152 @@
+"""Triton kernels for patch tiling: gather (extract) and output-centric scatter (merge).
+
+Both work on a product grid: patch k = i * nx + j starts at (ys[i], xs[j]). With the same
+optional per-pixel patch weight ``w`` (ph, pw) and image-sized normaliser ``norm`` (H, W):
+
+    gather:  out[b*N + k, c] = w * crop_k(norm * image[b, c])           (zeros outside)
+    scatter: out[b, c]       = norm * Σ_k place_k(w * patches[b*N + k, c])
+
+These two maps are adjoint, so each is the other's backward. The scatter is output-centric:
+each program owns a tile of the output and sums the few patches covering it (the host passes,
+per tile row and column, the range of grid rows/columns that overlap it), so there are no
+atomics, results are deterministic, and every output pixel is written once. Values are
+accumulated in float32 and stored in the output dtype. Inputs are read through their strides;
+weight and norm must be contiguous float tensors (the caller ensures it).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+GATHER_BLOCK = (32, 64)
+SCATTER_BLOCK = (32, 64)
+
+
+@triton.jit
+def _gather_kernel(img_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
+                   C, H, W, N, NX, PH, PW,
+                   s_b, s_c, s_h, s_w,
+                   HAS_W: tl.constexpr, HAS_N: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    pid = tl.program_id(0)  # over (b, k, c)
+    pid_t = tl.program_id(1)  # over tiles of the patch
+    c = pid % C
+    bk = pid // C
+    k = bk % N
+    b = bk // N
+    tiles_w = tl.cdiv(PW, BLOCK_W)
+    r = (pid_t // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+    q = (pid_t % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    y = tl.load(ys_ptr + k // NX) + r
+    x = tl.load(xs_ptr + k % NX) + q
+    in_patch = (r < PH) & (q < PW)
+    inside = in_patch & (y < H) & (x < W)
+    base = b.to(tl.int64) * s_b + c.to(tl.int64) * s_c
+    v = tl.load(img_ptr + base + y.to(tl.int64) * s_h + x.to(tl.int64) * s_w, mask=inside,
+                other=0.0).to(tl.float32)
+    if HAS_N:
+        v = v * tl.load(n_ptr + y.to(tl.int64) * W + x, mask=inside, other=0.0).to(tl.float32)
+    if HAS_W:
+        v = v * tl.load(w_ptr + r * PW + q, mask=in_patch, other=0.0).to(tl.float32)
+    obase = (bk.to(tl.int64) * C + c) * PH * PW
+    tl.store(out_ptr + obase + r * PW + q, v.to(out_ptr.dtype.element_ty), mask=in_patch)
+
+
+@triton.jit
+def _scatter_kernel(p_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
+                    ylo_ptr, yhi_ptr, xlo_ptr, xhi_ptr,
+                    C, H, W, N, NX, PH, PW,
+                    s_n, s_c, s_h, s_w,
+                    HAS_W: tl.constexpr, HAS_N: tl.constexpr,
+                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    pid_t = tl.program_id(0)  # over output tiles (axis 0: no 65535 limit)
+    pid = tl.program_id(1)  # over (b, c)
+    c = pid % C
+    b = pid // C
+    tiles_w = tl.cdiv(W, BLOCK_W)
+    th = pid_t // tiles_w
+    tw = pid_t % tiles_w
+    y = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+    x = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    out_mask = (y < H) & (x < W)
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    ylo = tl.load(ylo_ptr + th)
+    yhi = tl.load(yhi_ptr + th)
+    xlo = tl.load(xlo_ptr + tw)
+    xhi = tl.load(xhi_ptr + tw)
+    cbase = c.to(tl.int64) * s_c
+    for i in range(ylo, yhi):
+        r = y - tl.load(ys_ptr + i)
+        my = (r >= 0) & (r < PH)
+        for j in range(xlo, xhi):
+            q = x - tl.load(xs_ptr + j)
+            m = out_mask & my & (q >= 0) & (q < PW)
+            k = b.to(tl.int64) * N + i * NX + j
+            v = tl.load(p_ptr + k * s_n + cbase + r.to(tl.int64) * s_h + q.to(tl.int64) * s_w,
+                        mask=m, other=0.0).to(tl.float32)
+            if HAS_W:
+                v = v * tl.load(w_ptr + r * PW + q, mask=m, other=0.0).to(tl.float32)
+            acc += v
+    if HAS_N:
+        acc = acc * tl.load(n_ptr + y.to(tl.int64) * W + x, mask=out_mask,
+                            other=0.0).to(tl.float32)
+    obase = (b.to(tl.int64) * C + c) * H * W
+    tl.store(out_ptr + obase + y.to(tl.int64) * W + x, acc.to(out_ptr.dtype.element_ty),
+             mask=out_mask)
+
+
+def _i32(values: List[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int32, device=device)
+
+
+def gather(image: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[torch.Tensor],
+           ys: List[int], xs: List[int], ph: int, pw: int) -> torch.Tensor:
+    """(B*N, C, ph, pw) = w * crop_k(norm * image); image read through its strides."""
+    B, C, H, W = image.shape
+    ny, nx = len(ys), len(xs)
+    n = ny * nx
+    out = torch.empty((B * n, C, ph, pw), dtype=image.dtype, device=image.device)
+    if out.numel() == 0:
+        return out
+    dev = image.device
+    w = weight.contiguous() if weight is not None else out
+    nm = norm.contiguous() if norm is not None else out
+    bh, bw = GATHER_BLOCK
+    grid = (B * n * C, triton.cdiv(ph, bh) * triton.cdiv(pw, bw))
+    _gather_kernel[grid](image, out, w, nm, _i32(ys, dev), _i32(xs, dev),
+                         C, H, W, n, nx, ph, pw, *image.stride(),
+                         HAS_W=weight is not None, HAS_N=norm is not None,
+                         BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+    return out
+
+
+def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[torch.Tensor],
+            ys: List[int], xs: List[int], H: int, W: int, ylo: List[int], yhi: List[int],
+            xlo: List[int], xhi: List[int]) -> torch.Tensor:
+    """(B, C, H, W) = norm * Σ_k place_k(w * patches_k); patches read through their strides.
+
+    ``ylo[t]:yhi[t]`` are the grid rows overlapping output tile row t (SCATTER_BLOCK[0] rows),
+    ``xlo``/``xhi`` the same for tile columns.
+    """
+    BN, C, ph, pw = patches.shape
+    ny, nx = len(ys), len(xs)
+    n = ny * nx
+    B = BN // n
+    out = torch.empty((B, C, H, W), dtype=patches.dtype, device=patches.device)
+    if out.numel() == 0:
+        return out
+    dev = patches.device
+    w = weight.contiguous() if weight is not None else out
+    nm = norm.contiguous() if norm is not None else out
+    bh, bw = SCATTER_BLOCK
+    grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw), B * C)
+    _scatter_kernel[grid](patches, out, w, nm, _i32(ys, dev), _i32(xs, dev),
+                          _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
+                          C, H, W, n, nx, ph, pw, *patches.stride(),
+                          HAS_W=weight is not None, HAS_N=norm is not None,
+                          BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+    return out

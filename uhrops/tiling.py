@@ -1,0 +1,1064 @@
+"""Overlap tiling: patch grids, context windows, merging and streaming inference.
+
+Every ultra-high-resolution pipeline crops patches out of an image, crops larger context
+windows around them, runs a network on them and merges the results back. This module does
+the four steps for any grid of equally sized patches whose starts form a product of one
+list of row starts and one list of column starts (every grid built here does):
+
+- :class:`PatchGrid` holds the grid. ``PatchGrid.from_min_overlap`` is the FCtL/GLNet rule
+  (6x6 patches at stride 388 on a 2448 image with 508 patches, 11x11 on 5000) and
+  ``PatchGrid.from_stride`` mmsegmentation's "slide" rule (the last patch shifted back).
+- :func:`extract_patches` gathers the patches, :func:`merge_patches` scatters them back with
+  a sum or a weighted mean. The two are adjoint linear maps: the backward of one is the other,
+  so nothing but the grid is saved for autograd and no ``CopySlices`` graph is ever recorded.
+- :func:`extract_contexts` crops a window ``scale`` times the patch, centred on each patch,
+  padded outside the image, and resizes it with (antialiased) bilinear filtering, as FCtL
+  does with PIL.
+- :func:`sliding_window` streams batches of patches (and contexts) through a callable and
+  accumulates the results, so that peak memory is the output plus one batch.
+
+The PyTorch path runs anywhere; the Triton path (CUDA, or the CPU interpreter) has a gather
+kernel and an output-centric merge kernel (each output pixel sums the few patches that cover
+it, no atomics), each being the other's backward.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uhrops import _checks
+from uhrops._backend import resolve
+
+__all__ = [
+    "PatchGrid",
+    "extract_patches",
+    "extract_contexts",
+    "merge_patches",
+    "sliding_window",
+    "gaussian_weight",
+    "ExtractContexts",
+    "MergePatches",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+IntPair = Union[int, Sequence[int]]
+
+
+# --------------------------------------------------------------------------------------------
+# Grids
+# --------------------------------------------------------------------------------------------
+
+
+def _pair(value: object, name: str, op: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or a 2-sequence of ints, as (h, w)."""
+    if isinstance(value, torch.Size):
+        value = tuple(value)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{op}(): `{name}` must be an int or a pair (h, w); got {value!r} "
+                             f"with {len(value)} entries. Fix: pass e.g. {name}=(512, 512).")
+        h = _checks.check_int(value[0], f"{name}[0]", op, minimum)
+        w = _checks.check_int(value[1], f"{name}[1]", op, minimum)
+        return h, w
+    v = _checks.check_int(value, name, op, minimum)
+    return v, v
+
+
+def _axis_min_overlap(size: int, p: int, min_overlap: float) -> tuple[int, ...]:
+    """GLNet's ``get_patch_info`` + ``global2patch`` along one axis."""
+    if size <= p:
+        return (0,)
+    def ok(k: int) -> bool:  # GLNet's test, in the same float arithmetic
+        return p - (size - p) / (k - 1) >= min_overlap
+
+    n0 = max(-(-size // p), 2)  # smallest n with n * p >= size (>= 2 since size > p)
+    # jump near the answer with the closed form, then settle with the exact (monotone) test
+    n = max(n0, math.ceil((size - p) / (p - min_overlap)) - 1)
+    while n > n0 and ok(n - 1):
+        n -= 1
+    while not ok(n):
+        n += 1
+    step = (size - p) / (n - 1)
+    return tuple(int(round(i * step)) for i in range(n - 1)) + (size - p,)
+
+
+def _axis_stride(size: int, p: int, stride: int) -> tuple[int, ...]:
+    """mmsegmentation's ``slide_inference`` rule along one axis (last start shifted back)."""
+    if size <= p:
+        return (0,)
+    n = max(size - p + stride - 1, 0) // stride + 1
+    return tuple(max(min(i * stride + p, size) - p, 0) for i in range(n))
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """A grid of equally sized patches over an image: row starts x column starts.
+
+    Convention:
+        - Patch ``k`` (row-major: ``k = i * len(xs) + j``) covers rows ``ys[i] : ys[i] + ph``
+          and columns ``xs[j] : xs[j] + pw``; ``boxes`` lists them as (y0, x0, y1, x1) with
+          exclusive ends, in that order.
+        - Starts are sorted and lie in ``[0, max(size - patch, 0)]``. When the image is
+          smaller than the patch along an axis there is one patch at 0 that runs past the
+          image: extraction pads it with zeros at the bottom/right, merging drops the part
+          outside the image (``padded_size`` is the size the patches see).
+        - Both factories cover every pixel. ``from_min_overlap`` reproduces FCtL/GLNet's
+          ``get_patch_info`` exactly (starts rounded half to even, like ``np.round``);
+          ``from_stride`` reproduces mmsegmentation's ``slide_inference`` (MONAI's grid for
+          ``overlap`` is ``from_stride`` with ``stride = int(roi * (1 - overlap))``).
+
+    Args:
+        image_size: (H, W) of the image.
+        patch_size: (ph, pw) of every patch.
+        ys: row starts, sorted.
+        xs: column starts, sorted.
+
+    Example:
+        >>> g = PatchGrid.from_min_overlap(2448, 508)
+        >>> len(g), g.ys[:3]
+        (36, (0, 388, 776))
+    """
+
+    image_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        op = "PatchGrid"
+        object.__setattr__(self, "image_size", _pair(self.image_size, "image_size", op))
+        object.__setattr__(self, "patch_size", _pair(self.patch_size, "patch_size", op))
+        for name, starts, size, p in (("ys", self.ys, self.image_size[0], self.patch_size[0]),
+                                      ("xs", self.xs, self.image_size[1], self.patch_size[1])):
+            if not isinstance(starts, (list, tuple)) or len(starts) == 0:
+                raise ValueError(f"{op}(): `{name}` must be a non-empty sequence of starts; got "
+                                 f"{starts!r}.")
+            starts = tuple(_checks.check_int(s, f"{name}[i]", op, 0) for s in starts)
+            hi = max(size - p, 0)
+            if any(s > hi for s in starts) or any(b < a for a, b in zip(starts, starts[1:])):
+                raise ValueError(
+                    f"{op}(): `{name}` must be sorted starts in [0, {hi}] (image {size}, patch "
+                    f"{p}); got {starts}. Fix: build the grid with PatchGrid.from_min_overlap "
+                    "or PatchGrid.from_stride.")
+            object.__setattr__(self, name, starts)
+
+    @classmethod
+    def from_min_overlap(cls, image_size: IntPair, patch_size: IntPair,
+                         min_overlap: float = 50) -> "PatchGrid":
+        """The FCtL/GLNet grid: per axis the fewest patches overlapping by >= ``min_overlap``.
+
+        Convention:
+            Per axis with size S > patch p: n is the smallest count with n·p >= S and
+            p - (S - p)/(n - 1) >= min_overlap; starts are round(i·(S - p)/(n - 1)) for
+            i < n - 1 and the last one is S - p (flush with the border). S <= p gives one
+            patch at 0 (padded). 2448/508 -> 6 starts at stride 388 (overlap 120);
+            5000/508 -> 11 starts at stride 449.2 (rounded per patch).
+
+        Args:
+            image_size: H or (H, W).
+            patch_size: p or (ph, pw).
+            min_overlap: minimal overlap in pixels, 0 <= min_overlap < patch.
+
+        Returns:
+            The grid.
+
+        Example:
+            >>> PatchGrid.from_min_overlap(5000, 508).grid_shape
+            (11, 11)
+        """
+        op = "PatchGrid.from_min_overlap"
+        size = _pair(image_size, "image_size", op)
+        patch = _pair(patch_size, "patch_size", op)
+        if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, float)):
+            raise TypeError(f"{op}(): `min_overlap` must be a number of pixels; got "
+                            f"{type(min_overlap).__name__} {min_overlap!r}.")
+        if not (0 <= min_overlap < min(patch)):
+            raise ValueError(f"{op}(): `min_overlap` must be in [0, {min(patch)}) (below the "
+                             f"patch size {patch}); got {min_overlap}. Fix: use a smaller "
+                             "overlap or a larger patch.")
+        return cls(size, patch, _axis_min_overlap(size[0], patch[0], min_overlap),
+                   _axis_min_overlap(size[1], patch[1], min_overlap))
+
+    @classmethod
+    def from_stride(cls, image_size: IntPair, patch_size: IntPair,
+                    stride: IntPair) -> "PatchGrid":
+        """mmsegmentation's "slide" grid: starts every ``stride``, the last shifted back.
+
+        Convention:
+            Per axis: n = max(S - p + stride - 1, 0) // stride + 1 patches starting at
+            i·stride, except that a patch that would run past the border is moved back to
+            end at it (start S - p). S <= p gives one patch at 0 (padded; mmsegmentation
+            would run the network on the whole smaller image instead). MONAI's
+            ``sliding_window_inference(roi, overlap)`` uses this grid with
+            ``stride = max(int(roi * (1 - overlap)), 1)``.
+
+        Args:
+            image_size: H or (H, W).
+            patch_size: p or (ph, pw).
+            stride: s or (sh, sw), 1 <= stride <= patch (a larger stride leaves gaps).
+
+        Returns:
+            The grid.
+
+        Example:
+            >>> len(PatchGrid.from_stride(2448, 508, 381))
+            49
+        """
+        op = "PatchGrid.from_stride"
+        size = _pair(image_size, "image_size", op)
+        patch = _pair(patch_size, "patch_size", op)
+        st = _pair(stride, "stride", op)
+        if st[0] > patch[0] or st[1] > patch[1]:
+            raise ValueError(f"{op}(): `stride` {st} is larger than `patch_size` {patch}, which "
+                             "would leave pixels uncovered. Fix: use stride <= patch_size.")
+        return cls(size, patch, _axis_stride(size[0], patch[0], st[0]),
+                   _axis_stride(size[1], patch[1], st[1]))
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(number of patch rows, number of patch columns)."""
+        return len(self.ys), len(self.xs)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """(max(H, ph), max(W, pw)): the extent the patches cover."""
+        return (max(self.image_size[0], self.patch_size[0]),
+                max(self.image_size[1], self.patch_size[1]))
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    @property
+    def boxes(self) -> Tensor:
+        """(N, 4) int64 tensor of (y0, x0, y1, x1), row-major, ends exclusive."""
+        ph, pw = self.patch_size
+        rows = [(y, x, y + ph, x + pw) for y in self.ys for x in self.xs]
+        return torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
+
+
+def _check_grid(grid: object, op: str) -> PatchGrid:
+    if not isinstance(grid, PatchGrid):
+        raise TypeError(f"{op}(): `grid` must be a uhrops PatchGrid; got {type(grid).__name__}. "
+                        "Fix: build one with PatchGrid.from_min_overlap(image.shape[-2:], "
+                        "patch_size) or PatchGrid.from_stride(...).")
+    return grid
+
+
+def _check_image_grid(image: Tensor, grid: PatchGrid, op: str, name: str = "image") -> None:
+    hw = (image.shape[-2], image.shape[-1])
+    if hw != grid.image_size:
+        raise ValueError(f"{op}(): `{name}` is {hw[0]}x{hw[1]} but the grid was built for "
+                         f"{grid.image_size[0]}x{grid.image_size[1]}. Fix: build the grid "
+                         f"from {name}.shape[-2:].")
+
+
+# --------------------------------------------------------------------------------------------
+# Weights and normalisers
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_weight(patch_size: IntPair, sigma_scale: float = 0.125, *,
+                    device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """MONAI's Gaussian importance map for one patch.
+
+    Convention:
+        Equal to ``monai.data.utils.compute_importance_map(patch, mode="gaussian",
+        sigma_scale=0.125)``: per axis exp(-x²/(2σ²)) with x measured from the centre
+        (p - 1)/2 and σ = sigma_scale·p, the outer product of the two axes (peak 1 for odd
+        sizes), then clamped from below at max(min(map), 1e-3) so that no pixel gets a zero
+        weight. The clamp makes the map non-separable. Computed in float64, then cast.
+
+    Args:
+        patch_size: p or (ph, pw).
+        sigma_scale: σ as a fraction of the patch size.
+        device: device of the result.
+        dtype: dtype of the result.
+
+    Returns:
+        (ph, pw) tensor.
+
+    Example:
+        >>> gaussian_weight(8).shape
+        torch.Size([8, 8])
+    """
+    ph, pw = _pair(patch_size, "patch_size", "gaussian_weight")
+    axes = []
+    for p in (ph, pw):
+        x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2.0
+        axes.append(torch.exp(-(x * x) / (2.0 * (sigma_scale * p) ** 2)))
+    w = axes[0][:, None] * axes[1][None, :]
+    w = w.clamp(min=max(float(w.min()), 1e-3))
+    return w.to(device=device, dtype=dtype)
+
+
+def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str) -> Tensor | None:
+    """None, "gaussian" or a (ph, pw) tensor -> None or a weight tensor on ref's device."""
+    wdtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+    if weight is None or (isinstance(weight, str) and weight == "constant"):
+        return None
+    if isinstance(weight, str):
+        if weight != "gaussian":
+            raise ValueError(f"{op}(): `weight` must be None, \"constant\", \"gaussian\" or a "
+                             f"(ph, pw) tensor; got {weight!r}.")
+        return gaussian_weight(patch, device=ref.device, dtype=wdtype)
+    w = _checks.check_tensor(weight, "weight", op)
+    _checks.check_float(w, "weight", op)
+    if tuple(w.shape) != patch:
+        raise ValueError(f"{op}(): `weight` must have the patch shape {patch}; got "
+                         f"{tuple(w.shape)}. Fix: pass a (ph, pw) map of per-pixel weights.")
+    _checks.check_same_device(op, ref=ref, weight=w)
+    return w.detach().to(wdtype).contiguous()
+
+
+def _axis_counts(starts: Sequence[int], p: int, size: int, dtype: torch.dtype,
+                 device: torch.device) -> Tensor:
+    c = torch.zeros(size, dtype=dtype, device=device)
+    for s in starts:
+        c[s:min(s + p, size)] += 1
+    return c
+
+
+def _norm_rows(grid: PatchGrid, w: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
+               device: torch.device) -> Tensor:
+    """Σ of the weights of all patches over rows r0:r1 of the image, (r1 - r0, W)."""
+    H, W = grid.image_size
+    ph, pw = grid.patch_size
+    if w is None:  # constant weights: the count map is separable
+        cy = _axis_counts(grid.ys, ph, H, dtype, device)[r0:r1]
+        cx = _axis_counts(grid.xs, pw, W, dtype, device)
+        return cy[:, None] * cx[None, :]
+    w = w.to(dtype=dtype, device=device)
+    norm = torch.zeros(r1 - r0, W, dtype=dtype, device=device)
+    for y in grid.ys:
+        a, b = max(y, r0), min(y + ph, r1, H)
+        if a >= b:
+            continue
+        rows = w[a - y:b - y]
+        band = norm[a - r0:b - r0]
+        for x in grid.xs:
+            e = min(x + pw, W)
+            band[:, x:e] += rows[:, :e - x]
+    return norm
+
+
+def _inv(norm: Tensor) -> Tensor:
+    return torch.where(norm > 0, norm.reciprocal(), torch.zeros((), dtype=norm.dtype,
+                                                                device=norm.device))
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch reference path (no autograd inside: the custom ops provide the backward)
+# --------------------------------------------------------------------------------------------
+
+
+def _gather_torch(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
+                  xs: List[int], ph: int, pw: int) -> Tensor:
+    """out[b, i*nx + j] = w * (norm * image[b])[ys[i]:+ph, xs[j]:+pw], zero outside."""
+    B, C, H, W = image.shape
+    n = len(ys) * len(xs)
+    out = torch.empty((B, n, C, ph, pw), dtype=image.dtype, device=image.device)
+    k = 0
+    for y in ys:
+        hh = min(ph, H - y)
+        for x in xs:
+            ww = min(pw, W - x)
+            dst = out[:, k]
+            k += 1
+            if hh < ph or ww < pw:
+                dst.zero_()
+            src = image[:, :, y:y + hh, x:x + ww]
+            d = dst[:, :, :hh, :ww]
+            fac = None
+            if norm is not None:
+                fac = norm[y:y + hh, x:x + ww]
+            if weight is not None:
+                wv = weight[:hh, :ww]
+                fac = wv if fac is None else fac * wv
+            if fac is None:
+                d.copy_(src)
+            else:
+                torch.mul(src, fac, out=d)
+    return out.view(B * n, C, ph, pw)
+
+
+def _scatter_torch(patches: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
+                   xs: List[int], H: int, W: int) -> Tensor:
+    """out[b] = norm * Σ_k place_k(w * patches[b*N + k]), parts outside the image dropped."""
+    n = len(ys) * len(xs)
+    BN, C, ph, pw = patches.shape
+    B = BN // n
+    acc_dtype = torch.float32 if patches.dtype in _HALF else patches.dtype
+    acc = torch.zeros((B, C, H, W), dtype=acc_dtype, device=patches.device)
+    p = patches.view(B, n, C, ph, pw) if patches.is_contiguous() else patches.reshape(
+        B, n, C, ph, pw)
+    k = 0
+    for y in ys:
+        hh = min(ph, H - y)
+        for x in xs:
+            ww = min(pw, W - x)
+            region = acc[:, :, y:y + hh, x:x + ww]
+            src = p[:, k, :, :hh, :ww]
+            k += 1
+            if weight is None:
+                region.add_(src)
+            else:
+                region.addcmul_(src, weight[:hh, :ww])
+    if norm is not None:
+        acc.mul_(norm)
+    return acc if acc_dtype == patches.dtype else acc.to(patches.dtype)
+
+
+def _window_slices(y: int, L: int, size: int) -> tuple[int, int]:
+    """Part [a, b) of the image inside the window [y, y + L) (a >= b when empty)."""
+    return max(y, 0), min(y + L, size)
+
+
+def _contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, oh: int,
+                    ow: int, pad_value: float, antialias: bool) -> Tensor:
+    """Padded windows [y, y+wh) x [x, x+ww) (product grid) resized to (oh, ow)."""
+    B, C, H, W = image.shape
+    n = len(ys) * len(xs)
+    out = torch.empty((B, n, C, oh, ow), dtype=image.dtype, device=image.device)
+    cdtype = torch.float32 if image.dtype in _HALF else image.dtype
+    k = 0
+    for y in ys:
+        a, b = _window_slices(y, wh, H)
+        for x in xs:
+            c, d = _window_slices(x, ww, W)
+            if a == y and b == y + wh and c == x and d == x + ww:
+                win = image[:, :, a:b, c:d].to(cdtype)
+            else:
+                win = torch.full((B, C, wh, ww), pad_value, dtype=cdtype, device=image.device)
+                if a < b and c < d:
+                    win[:, :, a - y:b - y, c - x:d - x] = image[:, :, a:b, c:d]
+            if (wh, ww) == (oh, ow):
+                out[:, k] = win
+            else:
+                out[:, k] = F.interpolate(win, size=(oh, ow), mode="bilinear",
+                                          align_corners=False, antialias=antialias)
+            k += 1
+    return out.view(B * n, C, oh, ow)
+
+
+def _contexts_backward_torch(grad: Tensor, ys: List[int], xs: List[int], wh: int, ww: int,
+                             H: int, W: int, antialias: bool) -> Tensor:
+    n = len(ys) * len(xs)
+    BN, C, oh, ow = grad.shape
+    B = BN // n
+    cdtype = torch.float32 if grad.dtype in _HALF else grad.dtype
+    g = grad.reshape(B, n, C, oh, ow)
+    acc = torch.zeros((B, C, H, W), dtype=cdtype, device=grad.device)
+    back = (torch.ops.aten._upsample_bilinear2d_aa_backward if antialias
+            else torch.ops.aten.upsample_bilinear2d_backward)
+    k = 0
+    for y in ys:
+        a, b = _window_slices(y, wh, H)
+        for x in xs:
+            c, d = _window_slices(x, ww, W)
+            gk = g[:, k].to(cdtype)
+            k += 1
+            if a >= b or c >= d:
+                continue
+            if (wh, ww) == (oh, ow):
+                gw = gk
+            else:
+                gw = back(gk.contiguous(), [oh, ow], [B, C, wh, ww], False)
+            acc[:, :, a:b, c:d] += gw[:, :, a - y:b - y, c - x:d - x]
+    return acc if cdtype == grad.dtype else acc.to(grad.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Triton path helpers (the kernels live in uhrops/kernels/tiling.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _tile_ranges(starts: List[int], p: int, size: int, block: int) -> tuple[list[int], list[int]]:
+    """For each block of `block` output pixels, the range [lo, hi) of starts covering it."""
+    ends = [s + p for s in starts]
+    lo, hi = [], []
+    for t0 in range(0, size, block):
+        t1 = min(t0 + block, size)
+        lo.append(bisect.bisect_right(ends, t0))  # first patch with end > t0
+        hi.append(bisect.bisect_left(starts, t1))  # patches with start < t1
+    return lo, hi
+
+
+def _gather_triton(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
+                   xs: List[int], ph: int, pw: int) -> Tensor:
+    from uhrops.kernels import tiling as K
+
+    return K.gather(image, weight, norm, ys, xs, ph, pw)
+
+
+def _scatter_triton(patches: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
+                    xs: List[int], H: int, W: int) -> Tensor:
+    from uhrops.kernels import tiling as K
+
+    bh, bw = K.SCATTER_BLOCK
+    ylo, yhi = _tile_ranges(ys, patches.shape[-2], H, bh)
+    xlo, xhi = _tile_ranges(xs, patches.shape[-1], W, bw)
+    return K.scatter(patches, weight, norm, ys, xs, H, W, ylo, yhi, xlo, xhi)
+
+
+# --------------------------------------------------------------------------------------------
+# Custom ops. gather and scatter (with the same weight and normaliser) are adjoint, so each
+# one's backward is the other; weight and normaliser are constants (no gradient).
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("uhrops::tile_gather", mutates_args=())
+def _gather_op(image: Tensor, weight: Optional[Tensor], norm: Optional[Tensor], ys: List[int],
+               xs: List[int], ph: int, pw: int, backend: str) -> Tensor:
+    if backend == "triton":
+        return _gather_triton(image, weight, norm, ys, xs, ph, pw)
+    return _gather_torch(image, weight, norm, ys, xs, ph, pw)
+
+
+@_gather_op.register_fake
+def _(image, weight, norm, ys, xs, ph, pw, backend):
+    B, C = image.shape[0], image.shape[1]
+    return image.new_empty((B * len(ys) * len(xs), C, ph, pw))
+
+
+@torch.library.custom_op("uhrops::tile_scatter", mutates_args=())
+def _scatter_op(patches: Tensor, weight: Optional[Tensor], norm: Optional[Tensor],
+                ys: List[int], xs: List[int], height: int, width: int, backend: str) -> Tensor:
+    if backend == "triton":
+        return _scatter_triton(patches, weight, norm, ys, xs, height, width)
+    return _scatter_torch(patches, weight, norm, ys, xs, height, width)
+
+
+@_scatter_op.register_fake
+def _(patches, weight, norm, ys, xs, height, width, backend):
+    n = len(ys) * len(xs)
+    return patches.new_empty((patches.shape[0] // n, patches.shape[1], height, width))
+
+
+def _gather_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    image, weight, norm, ys, xs, ph, pw, backend = inputs
+    ctx.args = (ys, xs, image.shape[-2], image.shape[-1], backend)
+    ctx.save_for_backward(weight, norm)
+
+
+def _gather_bwd(ctx: Any, grad: Tensor):
+    weight, norm = ctx.saved_tensors
+    ys, xs, H, W, backend = ctx.args
+    g = _scatter_op(grad.contiguous(), weight, norm, ys, xs, H, W, backend)
+    return g, None, None, None, None, None, None, None
+
+
+def _scatter_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    patches, weight, norm, ys, xs, height, width, backend = inputs
+    ctx.args = (ys, xs, patches.shape[-2], patches.shape[-1], backend)
+    ctx.save_for_backward(weight, norm)
+
+
+def _scatter_bwd(ctx: Any, grad: Tensor):
+    weight, norm = ctx.saved_tensors
+    ys, xs, ph, pw, backend = ctx.args
+    g = _gather_op(grad.contiguous(), weight, norm, ys, xs, ph, pw, backend)
+    return g, None, None, None, None, None, None, None
+
+
+_gather_op.register_autograd(_gather_bwd, setup_context=_gather_setup)
+_scatter_op.register_autograd(_scatter_bwd, setup_context=_scatter_setup)
+
+
+@torch.library.custom_op("uhrops::tile_contexts", mutates_args=())
+def _contexts_op(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, oh: int, ow: int,
+                 pad_value: float, antialias: bool, backend: str) -> Tensor:
+    return _contexts_torch(image, ys, xs, wh, ww, oh, ow, pad_value, antialias)
+
+
+@_contexts_op.register_fake
+def _(image, ys, xs, wh, ww, oh, ow, pad_value, antialias, backend):
+    return image.new_empty((image.shape[0] * len(ys) * len(xs), image.shape[1], oh, ow))
+
+
+@torch.library.custom_op("uhrops::tile_contexts_backward", mutates_args=())
+def _contexts_bwd_op(grad: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, height: int,
+                     width: int, antialias: bool, backend: str) -> Tensor:
+    return _contexts_backward_torch(grad, ys, xs, wh, ww, height, width, antialias)
+
+
+@_contexts_bwd_op.register_fake
+def _(grad, ys, xs, wh, ww, height, width, antialias, backend):
+    n = len(ys) * len(xs)
+    return grad.new_empty((grad.shape[0] // n, grad.shape[1], height, width))
+
+
+def _contexts_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    image, ys, xs, wh, ww, oh, ow, pad_value, antialias, backend = inputs
+    ctx.args = (ys, xs, wh, ww, image.shape[-2], image.shape[-1], antialias, backend)
+
+
+def _contexts_bwd(ctx: Any, grad: Tensor):
+    ys, xs, wh, ww, H, W, antialias, backend = ctx.args
+    g = _contexts_bwd_op(grad.contiguous(), ys, xs, wh, ww, H, W, antialias, backend)
+    return g, None, None, None, None, None, None, None, None, None
+
+
+def _contexts_bwd_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    grad, ys, xs, wh, ww, height, width, antialias, backend = inputs
+    ctx.args = (ys, xs, wh, ww, grad.shape[-2], grad.shape[-1], antialias, backend)
+
+
+def _contexts_bwd_bwd(ctx: Any, gg: Tensor):
+    # the backward is linear in `grad`; its adjoint is the forward without the padding constant
+    ys, xs, wh, ww, oh, ow, antialias, backend = ctx.args
+    g = _contexts_op(gg.contiguous(), ys, xs, wh, ww, oh, ow, 0.0, antialias, backend)
+    return g, None, None, None, None, None, None, None, None
+
+
+_contexts_op.register_autograd(_contexts_bwd, setup_context=_contexts_setup)
+_contexts_bwd_op.register_autograd(_contexts_bwd_bwd, setup_context=_contexts_bwd_setup)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+
+def extract_patches(image: Tensor, grid: PatchGrid) -> Tensor:
+    """Crop every patch of ``grid`` out of ``image``.
+
+    Convention:
+        - image (B, C, H, W) -> (B·N, C, ph, pw), batch-major then row-major: patch k of
+          image b is at ``b * len(grid) + k`` (k as in ``grid.boxes``).
+        - Patches that run past a small image are zero-padded at the bottom/right.
+        - Any float dtype; strided and channels_last inputs are read as they are; the output
+          is a fresh contiguous tensor (never a view of ``image``).
+        - Differentiable; the backward is :func:`merge_patches` with ``reduction="sum"``.
+          Unlike kornia's ``extract_tensor_patches`` the grid need not be regular.
+
+    Args:
+        image: (B, C, H, W) floating tensor with (H, W) == ``grid.image_size``.
+        grid: the patch grid.
+
+    Returns:
+        (B·N, C, ph, pw) tensor.
+
+    Example:
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> extract_patches(x, PatchGrid.from_stride(64, 32, 16)).shape
+        torch.Size([9, 3, 32, 32])
+    """
+    op = "extract_patches"
+    image = _checks.check_image(image, "image", op)
+    grid = _check_grid(grid, op)
+    _check_image_grid(image, grid, op)
+    backend = resolve(op, image)
+    ph, pw = grid.patch_size
+    return _gather_op(image, None, None, list(grid.ys), list(grid.xs), ph, pw, backend)
+
+
+def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
+                  weight: Union[str, Tensor, None] = None) -> Tensor:
+    """Put patches back into an image, summing or averaging where they overlap.
+
+    Convention:
+        - patches (B·N, C, ph, pw) in the order of :func:`extract_patches` -> (B, C, H, W).
+        - ``reduction="sum"``: out = Σ_k w·patch_k (FCtL's summed logits when w is None).
+          ``reduction="mean"``: out = Σ_k w·patch_k / Σ_k w, i.e. the weighted average of the
+          patches covering each pixel (a pixel no patch covers would be 0).
+        - ``weight``: None or "constant" (all ones), "gaussian" (MONAI's importance map,
+          σ = 0.125·patch, floored at 1e-3; see :func:`gaussian_weight`) or a non-negative
+          (ph, pw) tensor. The weight is a constant: no gradient flows into it.
+        - The normaliser Σw is built from the grid (separable counts for constant weights),
+          never accumulated from a fold buffer of all patches. Parts of patches outside a
+          small image are dropped.
+        - fp16/bf16 patches are accumulated in float32 and returned in their dtype.
+        - Differentiable; the backward is the weighted crop of grad/Σw (one gather), so
+          nothing is saved but the weight and the normaliser.
+
+    Args:
+        patches: (B·N, C, ph, pw) floating tensor, N = ``len(grid)``.
+        grid: the grid the patches come from.
+        reduction: "mean" or "sum".
+        weight: None, "constant", "gaussian" or a (ph, pw) tensor.
+
+    Returns:
+        (B, C, H, W) tensor.
+
+    Example:
+        >>> g = PatchGrid.from_stride(64, 32, 16)
+        >>> x = torch.rand(2, 3, 64, 64)
+        >>> torch.allclose(merge_patches(extract_patches(x, g), g), x)
+        True
+    """
+    op = "merge_patches"
+    patches = _checks.check_tensor(patches, "patches", op)
+    _checks.check_rank(patches, "patches", op, 4, "(B*N, C, ph, pw)")
+    _checks.check_float(patches, "patches", op)
+    grid = _check_grid(grid, op)
+    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    n = len(grid)
+    if tuple(patches.shape[-2:]) != grid.patch_size:
+        raise ValueError(f"{op}(): `patches` are {patches.shape[-2]}x{patches.shape[-1]} but "
+                         f"the grid's patch size is {grid.patch_size[0]}x{grid.patch_size[1]}. "
+                         "Fix: resize the network output to the patch size first.")
+    if patches.shape[0] == 0 or patches.shape[0] % n:
+        raise ValueError(f"{op}(): `patches` holds {patches.shape[0]} patches, which is not a "
+                         f"positive multiple of the grid's {n} patches. Fix: pass B*{n} "
+                         "patches in the order extract_patches returns them.")
+    w = _weight_map(weight, grid.patch_size, patches, op)
+    norm = None
+    if reduction == "mean":
+        ndtype = torch.float64 if patches.dtype == torch.float64 else torch.float32
+        H = grid.image_size[0]
+        norm = _inv(_norm_rows(grid, w, 0, H, ndtype, patches.device))
+    backend = resolve(op, patches)
+    H, W = grid.image_size
+    return _scatter_op(patches, w, norm, list(grid.ys), list(grid.xs), H, W, backend)
+
+
+def _context_window(grid: PatchGrid, scale: float) -> tuple[int, int, int, int]:
+    """(wh, ww, top offset, left offset) of the context window for ``scale``."""
+    ph, pw = grid.patch_size
+    wh = max(int(math.floor(scale * ph + 0.5)), 1)
+    ww = max(int(math.floor(scale * pw + 0.5)), 1)
+    return wh, ww, (wh - ph) // 2, (ww - pw) // 2
+
+
+def _check_scale(scale: object, op: str) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"{op}(): `scale` must be a number (the context size as a multiple of "
+                        f"the patch size); got {type(scale).__name__} {scale!r}.")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{op}(): `scale` must be a positive finite number; got {scale}. "
+                         "Fix: e.g. scale=3 for FCtL's x3 context.")
+    return float(scale)
+
+
+def extract_contexts(image: Tensor, grid: PatchGrid, scale: float,
+                     size: IntPair | None = None, pad_value: float = 0.0,
+                     antialias: bool = True) -> Tensor:
+    """Crop a window ``scale`` times the patch around every patch and resize it.
+
+    Convention:
+        - The window of patch (y0, x0) is Lh x Lw = round(scale·ph) x round(scale·pw) pixels
+          starting at (y0 - ⌊(Lh - ph)/2⌋, x0 - ⌊(Lw - pw)/2⌋): exactly centred when Lh - ph
+          is even (FCtL's x1.5 ... x4 on 508 px patches), otherwise with the extra pixel at the
+          bottom/right. Pixels outside the image read ``pad_value`` (FCtL pads black, 0).
+        - The window is resized to ``size`` (default the patch size) with bilinear filtering,
+          half-pixel centres (align_corners=False); with ``antialias=True`` the filter is
+          widened when shrinking, which is PIL's ``Image.resize(..., BILINEAR)`` (what FCtL
+          uses; within 1-2/255 on uint8 images), with ``antialias=False`` it is
+          ``F.interpolate(mode="bilinear")``.
+        - Output (B·N, C, oh, ow), batch-major then row-major like :func:`extract_patches`.
+        - fp16/bf16 are resized in float32. Differentiable with respect to ``image`` (the
+          backward scatters the adjoint of each resize back into the image).
+        - PyTorch path only (a Triton kernel did not pay here); ``use_backend("triton")``
+          raises BackendUnavailableError.
+
+    Args:
+        image: (B, C, H, W) floating tensor with (H, W) == ``grid.image_size``.
+        grid: the patch grid.
+        scale: window size as a multiple of the patch size (> 0, need not be an integer).
+        size: output size oh or (oh, ow); default ``grid.patch_size``.
+        pad_value: value of the pixels outside the image.
+        antialias: antialiased (PIL-like) bilinear when shrinking.
+
+    Returns:
+        (B·N, C, oh, ow) tensor.
+
+    Example:
+        >>> g = PatchGrid.from_min_overlap(96, 32, 8)
+        >>> extract_contexts(torch.rand(1, 3, 96, 96), g, 3).shape
+        torch.Size([16, 3, 32, 32])
+    """
+    op = "extract_contexts"
+    image = _checks.check_image(image, "image", op)
+    grid = _check_grid(grid, op)
+    _check_image_grid(image, grid, op)
+    scale = _check_scale(scale, op)
+    oh, ow = grid.patch_size if size is None else _pair(size, "size", op)
+    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
+        raise TypeError(f"{op}(): `pad_value` must be a number; got {type(pad_value).__name__}.")
+    if not isinstance(antialias, bool):
+        raise TypeError(f"{op}(): `antialias` must be a bool; got {type(antialias).__name__}.")
+    backend = resolve(op, image, has_triton=False)
+    wh, ww, oy, ox = _context_window(grid, scale)
+    ys = [y - oy for y in grid.ys]
+    xs = [x - ox for x in grid.xs]
+    return _contexts_op(image, ys, xs, wh, ww, oh, ow, float(pad_value), antialias, backend)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming inference
+# --------------------------------------------------------------------------------------------
+
+
+def _crop_boxes(image: Tensor, starts: Sequence[tuple[int, int]], ph: int, pw: int,
+                out: Tensor) -> None:
+    """Copy patches at `starts` of one image (1, C, H, W) into out (k, C, ph, pw)."""
+    H, W = image.shape[-2:]
+    for k, (y, x) in enumerate(starts):
+        hh, ww = min(ph, H - y), min(pw, W - x)
+        if hh < ph or ww < pw:
+            out[k].zero_()
+        out[k, :, :hh, :ww].copy_(image[0, :, y:y + hh, x:x + ww])
+
+
+def _contexts_boxes(image: Tensor, grid: PatchGrid, starts: Sequence[tuple[int, int]],
+                    scale: float) -> Tensor:
+    """Contexts (scale) of the patches at `starts` of one image (1, C, H, W), no autograd."""
+    wh, ww, oy, ox = _context_window(grid, scale)
+    ph, pw = grid.patch_size
+    parts = [_contexts_torch(image, [y - oy], [x - ox], wh, ww, ph, pw, 0.0, True)
+             for y, x in starts]
+    return torch.cat(parts, 0)
+
+
+def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, batch_size: int,
+                   contexts: Sequence[Union[float, Callable[[Tensor, Tensor], Tensor]]] = (),
+                   out_device: torch.device | str | None = None, progress: bool = False, *,
+                   reduction: str = "mean", weight: Union[str, Tensor, None] = None,
+                   device: torch.device | str | None = None) -> Tensor:
+    """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
+
+    Convention:
+        - Patches are taken in the order of :func:`extract_patches` (batch-major, row-major)
+          and sent to ``fn`` ``batch_size`` at a time (a batch may span two images). Each
+          batch is a fresh tensor on ``device`` (default ``image.device``), so ``fn`` may
+          modify it freely; ``image`` itself is never written to.
+        - ``contexts``: for each entry the matching batch is passed as an extra argument,
+          ``fn(patches, ctx_1, ctx_2, ...)``. A number is a context scale (as in
+          :func:`extract_contexts` with its defaults: patch-sized output, black padding,
+          antialiased); a callable ``c(image_b, boxes)`` gets one image (1, C, H, W) and the
+          (k, 4) int64 boxes of its patches in the batch and returns a (k, ...) tensor.
+        - ``fn`` returns (k, C_out, ph, pw). Its output is only read (never modified in
+          place, unlike MONAI 1.6.1 which multiplies the predictor's output in place) and is
+          accumulated, weighted, into a (B, C_out, H, W) output on ``out_device`` (default
+          ``image.device``), then normalised by Σw in bands of rows; the result equals
+          ``merge_patches(fn(extract_patches(image, grid)), grid, reduction, weight)``.
+        - Memory: the output plus one batch (and its contexts) plus one band of the
+          normaliser; patches are never all held. fp16/bf16 outputs are accumulated in
+          float32. If ``fn``'s output requires grad (grad mode on and ``fn`` has trainable
+          parameters, or ``image`` requires grad), the outputs are kept and merged with the
+          differentiable :func:`merge_patches` instead, which holds all patch outputs (the
+          autograd graph holds them anyway).
+
+    Args:
+        fn: callable on a batch of patches (and contexts).
+        image: (B, C, H, W) floating tensor, (H, W) == ``grid.image_size``; may stay on
+            the CPU while ``fn`` runs elsewhere (see ``device``).
+        grid: the patch grid.
+        batch_size: patches per call of ``fn`` (>= 1).
+        contexts: context scales and/or callables, one extra ``fn`` argument each.
+        out_device: device of the merged output (default ``image.device``).
+        progress: show a tqdm progress bar.
+        reduction: "mean" or "sum", as in :func:`merge_patches`.
+        weight: None, "constant", "gaussian" or a (ph, pw) tensor, as in :func:`merge_patches`.
+        device: device the batches are sent to before ``fn`` (default ``image.device``).
+
+    Returns:
+        (B, C_out, H, W) tensor on ``out_device``.
+
+    Example:
+        >>> g = PatchGrid.from_stride(64, 32, 16)
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> y = sliding_window(lambda p: p[:, :1] * 2, x, g, batch_size=4)
+        >>> torch.allclose(y, 2 * x[:, :1])
+        True
+    """
+    op = "sliding_window"
+    if not callable(fn):
+        raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
+                        f"patches); got {type(fn).__name__}.")
+    image = _checks.check_image(image, "image", op)
+    grid = _check_grid(grid, op)
+    _check_image_grid(image, grid, op)
+    batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
+    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    if not isinstance(contexts, (list, tuple)):
+        raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
+                        f"got {type(contexts).__name__}.")
+    ctx_specs: list[Any] = []
+    for i, c in enumerate(contexts):
+        if callable(c):
+            ctx_specs.append(c)
+        else:
+            ctx_specs.append(_check_scale(c, f"{op}: contexts[{i}]"))
+    out_device = image.device if out_device is None else torch.device(out_device)
+    device = image.device if device is None else torch.device(device)
+
+    B = image.shape[0]
+    ph, pw = grid.patch_size
+    H, W = grid.image_size
+    n = len(grid)
+    starts = [(y, x) for y in grid.ys for x in grid.xs]
+    total = B * n
+    differentiable = torch.is_grad_enabled() and image.requires_grad
+
+    if differentiable:  # through the custom ops, so the image gets its gradient
+        all_patches = extract_patches(image, grid)
+        all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
+                   for c in ctx_specs]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=op, unit="patch")
+
+    outs: list[Tensor] | None = None  # kept outputs (autograd mode)
+    acc: Tensor | None = None
+    w_acc: Tensor | None = None
+    out_dtype: torch.dtype | None = None
+    try:
+        for k0 in range(0, total, batch_size):
+            k1 = min(k0 + batch_size, total)
+            segs = []  # (b, [patch index within image])
+            for k in range(k0, k1):
+                b, i = divmod(k, n)
+                if segs and segs[-1][0] == b:
+                    segs[-1][1].append(i)
+                else:
+                    segs.append((b, [i]))
+            if differentiable:
+                batch = all_patches[k0:k1].to(device)
+            else:
+                with torch.no_grad():
+                    batch = torch.empty((k1 - k0, image.shape[1], ph, pw), dtype=image.dtype,
+                                        device=image.device)
+                    r = 0
+                    for b, idx in segs:
+                        _crop_boxes(image[b:b + 1], [starts[i] for i in idx], ph, pw,
+                                    batch[r:r + len(idx)])
+                        r += len(idx)
+                    batch = batch.to(device)
+            extra = []
+            for j, c in enumerate(ctx_specs):
+                if not callable(c) and differentiable:
+                    extra.append(all_ctx[j][k0:k1].to(device))
+                    continue
+                parts = []
+                for b, idx in segs:
+                    if callable(c):
+                        boxes = grid.boxes[idx]
+                        parts.append(c(image[b:b + 1], boxes))
+                    else:
+                        with torch.no_grad():
+                            parts.append(_contexts_boxes(image[b:b + 1], grid,
+                                                         [starts[i] for i in idx], c))
+                extra.append((torch.cat(parts, 0) if len(parts) > 1 else parts[0]).to(device))
+            y = fn(batch, *extra)
+            if not isinstance(y, Tensor) or y.dim() != 4 or y.shape[0] != k1 - k0 \
+                    or tuple(y.shape[-2:]) != (ph, pw):
+                got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+                raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) tensor "
+                                 f"for a batch of k={k1 - k0} patches; got {got}. Fix: "
+                                 "resize the network output to the patch size inside fn.")
+            _checks.check_float(y, "fn(...) output", op)
+            if outs is None and acc is None:
+                out_dtype = y.dtype
+                if torch.is_grad_enabled() and y.requires_grad:
+                    outs = []
+                else:
+                    acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
+                    acc = torch.zeros((B, y.shape[1], H, W), dtype=acc_dtype, device=out_device)
+                    w_acc = _weight_map(weight, (ph, pw), acc, op)
+            if outs is not None:
+                outs.append(y.to(out_device))
+            else:
+                assert acc is not None
+                with torch.no_grad():
+                    yo = y.to(device=out_device)
+                    r = 0
+                    for b, idx in segs:
+                        for i in idx:
+                            yy, xx = starts[i]
+                            hh, ww = min(ph, H - yy), min(pw, W - xx)
+                            region = acc[b, :, yy:yy + hh, xx:xx + ww]
+                            src = yo[r, :, :hh, :ww]
+                            r += 1
+                            if w_acc is None:
+                                region.add_(src)
+                            else:
+                                region.addcmul_(src, w_acc[:hh, :ww])
+                    del yo
+            del y, batch, extra
+            if bar is not None:
+                bar.update(k1 - k0)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if outs is not None:
+        return merge_patches(torch.cat(outs, 0), grid, reduction, weight)
+    assert acc is not None and out_dtype is not None
+    if reduction == "mean":
+        band = max(ph, 1)
+        with torch.no_grad():
+            for r0 in range(0, H, band):
+                r1 = min(r0 + band, H)
+                inv = _inv(_norm_rows(grid, w_acc, r0, r1, acc.dtype, acc.device))
+                acc[:, :, r0:r1].mul_(inv)
+    return acc if acc.dtype == out_dtype else acc.to(out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Module twins (they only store options)
+# --------------------------------------------------------------------------------------------
+
+
+class ExtractContexts(nn.Module):
+    """Module form of :func:`extract_contexts`; stores scale, size, pad_value, antialias.
+
+    Example:
+        >>> m = ExtractContexts(2.0)
+        >>> g = PatchGrid.from_stride(64, 32, 32)
+        >>> m(torch.rand(1, 1, 64, 64), g).shape
+        torch.Size([4, 1, 32, 32])
+    """
+
+    def __init__(self, scale: float, size: IntPair | None = None, pad_value: float = 0.0,
+                 antialias: bool = True) -> None:
+        super().__init__()
+        self.scale = _check_scale(scale, "ExtractContexts")
+        self.size = size
+        self.pad_value = pad_value
+        self.antialias = antialias
+
+    def forward(self, image: Tensor, grid: PatchGrid) -> Tensor:
+        return extract_contexts(image, grid, self.scale, self.size, self.pad_value,
+                                self.antialias)
+
+    def extra_repr(self) -> str:
+        return (f"scale={self.scale}, size={self.size}, pad_value={self.pad_value}, "
+                f"antialias={self.antialias}")
+
+
+class MergePatches(nn.Module):
+    """Module form of :func:`merge_patches`; stores reduction and weight.
+
+    Example:
+        >>> g = PatchGrid.from_stride(64, 32, 16)
+        >>> MergePatches("mean", "gaussian")(torch.ones(9, 2, 32, 32), g).shape
+        torch.Size([1, 2, 64, 64])
+    """
+
+    def __init__(self, reduction: str = "mean", weight: Union[str, Tensor, None] = None) -> None:
+        super().__init__()
+        _checks.check_choice(reduction, "reduction", "MergePatches", ("mean", "sum"))
+        self.reduction = reduction
+        if isinstance(weight, Tensor):
+            self.register_buffer("weight", weight)
+        else:
+            self.weight = weight
+
+    def forward(self, patches: Tensor, grid: PatchGrid) -> Tensor:
+        return merge_patches(patches, grid, self.reduction, self.weight)
+
+    def extra_repr(self) -> str:
+        w = "tensor" if isinstance(self.weight, Tensor) else repr(self.weight)
+        return f"reduction={self.reduction!r}, weight={w}"

@@ -1,0 +1,395 @@
+"""Reading image/mask files and the dataset base class shared by every zoo dataset.
+
+Every dataset returns the same sample, a dict::
+
+    {"image": float32 tensor (3, H, W) in [0, 1]   (uint8 / 255, as torchvision's ToTensor),
+     "mask":  int64 tensor (H, W), class indices, `ignore_index` (255) where unlabelled,
+     "id":    str, the image's id (file stem without "_sat")}
+
+and carries the attributes ``CLASSES`` (names), ``PALETTE`` (RGB per class),
+``num_classes``, ``ignore_index`` and ``exclude_from_mean`` (the classes left out of the
+paper's mean IoU, see :mod:`zoo.metrics`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "DataFileError",
+    "IMAGE_EXTENSIONS",
+    "SegmentationDataset",
+    "colorize",
+    "read_image",
+    "read_mask_array",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+Sample = dict
+Transform = Callable[[Sample], Sample]
+
+
+class DataFileError(OSError):
+    """A dataset file is missing, cannot be decoded, or does not agree with its partner.
+
+    The message always names the path(s) involved and the fix.
+    """
+
+
+@contextmanager
+def _no_pixel_limit() -> Iterator[None]:
+    # Dataset tiles are local files the user chose to train on; UHR images legitimately
+    # exceed Pillow's decompression-bomb threshold (89 Mpx), so it is lifted while reading.
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _open_array(path: str) -> tuple[np.ndarray, str]:
+    """Decode `path` fully; returns (array, PIL mode). Raises DataFileError naming the path."""
+    if not os.path.isfile(path):
+        raise DataFileError(f"file not found: {path}. Fix: check the dataset root and layout.")
+    try:
+        with _no_pixel_limit(), Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                arr = np.asarray(im)  # palette indices are the class indices
+            elif mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                arr = np.asarray(im.convert("RGB"))
+                mode = "RGB"
+            elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im)
+            elif mode in ("1", "LA"):
+                arr = np.asarray(im.convert("L"))
+                mode = "L"
+            else:
+                arr = np.asarray(im)
+    except DataFileError:
+        raise
+    except Exception as exc:  # PIL raises OSError, UnidentifiedImageError, ValueError, ...
+        raise DataFileError(
+            f"cannot decode {path}: {type(exc).__name__}: {exc}. Fix: re-download or "
+            f"re-extract this file (it is truncated, corrupt or not an image)."
+        ) from exc
+    return arr, mode
+
+
+def read_image(path: str) -> torch.Tensor:
+    """Read an RGB image file into a float32 tensor in [0, 1].
+
+    Convention:
+        Returns (3, H, W) float32 = uint8 / 255 (torchvision ``ToTensor`` semantics). Grey
+        images are repeated to 3 channels, RGBA/CMYK are converted to RGB; 16-bit images are
+        scaled by 1/65535. Pillow reads JPEG, PNG, BMP and (uncompressed, LZW, deflate)
+        TIFF/GeoTIFF, which covers DeepGlobe, Inria and URUR. Georeferencing is not kept.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        float32 tensor (3, H, W).
+
+    Raises:
+        DataFileError: the file is missing or cannot be decoded (the message names it).
+
+    Example:
+        >>> img = read_image("855_sat.jpg")  # doctest: +SKIP
+        >>> img.shape
+        torch.Size([3, 2448, 2448])
+    """
+    arr, mode = _open_array(path)
+    if arr.dtype == np.uint16 or mode.startswith("I;16"):
+        scale = 65535.0
+    elif arr.dtype == np.uint8 or arr.dtype == bool:
+        scale = 255.0
+    else:
+        raise DataFileError(
+            f"cannot use {path} as an image: pixel type {arr.dtype} (mode {mode}) is not 8- or "
+            f"16-bit. Fix: convert it to 8-bit RGB."
+        )
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
+                            f"Fix: convert it to 3-channel RGB.")
+    t = torch.from_numpy(np.ascontiguousarray(arr[:, :, :3].transpose(2, 0, 1)))
+    return t.to(torch.float32).div_(scale)
+
+
+def read_mask_array(path: str) -> tuple[np.ndarray, str]:
+    """Read a mask file undecoded: (H, W) or (H, W, 3) integer array and its PIL mode.
+
+    Convention:
+        Palette ("P") PNGs give their palette indices, grey PNG/TIFF their values, RGB files
+        an (H, W, 3) uint8 array. Each dataset turns this into class indices itself.
+
+    Args:
+        path: the mask file.
+
+    Returns:
+        (array, mode).
+
+    Raises:
+        DataFileError: missing or undecodable file (the message names it).
+
+    Example:
+        >>> arr, mode = read_mask_array("855_mask.png")  # doctest: +SKIP
+        >>> arr.shape, mode
+        ((2448, 2448, 3), 'RGB')
+    """
+    return _open_array(path)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels."""
+    if not os.path.isfile(path):
+        raise DataFileError(f"file not found: {path}. Fix: check the dataset root and layout.")
+    try:
+        with _no_pixel_limit(), Image.open(path) as im:
+            w, h = im.size
+    except Exception as exc:
+        raise DataFileError(f"cannot decode {path}: {type(exc).__name__}: {exc}. Fix: "
+                            f"re-download or re-extract this file.") from exc
+    return h, w
+
+
+def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]],
+             ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Colour an index mask with a palette.
+
+    Convention:
+        Channels-last uint8 output, as stored in PNG files. Indices outside the palette
+        (e.g. 255 = ignore) get `ignore_color`.
+
+    Args:
+        mask: (H, W) integer mask (tensor or array).
+        palette: one (R, G, B) per class.
+        ignore_color: colour for indices without a palette entry.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Example:
+        >>> colorize(np.array([[0, 1]]), [(0, 0, 0), (255, 255, 255)])[0, 1].tolist()
+        [255, 255, 255]
+    """
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    lut = np.empty((256, 3), dtype=np.uint8)
+    lut[:] = np.asarray(ignore_color, dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    m = mask.astype(np.int64)
+    out_of_range = (m < 0) | (m > 255)
+    m = np.where(out_of_range, 255, m)
+    return lut[m]
+
+
+def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: str) -> None:
+    if mask.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    else:
+        lo, hi = int(mask.min(initial=0)), int(mask.max(initial=0))
+        if lo >= 0 and hi < num_classes:
+            return
+        present = np.unique(mask)
+    bad = present[((present < 0) | (present >= num_classes)) & (present != ignore_index)]
+    if bad.size:
+        raise DataFileError(
+            f"mask {path} holds values {bad[:10].tolist()} outside the classes "
+            f"0..{num_classes - 1} (and ignore {ignore_index}). Fix: convert the mask to class "
+            f"indices (or check that this is the right dataset / num_classes)."
+        )
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Base class: a list of (id, image path, mask path) read into the common sample dict.
+
+    Subclasses set the class attributes and implement :meth:`decode_mask`.
+    """
+
+    CLASSES: tuple[str, ...] = ()
+    PALETTE: tuple[tuple[int, int, int], ...] = ()
+    exclude_from_mean: tuple[int, ...] = ()
+    ignore_index: int = 255
+
+    def __init__(self, samples: Sequence[tuple[str, str, str]],
+                 transform: Transform | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.CLASSES)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s[0] for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def decode_mask(self, array: np.ndarray, mode: str, path: str) -> np.ndarray:
+        """File array -> (H, W) class indices (uint8 or int64). Override per dataset."""
+        raise NotImplementedError
+
+    def load_mask(self, path: str) -> torch.Tensor:
+        arr, mode = read_mask_array(path)
+        index = self.decode_mask(arr, mode, path)
+        _check_mask_values(index, self.num_classes, self.ignore_index, path)
+        return torch.from_numpy(np.ascontiguousarray(index).astype(np.int64))
+
+    def load(self, i: int) -> Sample:
+        """The i-th sample before the transform."""
+        sid, image_path, mask_path = self.samples[i]
+        image = read_image(image_path)
+        mask = self.load_mask(mask_path)
+        if tuple(image.shape[1:]) != tuple(mask.shape):
+            raise DataFileError(
+                f"image {image_path} is {image.shape[1]}x{image.shape[2]} but its mask "
+                f"{mask_path} is {mask.shape[0]}x{mask.shape[1]} (H x W). Fix: pair each image "
+                f"with its own full-size mask."
+            )
+        return {"image": image, "mask": mask, "id": sid}
+
+    def __getitem__(self, i: int) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{type(self).__name__}: index {i} out of range for "
+                             f"{len(self)} samples")
+        sample = self.load(i % len(self))
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, "
+                f"exclude_from_mean={self.exclude_from_mean})")
+
+
+# --- locating files -----------------------------------------------------------------------
+
+def check_root(root: str, op: str) -> str:
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{op}: dataset root {root!r} does not exist or is not a "
+                                f"folder. Fix: pass the folder holding the downloaded dataset.")
+    return root
+
+
+def walk_files(root: str) -> Iterator[str]:
+    """Every file under root (hidden folders skipped), in a sorted, reproducible order."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield os.path.join(dirpath, f)
+
+
+def split_stem(path: str) -> tuple[str, str]:
+    """(stem, lower-case extension) of a path."""
+    name = os.path.basename(path)
+    stem, ext = os.path.splitext(name)
+    return stem, ext.lower()
+
+
+def resolve_pairs(op: str, root: str, wanted: Sequence[str],
+                  index: dict[str, dict[str, list[str]]], split_desc: str,
+                  example: str, missing: str) -> list[tuple[str, str, str]]:
+    """Turn an id -> {"image": [...], "mask": [...]} index into (id, image, mask) triples.
+
+    Raises FileNotFoundError for an empty split or (missing="error") absent files, and
+    DataFileError for an id found twice.
+    """
+    samples = []
+    absent = []
+    for sid in wanted:
+        entry = index.get(sid, {})
+        imgs, masks = entry.get("image", []), entry.get("mask", [])
+        for kind, found in (("image", imgs), ("mask", masks)):
+            if len(found) > 1:
+                raise DataFileError(
+                    f"{op}: {len(found)} {kind} files for id {sid!r} under {root}: "
+                    f"{found[:3]}. Fix: keep one copy, or pass root= pointing at one layout.")
+        if not imgs or not masks:
+            absent.append((sid, "image" if not imgs else "mask"))
+            continue
+        samples.append((sid, imgs[0], masks[0]))
+    if not samples:
+        raise FileNotFoundError(
+            f"{op}: no image/mask pairs of the {split_desc} ({len(wanted)} ids) found under "
+            f"{root}. Expected files like {example}. Fix: check root= and the layout in the "
+            f"class docstring.")
+    if absent and missing == "error":
+        shown = ", ".join(f"{sid} ({what})" for sid, what in absent[:5])
+        raise FileNotFoundError(
+            f"{op}: {len(absent)} of the {len(wanted)} ids of the {split_desc} are missing under "
+            f"{root} (found {len(samples)}); first: {shown}. Fix: complete the download, or "
+            f"pass missing='skip' to use only the pairs present.")
+    return samples
+
+
+def read_split_list(dataset: str, split_file: str) -> list[str]:
+    """Lines of a split list shipped in zoo/data/splits/<dataset>/<split_file>."""
+    path = os.path.join(os.path.dirname(__file__), "splits", dataset, split_file)
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def palette_to_index(rgb: np.ndarray, palette: Sequence[Sequence[int]], path: str = "<array>",
+                     ignore_index: int = 255,
+                     ignore_color: Sequence[int] | None = None) -> np.ndarray:
+    """Map an (H, W, 3) colour mask to class indices by exact palette colour.
+
+    Convention:
+        Colour k of `palette` -> k; `ignore_color` (if given) -> `ignore_index`. Any other
+        colour raises DataFileError naming the file and up to 5 offending colours (a colour
+        mask saved as JPEG, or a wrong palette, is caught instead of training on garbage).
+
+    Args:
+        rgb: uint8 (H, W, 3).
+        palette: one (R, G, B) per class.
+        path: the file name, for messages.
+        ignore_index: index for `ignore_color`.
+        ignore_color: an extra colour meaning "unlabelled", or None.
+
+    Returns:
+        uint8 (H, W) indices.
+
+    Example:
+        >>> palette_to_index(np.array([[[9, 9, 9]]], np.uint8), [(0, 0, 0), (9, 9, 9)]).tolist()
+        [[1]]
+    """
+    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) \
+        | rgb[..., 2].astype(np.int32)
+    keys = [(int(r) << 16) | (int(g) << 8) | int(b) for r, g, b in palette]
+    values = list(range(len(palette)))
+    if ignore_color is not None:
+        r, g, b = ignore_color
+        keys.append((int(r) << 16) | (int(g) << 8) | int(b))
+        values.append(ignore_index)
+    keys_arr = np.asarray(keys, dtype=np.int32)
+    order = np.argsort(keys_arr)
+    sorted_keys = keys_arr[order]
+    pos = np.searchsorted(sorted_keys, code)
+    pos_c = np.minimum(pos, len(sorted_keys) - 1)
+    hit = sorted_keys[pos_c] == code
+    if not hit.all():
+        bad = np.unique(code[~hit])[:5]
+        colours = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in bad]
+        raise DataFileError(
+            f"mask {path} holds {int((~hit).sum())} pixels with colours outside the palette, "
+            f"e.g. {colours}. Fix: pass the dataset's palette, or save masks losslessly (PNG), "
+            f"or give single-channel index masks.")
+    lut = np.asarray(values, dtype=np.uint8)[order]
+    return lut[pos_c]
