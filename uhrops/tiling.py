@@ -354,6 +354,57 @@ def _inv(norm: Tensor) -> Tensor:
                                                                 device=norm.device))
 
 
+
+# --------------------------------------------------------------------------------------------
+# Large CPU buffers. A fresh multi-MB tensor is an mmap whose 4 KiB pages fault in one by one on
+# first touch; on Linux with transparent huge pages in "madvise" mode, advising the range as
+# MADV_HUGEPAGE makes the first touch ~4x cheaper (what PyTorch's THP_MEM_ALLOC_ENABLE does
+# for every allocation). Best effort: anything unexpected falls back to plain torch.empty.
+# --------------------------------------------------------------------------------------------
+
+_MADV_HUGEPAGE = 14
+_HUGE_MIN_BYTES = 8 << 20
+_madvise: Any = None
+
+
+def _get_madvise() -> Any:
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        try:
+            import ctypes
+            import sys
+
+            if sys.platform.startswith("linux"):
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _madvise = fn
+        except Exception:  # no libc / not Linux
+            _madvise = False
+    return _madvise
+
+
+def _empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """torch.empty, with huge pages advised for large CPU buffers (outside torch.compile)."""
+    t = torch.empty(tuple(shape), dtype=dtype, device=device)
+    nbytes = t.numel() * t.element_size()
+    if t.device.type == "cpu" and nbytes >= _HUGE_MIN_BYTES \
+            and not torch.compiler.is_compiling():
+        fn = _get_madvise()
+        if fn:
+            p = t.data_ptr()
+            a = (p + 4095) & ~4095
+            length = ((p + nbytes) & ~4095) - a
+            if length > 0:
+                fn(a, length, _MADV_HUGEPAGE)  # advisory: the return value does not matter
+    return t
+
+
+def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return _empty(shape, dtype, device).zero_()
+
 # --------------------------------------------------------------------------------------------
 # PyTorch reference path (no autograd inside: the custom ops provide the backward)
 # --------------------------------------------------------------------------------------------
@@ -364,7 +415,7 @@ def _gather_torch(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys:
     """out[b, i*nx + j] = w * (norm * image[b])[ys[i]:+ph, xs[j]:+pw], zero outside."""
     B, C, H, W = image.shape
     n = len(ys) * len(xs)
-    out = torch.empty((B, n, C, ph, pw), dtype=image.dtype, device=image.device)
+    out = _empty((B, n, C, ph, pw), image.dtype, image.device)
     k = 0
     for y in ys:
         hh = min(ph, H - y)
@@ -396,7 +447,7 @@ def _scatter_torch(patches: Tensor, weight: Tensor | None, norm: Tensor | None, 
     BN, C, ph, pw = patches.shape
     B = BN // n
     acc_dtype = torch.float32 if patches.dtype in _HALF else patches.dtype
-    acc = torch.zeros((B, C, H, W), dtype=acc_dtype, device=patches.device)
+    acc = _zeros((B, C, H, W), acc_dtype, patches.device)
     p = patches.view(B, n, C, ph, pw) if patches.is_contiguous() else patches.reshape(
         B, n, C, ph, pw)
     k = 0
@@ -426,7 +477,7 @@ def _contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: in
     """Padded windows [y, y+wh) x [x, x+ww) (product grid) resized to (oh, ow)."""
     B, C, H, W = image.shape
     n = len(ys) * len(xs)
-    out = torch.empty((B, n, C, oh, ow), dtype=image.dtype, device=image.device)
+    out = _empty((B, n, C, oh, ow), image.dtype, image.device)
     cdtype = torch.float32 if image.dtype in _HALF else image.dtype
     k = 0
     for y in ys:
@@ -455,7 +506,7 @@ def _contexts_backward_torch(grad: Tensor, ys: List[int], xs: List[int], wh: int
     B = BN // n
     cdtype = torch.float32 if grad.dtype in _HALF else grad.dtype
     g = grad.reshape(B, n, C, oh, ow)
-    acc = torch.zeros((B, C, H, W), dtype=cdtype, device=grad.device)
+    acc = _zeros((B, C, H, W), cdtype, grad.device)
     back = (torch.ops.aten._upsample_bilinear2d_aa_backward if antialias
             else torch.ops.aten.upsample_bilinear2d_backward)
     k = 0
@@ -965,7 +1016,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     outs = []
                 else:
                     acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
-                    acc = torch.zeros((B, y.shape[1], H, W), dtype=acc_dtype, device=out_device)
+                    acc = _zeros((B, y.shape[1], H, W), acc_dtype, out_device)
                     w_acc = _weight_map(weight, (ph, pw), acc, op)
             if outs is not None:
                 outs.append(y.to(out_device))
