@@ -105,7 +105,7 @@ def read_image(path: str) -> torch.Tensor:
 
     Example:
         >>> img = read_image("855_sat.jpg")  # doctest: +SKIP
-        >>> img.shape
+        >>> img.shape  # doctest: +SKIP
         torch.Size([3, 2448, 2448])
     """
     arr, mode = _open_array(path)
@@ -145,7 +145,7 @@ def read_mask_array(path: str) -> tuple[np.ndarray, str]:
 
     Example:
         >>> arr, mode = read_mask_array("855_mask.png")  # doctest: +SKIP
-        >>> arr.shape, mode
+        >>> arr.shape, mode  # doctest: +SKIP
         ((2448, 2448, 3), 'RGB')
     """
     return _open_array(path)

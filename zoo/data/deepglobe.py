@@ -60,8 +60,8 @@ def rgb_to_index(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         raise ValueError(f"rgb_to_index(): `rgb` must be channels-last (..., 3); got shape "
                          f"{tuple(arr.shape)}. Fix: for a (3, H, W) tensor pass "
                          f"rgb.permute(1, 2, 0).")
-    bits = ((arr[..., 0] >= 128).astype(np.uint8) << 2) | ((arr[..., 1] >= 128).astype(np.uint8) << 1) \
-        | (arr[..., 2] >= 128).astype(np.uint8)
+    on = [(arr[..., c] >= 128).astype(np.uint8) for c in range(3)]
+    bits = (on[0] << 2) | (on[1] << 1) | on[2]
     out = _BITS_TO_CLASS[bits]
     return torch.from_numpy(out.astype(np.int64)) if is_tensor else out
 

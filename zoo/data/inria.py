@@ -37,7 +37,7 @@ def _strip_id(name: str) -> str:
     stem, ext = os.path.splitext(name)
     if ext.lower() not in IMAGE_EXTENSIONS:
         stem = name
-    for suffix in ("_sat", "_mask"):
+    for suffix in ("_sat", "_mask", "_gt"):
         if stem.endswith(suffix):
             return stem[: -len(suffix)]
     return stem
@@ -78,7 +78,8 @@ class InriaAerial(SegmentationDataset):
           * official: ``images/<city><n>.tif`` + ``gt/<city><n>.tif`` (gt values 0/255), e.g.
             root = ``AerialImageDataset/`` or its ``train/`` folder;
           * FCtL renamed: ``{train,crossvali,offical_crossvali}/{Sat,Label}/<city><n>_sat.tif``
-            + ``<city><n>_mask.png`` (values 0/1); ISDNet's ``imgs/``/``labels/`` likewise.
+            + ``<city><n>_mask.png`` (values 0/1); ISDNet's ``imgs/``/``labels/`` likewise;
+          * any folder of ``<id>_sat.<ext>`` with ``<id>_mask.<ext>`` or ``<id>_gt.<ext>``.
         Masks are returned as 0/1 (a mask holding any 1 is taken as 0/1 with 255 = ignore,
         otherwise 0/255 is divided by 255). The TIFFs are read with Pillow (uncompressed and
         LZW GeoTIFFs; georeferencing is not kept). The papers' Inria "mIoU" is the building
@@ -126,6 +127,8 @@ class InriaAerial(SegmentationDataset):
                 sid, kind = stem[:-4], "image"
             elif stem.endswith("_mask"):
                 sid, kind = stem[:-5], "mask"
+            elif stem.endswith("_gt"):
+                sid, kind = stem[:-3], "mask"
             elif parent == "images":
                 sid, kind = stem, "image"
             elif parent == "gt":

@@ -1,0 +1,219 @@
+"""Segmentation metrics with the conventions of the FCtL / ISDNet / WSDNet papers.
+
+One confusion matrix is accumulated over all pixels of all images of a split (rows =
+ground truth, columns = prediction, as FCtL's ``bincount(n * gt + pred)``), then:
+
+* IoU_k = TP_k / (TP_k + FP_k + FN_k); a class absent from both prediction and ground
+  truth has 0/0 = NaN, counted as **0** (FCtL's ``nan_to_num``), which lowers the mean;
+* mIoU = mean of IoU_k over the classes not in `exclude_from_mean`. DeepGlobe excludes
+  class 0 "unknown" (its pixels stay in the matrix, so unknown pixels predicted as class k
+  are false positives of k); Inria's reported "mIoU" is the building IoU (exclude class 0
+  background); URUR averages all 8 classes;
+* F1 = mean over the same classes of F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k) (0/0 -> 0);
+* accuracy = overall pixel accuracy, trace / total over every labelled pixel (all classes).
+
+Pixels whose ground truth is `ignore_index` are left out entirely.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["SegmentationMetrics", "confusion_matrix", "metrics_from_confusion",
+           "DATASET_EXCLUDE"]
+
+# classes left out of the mean per dataset (the papers' conventions)
+DATASET_EXCLUDE = {"deepglobe": (0,), "inria": (0,), "urur": (), "synthetic": (0,)}
+
+
+def _labels(pred: torch.Tensor, target: torch.Tensor, op: str) -> torch.Tensor:
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(f"{op}: `pred` and `target` must be tensors; got "
+                        f"{type(pred).__name__} and {type(target).__name__}.")
+    if pred.is_floating_point() and pred.dim() == target.dim() + 1:
+        pred = pred.argmax(1 if pred.dim() > 2 else 0)  # logits (B, K, H, W) or (K, H, W)
+    if pred.is_floating_point() or pred.is_complex() or target.is_floating_point():
+        raise TypeError(f"{op}: `pred` and `target` must be integer label maps (or `pred` "
+                        f"logits with a class dimension); got {pred.dtype} and {target.dtype}. "
+                        f"Fix: pass logits.argmax(1) and an integer mask.")
+    if pred.shape != target.shape:
+        raise ValueError(f"{op}: `pred` has shape {tuple(pred.shape)} but `target` has "
+                         f"{tuple(target.shape)}. Fix: resize the prediction to the mask size.")
+    if pred.device != target.device:
+        raise ValueError(f"{op}: `pred` is on {pred.device} but `target` on {target.device}. "
+                         f"Fix: move them to one device.")
+    return pred
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int | None = 255) -> torch.Tensor:
+    """Confusion matrix of one batch: rows = ground truth, columns = prediction.
+
+    Convention:
+        ``C[i, j]`` = number of pixels with target i predicted as j (FCtL/GLNet layout).
+        Pixels with target == `ignore_index` are skipped; any other target or prediction
+        outside 0..num_classes-1 raises (instead of being silently dropped). Float `pred`
+        with one more dimension than `target` is taken as logits and arg-maxed over dim 1.
+
+    Args:
+        pred: integer labels (any shape) or logits (B, K, H, W).
+        target: integer labels, same shape as the labels.
+        num_classes: K.
+        ignore_index: ground-truth value to skip (None: none).
+
+    Returns:
+        int64 (K, K) on the inputs' device.
+
+    Example:
+        >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2).tolist()
+        [[1, 1], [0, 1]]
+    """
+    op = "confusion_matrix()"
+    pred = _labels(pred, target, op)
+    t = target.reshape(-1).long()
+    p = pred.reshape(-1).long()
+    if ignore_index is not None:
+        keep = t != ignore_index
+        t, p = t[keep], p[keep]
+    if t.numel():
+        bad_t = (t < 0) | (t >= num_classes)
+        bad_p = (p < 0) | (p >= num_classes)
+        if bool(bad_t.any()):
+            raise ValueError(f"{op}: `target` holds values {t[bad_t].unique()[:8].tolist()} "
+                             f"outside 0..{num_classes - 1} (ignore_index={ignore_index}). Fix: "
+                             f"check num_classes and the mask encoding.")
+        if bool(bad_p.any()):
+            raise ValueError(f"{op}: `pred` holds values {p[bad_p].unique()[:8].tolist()} "
+                             f"outside 0..{num_classes - 1}. Fix: check num_classes.")
+    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes) \
+        .view(num_classes, num_classes)
+
+
+def metrics_from_confusion(confusion: torch.Tensor, exclude_from_mean: Sequence[int] = ()
+                           ) -> dict:
+    """The papers' metrics from a (K, K) confusion matrix (rows = ground truth).
+
+    Convention:
+        See the module docstring: per-class IoU and F1 with 0/0 -> 0, means over the classes
+        not excluded, overall pixel accuracy over all labelled pixels (0.0 for an empty
+        matrix).
+
+    Args:
+        confusion: (K, K) counts.
+        exclude_from_mean: classes left out of `miou` and `f1` (their pixels still count in
+            the matrix and in `accuracy`).
+
+    Returns:
+        dict with float ``miou``, ``f1``, ``accuracy``; lists ``iou``, ``f1_per_class``
+        (all K classes); ``confusion`` as a nested list of ints.
+
+    Example:
+        >>> m = metrics_from_confusion(torch.tensor([[3, 1], [0, 4]]), exclude_from_mean=(0,))
+        >>> m["miou"], m["accuracy"]
+        (0.8, 0.875)
+    """
+    c = confusion.detach().to("cpu", torch.float64)
+    K = c.shape[0]
+    tp = c.diag()
+    gt = c.sum(1)
+    pr = c.sum(0)
+    union = gt + pr - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp))
+    f1_den = gt + pr
+    f1 = torch.where(f1_den > 0, 2 * tp / f1_den.clamp(min=1), torch.zeros_like(tp))
+    keep = [k for k in range(K) if k not in set(int(e) for e in exclude_from_mean)]
+    total = c.sum()
+    return {
+        "miou": float(iou[keep].mean()) if keep else 0.0,
+        "f1": float(f1[keep].mean()) if keep else 0.0,
+        "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
+        "iou": [float(v) for v in iou],
+        "f1_per_class": [float(v) for v in f1],
+        "confusion": [[int(v) for v in row] for row in confusion.detach().cpu().tolist()],
+    }
+
+
+class SegmentationMetrics:
+    """Accumulate one confusion matrix over a split and report mIoU / F1 / accuracy.
+
+    Convention:
+        The papers' conventions (module docstring): per-class IoU with NaN -> 0, mean over
+        the classes not in `exclude_from_mean` (DeepGlobe (0,), Inria (0,) = building IoU,
+        URUR ()), F1 = mean of 2TP/(2TP+FP+FN) over the same classes, accuracy = overall
+        pixel accuracy. The matrix lives on the device of the first update (GPU updates do
+        not synchronise); :meth:`all_reduce` sums it over processes. Rows = ground truth.
+
+    Args:
+        num_classes: K.
+        exclude_from_mean: classes left out of the means.
+        ignore_index: ground-truth value skipped (255).
+
+    Example:
+        >>> m = SegmentationMetrics(3, exclude_from_mean=(0,))
+        >>> m.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]]))
+        >>> round(m.compute()["miou"], 3)
+        0.25
+    """
+
+    def __init__(self, num_classes: int, exclude_from_mean: Sequence[int] = (),
+                 ignore_index: int | None = 255) -> None:
+        op = "SegmentationMetrics()"
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{op}: `num_classes` must be a positive int; got {num_classes!r}.")
+        ex = tuple(int(k) for k in exclude_from_mean)
+        for k in ex:
+            if not 0 <= k < num_classes:
+                raise ValueError(f"{op}: `exclude_from_mean` holds {k}, not a class in "
+                                 f"0..{num_classes - 1}.")
+        if len(set(ex)) >= num_classes:
+            raise ValueError(f"{op}: `exclude_from_mean` {ex} leaves no class for the mean.")
+        self.num_classes = num_classes
+        self.exclude_from_mean = ex
+        self.ignore_index = ignore_index
+        self.confusion: torch.Tensor = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    @classmethod
+    def for_dataset(cls, dataset: object, num_classes: int | None = None) -> "SegmentationMetrics":
+        """Metrics with a dataset's conventions: a dataset object (uses its ``num_classes``,
+        ``exclude_from_mean``, ``ignore_index``) or a name "deepglobe" (7), "inria" (2),
+        "urur" (8)."""
+        if isinstance(dataset, str):
+            name = dataset.lower()
+            default_k = {"deepglobe": 7, "inria": 2, "urur": 8, "synthetic": 7}
+            if name not in default_k:
+                raise ValueError(f"SegmentationMetrics.for_dataset(): unknown dataset "
+                                 f"{dataset!r}; expected one of {sorted(default_k)}.")
+            return cls(num_classes or default_k[name], DATASET_EXCLUDE[name])
+        return cls(num_classes or dataset.num_classes,
+                   getattr(dataset, "exclude_from_mean", ()),
+                   getattr(dataset, "ignore_index", 255))
+
+    def reset(self) -> None:
+        self.confusion = torch.zeros_like(self.confusion)
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: `pred` labels (or logits with a class dim 1) and `target` labels."""
+        cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        if self.confusion.device != cm.device:
+            if self.confusion.any():
+                cm = cm.to(self.confusion.device)
+            else:
+                self.confusion = self.confusion.to(cm.device)
+        self.confusion += cm
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over the processes of the default torch.distributed group."""
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.confusion)
+
+    def compute(self) -> dict:
+        """``metrics_from_confusion(self.confusion, self.exclude_from_mean)``."""
+        return metrics_from_confusion(self.confusion, self.exclude_from_mean)
+
+    def __repr__(self) -> str:
+        return (f"SegmentationMetrics(num_classes={self.num_classes}, "
+                f"exclude_from_mean={self.exclude_from_mean}, ignore_index={self.ignore_index})")
