@@ -1,0 +1,231 @@
+"""Run configuration: YAML files with inheritance, typed overrides and strict validation.
+
+A config is a nested mapping. Every key must exist in :data:`DEFAULTS` (the schema) with a
+value of the same type, except inside the free-form sections ``model.kwargs`` and
+``loss.kwargs``, which are passed to constructors that check their own arguments. A file may
+name ``base: other.yaml`` (a path relative to itself, or the name of a shipped config); the
+file's keys are merged over the base's. ``--set a.b=value`` overrides parse ``value`` as YAML.
+
+Errors name the file or override, the key, what was given and what is expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any, Mapping
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+# The schema: every key with its default. None means "optional string/number, default unset".
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "family": "wsdnet",  # "wsdnet" (whole-image crops) | "fctl" (patches with contexts)
+    "model": {
+        "num_classes": 7,
+        "kwargs": {},  # free-form: passed to the model constructor
+        "init": None,  # path of a checkpoint to initialise from (weights only)
+        "pretrained": {},  # free-form: backbone name -> local weights file
+    },
+    "loss": {
+        "kwargs": {},  # free-form: passed to the loss constructor
+    },
+    "data": {
+        "dataset": "synthetic",  # synthetic | deepglobe | inria | urur | folder
+        "root": None,
+        "train_split": "train",
+        "val_split": "val",
+        "test_split": "test",
+        "synthetic_train": 64,  # scenes in the synthetic training set
+        "synthetic_val": 8,  # held-out synthetic scenes (other seeds)
+        "synthetic_size": [512, 512],
+        "synthetic_seed": 0,
+        "crop_size": [256, 256],  # training crops (wsdnet); patch size comes from fctl
+        "resize_ratio": 1.0,  # training images resized by this factor first (Inria: 0.8)
+        "hflip": 0.5,
+        "vflip": 0.0,
+        "rotate90": 0.0,  # probability of a random k*90 degree rotation
+        "photometric": False,
+        "num_workers": 0,
+        "val_limit": 0,  # evaluate on at most this many validation images (0: all)
+    },
+    "fctl": {
+        "patch_size": 508,
+        "min_overlap": 50,
+        "sub_batch": 6,  # patches per forward/backward
+        "images_per_step": 6,  # gradient accumulation over all patches of this many images
+        "contexts": [],  # context scales, e.g. [2, 3]; "global" for the whole image
+        "init_stage": None,  # checkpoint of the previous stage (local encoder + correlation)
+        "context_checkpoints": [],  # checkpoints whose encoders become the frozen contexts
+    },
+    "train": {
+        "iters": 200,
+        "batch_size": 8,
+        "optimizer": "sgd",  # sgd | adam | adamw
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "poly_power": 0.9,
+        "min_lr": 0.0,
+        "warmup_iters": 0,
+        "grad_clip": 0.0,
+        "val_every": 100,
+        "log_every": 10,
+        "ckpt_every": 100,
+        "seed": 0,
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "amp": "none",  # none | bf16 | fp16
+        "channels_last": False,
+        "deterministic": True,
+        "predictions": 4,  # validation images saved as colour masks and overlays
+    },
+    "eval": {
+        "split": "val",
+        "tta": False,
+        "batch_size": 1,
+        "sliding": False,  # whole-image inference through uhrops.sliding_window
+        "window": [1024, 1024],
+        "window_overlap": 128,
+    },
+}
+
+FREE_FORM = {("model", "kwargs"), ("model", "pretrained"), ("loss", "kwargs")}
+_CHOICES = {
+    ("family",): ("wsdnet", "fctl"),
+    ("data", "dataset"): ("synthetic", "deepglobe", "inria", "urur", "folder"),
+    ("train", "optimizer"): ("sgd", "adam", "adamw"),
+    ("train", "amp"): ("none", "bf16", "fp16"),
+}
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid; the message names it and the fix."""
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    return isinstance(value, type(default))
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any], schema: Mapping[str, Any],
+           where: str, path: tuple[str, ...] = ()) -> None:
+    for key, value in over.items():
+        full = path + (key,)
+        dotted = ".".join(full)
+        if path == () and key == "base":
+            continue
+        if not isinstance(schema, Mapping) or key not in schema:
+            known = ", ".join(sorted(schema)) if isinstance(schema, Mapping) else ""
+            raise ConfigError(f"{where}: unknown key {dotted!r}. Known keys here: {known}.")
+        default = schema[key]
+        if full in FREE_FORM:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {dotted!r} must be a mapping; got {value!r}.")
+            base[key] = {**base.get(key, {}), **copy.deepcopy(dict(value))}
+        elif isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {dotted!r} is a section; got {value!r}. "
+                                  f"Fix: give its keys, e.g. {dotted}.{next(iter(default))}.")
+            _merge(base[key], value, default, where, full)
+        else:
+            if not _type_ok(default, value):
+                raise ConfigError(
+                    f"{where}: {dotted!r} must be {type(default).__name__} (default "
+                    f"{default!r}); got {type(value).__name__} {value!r}.")
+            if isinstance(default, float) and isinstance(value, int):
+                value = float(value)
+            if full in _CHOICES and value not in _CHOICES[full]:
+                raise ConfigError(f"{where}: {dotted!r} must be one of {_CHOICES[full]}; "
+                                  f"got {value!r}.")
+            base[key] = copy.deepcopy(value)
+
+
+def resolve_path(name_or_path: str) -> str:
+    """A shipped config name (``quickstart``) or a YAML path."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    shipped = os.path.join(CONFIG_DIR, name_or_path)
+    for candidate in (shipped, shipped + ".yaml"):
+        if os.path.isfile(candidate):
+            return candidate
+    names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+    raise ConfigError(f"config {name_or_path!r} not found: not a file, and not a shipped "
+                      f"config ({', '.join(names)}).")
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections; got "
+                          f"{type(data).__name__}.")
+    return data
+
+
+def load_config(name_or_path: str = "quickstart", overrides: list[str] | tuple[str, ...] = (),
+                _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a config (with its ``base`` chain) over :data:`DEFAULTS`, then apply overrides."""
+    path = os.path.abspath(resolve_path(name_or_path))
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself.")
+    data = _read_yaml(path)
+    if "base" in data:
+        base_ref = data["base"]
+        if not isinstance(base_ref, str):
+            raise ConfigError(f"{path}: 'base' must be a config name or path; got {base_ref!r}.")
+        local = os.path.join(os.path.dirname(path), base_ref)
+        cfg = load_config(local if os.path.isfile(local) else base_ref, (), _seen + (path,))
+    else:
+        cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, data, DEFAULTS, path)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.iters=200.")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        nested: Any = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _merge(cfg, nested, DEFAULTS, f"--set {item!r}")
+
+
+def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = ("family", "model")) -> str:
+    """Hash of the parts of a config that decide the model's parameters."""
+    part = {k: cfg[k] for k in keys if k in cfg}
+    part = json.loads(json.dumps(part, sort_keys=True, default=str))
+    if isinstance(part.get("model"), dict):  # init/pretrained paths do not change the shapes
+        part["model"] = {k: v for k, v in part["model"].items() if k in ("num_classes", "kwargs")}
+    blob = json.dumps(part, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def dump_config(cfg: Mapping[str, Any], path: str) -> None:
+    from zoo.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))

@@ -1,0 +1,108 @@
+"""Process-group set-up for ``torchrun --nproc_per_node=N -m zoo.train`` and synced BatchNorm.
+
+NCCL on GPUs, gloo on CPUs. torch's SyncBatchNorm runs only on GPUs, so on the CPU
+:class:`AllReduceBatchNorm2d` does the same thing with differentiable all-reduces: batch
+statistics over the global batch, hence results that do not depend on how the batch is split
+across processes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_from_env(device_type: str, timeout_s: float = 600.0) -> bool:
+    """Join the process group torchrun describes in the environment; False when not launched so."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj):
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+class AllReduceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the batch of every process (CPU or GPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = (0, 2, 3)
+        xf = x.float()
+        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        stats = all_reduce(stats)  # differentiable: gradients flow through other ranks' sums
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            if self.track_running_stats and self.running_mean is not None:
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(
+                    self.num_batches_tracked)
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
+    """BatchNorm -> SyncBatchNorm on CUDA, -> AllReduceBatchNorm2d on the CPU."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _swap_bn(model)
+
+
+def _swap_bn(module: nn.Module) -> nn.Module:
+    if type(module) is nn.BatchNorm2d:
+        new = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum,
+                                   module.affine, module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, _swap_bn(child))
+    return module
