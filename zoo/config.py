@@ -45,10 +45,13 @@ DEFAULTS: dict[str, Any] = {
         "synthetic_size": [512, 512],
         "synthetic_seed": 0,
         "crop_size": [256, 256],  # training crops (wsdnet); patch size comes from fctl
+        "cat_max_ratio": 1.0,  # mmseg's crop retry when one class covers more than this
         "resize_ratio": 1.0,  # training images resized by this factor first (Inria: 0.8)
         "hflip": 0.5,
         "vflip": 0.0,
-        "rotate90": 0.0,  # probability of a random k*90 degree rotation
+        "rotate90": 0.0,  # probability of a random k*90 degree rotation (FCtL)
+        "rotate": 0.0,  # probability of an arbitrary rotation (ISDNet: 0.5)
+        "rotate_degrees": [90.0, 270.0],
         "photometric": False,
         "num_workers": 0,
         "val_limit": 0,  # evaluate on at most this many validation images (0: all)
@@ -90,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "sliding": False,  # whole-image inference through uhrops.sliding_window
         "window": [1024, 1024],
         "window_overlap": 128,
+        "max_whole_pixels": 26214400,  # larger images are segmented window by window (5120^2)
     },
 }
 

@@ -11,10 +11,9 @@ run split over processes all see exactly the same samples.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 
 
 def _mix(*values: int) -> int:
@@ -52,14 +51,15 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class AugmentedCrops(torch.utils.data.Dataset):
-    """Counter -> (image (3, h, w), mask (h, w)) crop with the configured augmentation.
+    """Counter -> (image (3, h, w), mask (h, w)) with the configured augmentation.
 
-    Augmentations (``data`` section of the config): ``resize_ratio`` (bilinear image,
-    nearest mask), a random ``crop_size`` crop (images smaller than the crop are padded with
-    0 and the mask with the ignore index), ``hflip``/``vflip`` probabilities, ``rotate90``
-    (probability of k*90 degrees), and ``photometric`` (brightness +-32/255, contrast and
-    saturation x[0.5, 1.5], each with probability 0.5, as mmseg's PhotoMetricDistortion
-    without the hue step).
+    The pipeline is built from :mod:`zoo.data.transforms` (the papers' transforms) with one
+    generator per counter, in mmseg's order: ``resize_ratio`` (Inria: 0.8), a random
+    ``crop_size`` crop with ``cat_max_ratio`` (images smaller than the crop are padded with
+    0 / the ignore index; ``crop_size: null`` keeps whole images, as FCtL trains),
+    ``hflip``/``vflip`` probabilities, ``rotate90`` (FCtL's k*90 degrees), ``rotate``
+    (ISDNet's arbitrary angle in ``rotate_degrees``), ``photometric`` (mmseg's
+    PhotoMetricDistortion).
     """
 
     def __init__(self, dataset: Any, data_cfg: Mapping[str, Any], seed: int,
@@ -82,62 +82,34 @@ class AugmentedCrops(torch.utils.data.Dataset):
             self._perm_cache = {epoch: perm}
         return int(perm[pos])
 
+    def pipeline(self, g: torch.Generator):
+        from zoo.data import transforms as T
+
+        c, ig = self.cfg, self.ignore_index
+        steps: list[Any] = []
+        if float(c.get("resize_ratio", 1.0)) != 1.0:
+            steps.append(T.Resize(ratio=float(c["resize_ratio"])))
+        if c.get("crop_size"):
+            steps.append(T.RandomCrop(tuple(c["crop_size"]), float(c.get("cat_max_ratio", 1.0)),
+                                      ignore_index=ig, generator=g))
+        if c.get("hflip", 0.0):
+            steps.append(T.RandomHorizontalFlip(float(c["hflip"]), generator=g))
+        if c.get("vflip", 0.0):
+            steps.append(T.RandomVerticalFlip(float(c["vflip"]), generator=g))
+        if c.get("rotate90", 0.0):
+            steps.append(T.RandomRot90(float(c["rotate90"]), generator=g))
+        if c.get("rotate", 0.0):
+            steps.append(T.RandomRotate(float(c["rotate"]), tuple(c["rotate_degrees"]),
+                                        ignore_index=ig, generator=g))
+        if c.get("photometric", False):
+            steps.append(T.PhotometricDistortion(generator=g))
+        return T.Compose(steps)
+
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.dataset[self.image_index(k)]
         g = torch.Generator().manual_seed(_mix(self.seed, k, 0xA))
-        return augment(sample["image"], sample["mask"], self.cfg, g, self.ignore_index)
-
-
-def _rand(g: torch.Generator) -> float:
-    return float(torch.rand((), generator=g))
-
-
-def augment(image: torch.Tensor, mask: torch.Tensor, cfg: Mapping[str, Any], g: torch.Generator,
-            ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
-    ratio = float(cfg.get("resize_ratio", 1.0))
-    if ratio != 1.0:
-        h, w = image.shape[-2:]
-        size = (max(1, round(h * ratio)), max(1, round(w * ratio)))
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
-                              antialias=ratio < 1)[0]
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    ch, cw = cfg.get("crop_size", [image.shape[-2], image.shape[-1]])
-    image, mask = random_crop(image, mask, (int(ch), int(cw)), g, ignore_index)
-    if _rand(g) < float(cfg.get("hflip", 0.0)):
-        image, mask = image.flip(-1), mask.flip(-1)
-    if _rand(g) < float(cfg.get("vflip", 0.0)):
-        image, mask = image.flip(-2), mask.flip(-2)
-    if _rand(g) < float(cfg.get("rotate90", 0.0)) and image.shape[-1] == image.shape[-2]:
-        k = 1 + int(torch.randint(0, 3, (), generator=g))
-        image, mask = image.rot90(k, (-2, -1)), mask.rot90(k, (-2, -1))
-    if cfg.get("photometric", False):
-        image = photometric(image, g)
-    return image.contiguous(), mask.contiguous()
-
-
-def random_crop(image: torch.Tensor, mask: torch.Tensor, size: Sequence[int], g: torch.Generator,
-                ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
-    ch, cw = size
-    h, w = image.shape[-2:]
-    if h < ch or w < cw:
-        ph, pw = max(0, ch - h), max(0, cw - w)
-        image = F.pad(image, (0, pw, 0, ph), value=0.0)
-        mask = F.pad(mask, (0, pw, 0, ph), value=ignore_index)
-        h, w = image.shape[-2:]
-    y0 = int(torch.randint(0, h - ch + 1, (), generator=g))
-    x0 = int(torch.randint(0, w - cw + 1, (), generator=g))
-    return image[:, y0:y0 + ch, x0:x0 + cw], mask[y0:y0 + ch, x0:x0 + cw]
-
-
-def photometric(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    if _rand(g) < 0.5:
-        image = image + (_rand(g) * 64 - 32) / 255
-    if _rand(g) < 0.5:
-        image = image * (0.5 + _rand(g))
-    if _rand(g) < 0.5:
-        gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
-        image = gray + (image - gray) * (0.5 + _rand(g))
-    return image.clamp(0.0, 1.0)
+        out = self.pipeline(g)(sample)
+        return out["image"].contiguous(), out["mask"].contiguous()
 
 
 def poly_lr(base_lr: float, it: int, iters: int, power: float, min_lr: float = 0.0,
