@@ -100,7 +100,13 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
                 disable=not (enabled and sys.stderr.isatty()))
 
 
-def train(cfg: dict[str, Any], out: str, resume: bool = False) -> dict[str, Any]:
+class Interrupted(RuntimeError):
+    """Raised by ``train(stop_after=k)`` right after iteration k's checkpoint (tests use it to
+    stand for a process killed there)."""
+
+
+def train(cfg: dict[str, Any], out: str, resume: bool = False,
+          stop_after: int | None = None) -> dict[str, Any]:
     """Run the training described by ``cfg`` into folder ``out``; returns the final metrics."""
     from zoo.evaluate import evaluate_model, save_predictions
 
@@ -160,7 +166,9 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False) -> dict[str, Any]
     loader = torch.utils.data.DataLoader(
         crops, batch_size=global_batch // world, sampler=sampler,
         num_workers=cfg["data"]["num_workers"], drop_last=False,
-        persistent_workers=False)
+        # Its own generator: making an iterator must not draw from the global RNG, whose
+        # state a resumed run restores (dropout draws from it).
+        generator=torch.Generator().manual_seed(tcfg["seed"]))
     val_set = _val_dataset(cfg)
     autocast = make_autocast(tcfg["amp"], device)
     scaler = torch.amp.GradScaler(device.type) if tcfg["amp"] == "fp16" else None
@@ -219,7 +227,9 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False) -> dict[str, Any]
                 checkpoint(best_path, it, {"val": metrics})
         if it % tcfg["ckpt_every"] == 0 or it == iters:
             checkpoint(last_path, it)
-        dist_utils.barrier() if it % tcfg["ckpt_every"] == 0 else None
+            dist_utils.barrier()
+        if stop_after is not None and it == stop_after:
+            raise Interrupted(f"stopped after iteration {it}")
     if bar is not None:
         bar.close()
 

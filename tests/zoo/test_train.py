@@ -1,0 +1,187 @@
+"""zoo.train / zoo.evaluate / zoo.infer end to end on tiny synthetic runs (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from zoo.config import ConfigError, load_config
+from zoo.io import CheckpointError, read_checkpoint
+from zoo.train import Interrupted, main as train_main, train
+
+TINY = [
+    "train.iters=4", "train.batch_size=2", "train.val_every=2", "train.ckpt_every=2",
+    "train.log_every=1", "train.predictions=1", "train.lr=0.003", "train.warmup_iters=0",
+    "data.synthetic_train=4", "data.synthetic_val=1", "data.synthetic_size=[64, 64]",
+    "data.crop_size=[64, 64]", "model.kwargs={sr_channels: [8, 8, 16], aspp_dilations: [1, 2, 3, 4]}",
+]
+
+
+def tiny_cfg(*extra: str) -> dict:
+    return load_config("quickstart", TINY + list(extra))
+
+
+def _weights(path: str) -> dict[str, torch.Tensor]:
+    tensors, _ = read_checkpoint(path)
+    return tensors
+
+
+def test_tiny_run_writes_every_documented_file(tmp_path):
+    out = tmp_path / "run"
+    metrics = train(tiny_cfg(), str(out))
+    for rel in ("config.yaml", "log.jsonl", "metrics.json", "checkpoints/last.safetensors",
+                "checkpoints/best.safetensors", "checkpoints/last.json"):
+        assert (out / rel).is_file(), rel
+    preds = sorted(os.listdir(out / "predictions"))
+    assert any(p.endswith("_color.png") for p in preds)
+    assert any(p.endswith("_overlay.png") for p in preds)
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("miou", "f1", "accuracy", "iou", "f1_per_class"):
+        assert key in saved
+    assert saved["miou"] == pytest.approx(metrics["miou"])
+    lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss" in r]
+    assert [r["iter"] for r in steps] == [1, 2, 3, 4]
+    assert all({"lr", "seg", "aux", "wsl", "samples_per_s"} <= set(r) for r in steps)
+    assert sum("val_miou" in r for r in lines) == 2
+    # poly schedule: the lr falls every iteration
+    lrs = [r["lr"] for r in steps]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_loss_goes_down_when_overfitting_one_scene(tmp_path):
+    cfg = tiny_cfg("train.iters=20", "data.synthetic_train=1", "train.val_every=0",
+                   "train.ckpt_every=20", "train.lr=0.005", "data.hflip=0.0",
+                   "train.optimizer=adamw", "train.weight_decay=0.0")
+    train(cfg, str(tmp_path / "r"))
+    steps = [json.loads(s) for s in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    seg = [r["seg"] for r in steps if "seg" in r]
+    assert sum(seg[-5:]) / 5 < 0.7 * sum(seg[:5]) / 5
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = tmp_path / "full"
+    train(tiny_cfg(), str(full))
+    part = tmp_path / "part"
+    with pytest.raises(Interrupted):
+        train(tiny_cfg(), str(part), stop_after=2)
+    assert read_checkpoint(str(part / "checkpoints/last.safetensors"))[1]["iteration"] == 2
+    # a run folder is never overwritten silently
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_cfg(), str(part))
+    train(tiny_cfg(), str(part), resume=True)
+    a = _weights(str(full / "checkpoints/last.safetensors"))
+    b = _weights(str(part / "checkpoints/last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = (full / "log.jsonl").read_text().splitlines()
+    lb = (part / "log.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(s).items() if k != "samples_per_s"}
+                           for s in lines]
+    assert strip(la) == strip(lb)
+
+
+def test_checkpoint_of_other_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(tiny_cfg(), str(out), stop_after=2)
+    other = tiny_cfg("model.num_classes=5")
+    with pytest.raises(CheckpointError, match="config hash|does not fit"):
+        train(other, str(out), resume=True)
+
+
+def test_tampered_checkpoint_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(tiny_cfg(), str(out), stop_after=2)
+    path = out / "checkpoints" / "last.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|not a readable"):
+        train(tiny_cfg(), str(out), resume=True)
+
+
+def test_cli_errors_are_clean(tmp_path, capsys):
+    assert train_main(["--set", "train.iterz=3", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'train.iterz'" in err
+    assert train_main(["--set", "train.iters=many", "--out", str(tmp_path / "x")]) == 2
+    assert "'train.iters' must be int" in capsys.readouterr().err
+    assert train_main(["--config", "no_such_config"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_evaluate_and_infer_clis(tmp_path, shared_data, capsys):
+    from zoo.evaluate import main as eval_main
+    from zoo.infer import main as infer_main
+
+    out = tmp_path / "run"
+    train(tiny_cfg("train.iters=1", "train.val_every=0"), str(out))
+    ckpt = str(out / "checkpoints" / "last.safetensors")
+    cfg_path = str(out / "config.yaml")
+    jpath = tmp_path / "eval.json"
+    assert eval_main(["--config", cfg_path, "--checkpoint", ckpt, "--json", str(jpath),
+                      "--speed", "--speed-size", "64", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "mIoU" in text and "FPS" in text
+    result = json.loads(jpath.read_text())
+    assert 0.0 <= result["miou"] <= 1.0 and result["speed"]["fps"] > 0
+    image = os.path.join(shared_data, "deepglobe", "855_sat.jpg")
+    tif = os.path.join(shared_data, "inria", "austin_crop_sat.tif")
+    dest = tmp_path / "pred"
+    assert infer_main(["--config", cfg_path, "--checkpoint", ckpt, image, tif,
+                       "--out", str(dest)]) == 0
+    from PIL import Image
+
+    mask = Image.open(dest / "855_sat_mask.png")
+    assert mask.size == (2448, 2448)
+    assert Image.open(dest / "855_sat_color.png").mode == "RGB"
+    assert (dest / "855_sat_overlay.png").is_file()
+    geo = Image.open(dest / "austin_crop_sat_mask.tif")
+    src = Image.open(tif)
+    for tag in (33550, 33922, 34735):  # pixel scale, tie point, GeoKey directory
+        assert geo.tag_v2[tag] == src.tag_v2[tag]
+    # a second call skips what is done
+    mtime = os.path.getmtime(dest / "855_sat_mask.png")
+    assert infer_main(["--config", cfg_path, "--checkpoint", ckpt, image, "--out", str(dest)]) == 0
+    assert os.path.getmtime(dest / "855_sat_mask.png") == mtime
+    assert "skipping 1" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    train(load_config("quickstart", overrides), out)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    overrides = TINY + ["train.iters=3", "train.batch_size=4", "train.val_every=0",
+                        "train.ckpt_every=3", "data.hflip=0.0"]
+    single = str(tmp_path / "single")
+    torch.set_num_threads(1)
+    try:
+        train(load_config("quickstart", overrides), single)
+    finally:
+        torch.set_num_threads(2)
+    double = str(tmp_path / "ddp")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), double, overrides), nprocs=2, join=True)
+    a = _weights(os.path.join(single, "checkpoints/last.safetensors"))
+    b = _weights(os.path.join(double, "checkpoints/last.safetensors"))
+    for k in a:
+        if k.startswith("model."):
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
