@@ -55,12 +55,15 @@ class WSDNetTask(Task):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
         model = WSDNet(self.num_classes, **kwargs)
-        pretrained = self.cfg["model"]["pretrained"]
-        if pretrained.get("resnet18"):
-            from zoo.backbones.resnet import load_resnet18_imagenet
+        pretrained = dict(self.cfg["model"]["pretrained"])
+        unknown = set(pretrained) - {"resnet18", "stdc1"}
+        if unknown:
+            from zoo.config import ConfigError
 
-            load_resnet18_imagenet(model.deep.backbone if hasattr(model, "deep") else model,
-                                   pretrained["resnet18"])
+            raise ConfigError(f"model.pretrained: unknown backbone(s) {sorted(unknown)} for "
+                              f"WSDNet; use resnet18 and/or stdc1 (paths of local files).")
+        if pretrained:
+            model.load_backbones(resnet=pretrained.get("resnet18"), stdc=pretrained.get("stdc1"))
         return model
 
     def build_loss(self) -> nn.Module:
