@@ -1,0 +1,467 @@
+"""Triton kernels for ``context_attention``: flash-style forward and backward.
+
+Layout: every operand is a feature map viewed as (B, C, N) with N = H * W, read through its
+strides, so NCHW (token axis contiguous) and channels_last (channel axis contiguous) inputs
+are both read in place, without a transpose copy. Outputs are written contiguous
+(B, C, N), i.e. NCHW after a reshape.
+
+Forward (``attention_forward``): one program per (query block, batch item, value-channel
+chunk). It walks the key axis in blocks; for each key block the logits
+S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key channel tiles of
+BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescales the
+(BLOCK_M x BLOCK_DV) accumulator and adds P V^T. The natural-log row log-sum-exp
+``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward. Value channels above BLOCK_DV
+(e.g. 512) are split over the third grid axis; each chunk recomputes S, which trades FLOPs
+for registers so that C = 512 never needs a 512-wide accumulator.
+
+Backward (``attention_backward``), deterministic, no atomics:
+  1. ``_bwd_delta_kernel``: delta_i = sum_c dO_ci O_ci - dlse_i.
+  2. ``_bwd_dkdv_kernel``: one program per (key block, batch item, channel chunk); walks the
+     query blocks, recomputes P^T = exp(S^T - lse) from the saved lse, accumulates
+     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V.
+  3. ``_bwd_dq_kernel``: one program per (query block, batch item, channel chunk); walks the
+     key blocks and accumulates dQ += dS K^T.
+Nothing of size Nq x Nk is ever stored; memory is O(N * C).
+
+Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs use
+``tl.dot(..., input_precision="ieee")`` (true fp32 products, no TF32), so results agree with
+an fp32 PyTorch computation to ~1e-6 relative. fp16/bf16 inputs are multiplied in their own
+dtype with fp32 accumulation (exact products, tensor cores on GPU); P and dS are rounded to
+the input dtype before the P V^T / dS Q products (as FlashAttention does), giving errors of
+the order of the input dtype's epsilon. float64 has no kernel (the op falls back to PyTorch).
+Under the CPU interpreter (triton 3.9), ``tl.dot`` on bfloat16 tiles returns garbage, so there
+bf16 tiles are converted to fp32 right before each dot (``UPCAST``); since bf16 x bf16 products
+are exact in fp32 this computes the same thing as the GPU's bf16 MMA with fp32 accumulation.
+
+Tails: every load and store is masked, so N and C need not be multiples of any block; key
+columns beyond Nk get logit -inf.
+
+Nothing here imports torch.nn; argument checks are the caller's job (uhrops/attention.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _mm(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b. UPCAST (Triton-interpreter bf16 only): multiply in fp32, which is exact for
+    bf16 operands and so equals the GPU's bf16 MMA with fp32 accumulation."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc, input_precision=PREC)
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE,
+    sqb, sqc, sqn,
+    skb, skc, skn,
+    svb, svc, svn,
+    sob, soc, son,
+    NQ, NK, CQ, CV,
+    qk_scale,  # scale * log2(e)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_CR: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_v = tl.program_id(2)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    offs_c = tl.arange(0, BLOCK_CR)
+    offs_nb = tl.arange(0, BLOCK_N)
+    mask_m = offs_m < NQ
+    mask_v = offs_v < CV
+
+    q_base = Q + pid_b * sqb
+    k_base = K + pid_b * skb
+    v_base = V + pid_b * svb
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+
+    for n0 in range(0, NK, BLOCK_N):
+        offs_n = n0 + offs_nb
+        mask_n = offs_n < NK
+        s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for c0 in range(0, CQ, BLOCK_CR):
+            cc = c0 + offs_c
+            mask_c = cc < CQ
+            q = tl.load(q_base + offs_m[:, None] * sqn + cc[None, :] * sqc,
+                        mask=mask_m[:, None] & mask_c[None, :], other=0.0)
+            k = tl.load(k_base + cc[:, None] * skc + offs_n[None, :] * skn,
+                        mask=mask_c[:, None] & mask_n[None, :], other=0.0)
+            s = _mm(q, k, s, PREC, UPCAST)
+        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + offs_n[:, None] * svn + offs_v[None, :] * svc,
+                    mask=mask_n[:, None] & mask_v[None, :], other=0.0)
+        acc = acc * alpha[:, None]
+        acc = _mm(p.to(v.dtype), v, acc, PREC, UPCAST)
+        m_i = m_new
+
+    out = acc / l_i[:, None]
+    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_v[None, :] * soc,
+             out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_v[None, :])
+    if pid_v == 0:
+        lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
+        tl.store(LSE + pid_b * NQ + offs_m, lse, mask=mask_m)
+
+
+# --------------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_delta_kernel(
+    O, DO, DLSE, DELTA,
+    sob, soc, son,
+    sdb, sdc, sdn,
+    NQ, CV,
+    HAS_DLSE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.arange(0, BLOCK_C)
+    mask_m = offs_m < NQ
+    acc = tl.zeros([BLOCK_M], tl.float32)
+    for c0 in range(0, CV, BLOCK_C):
+        cc = c0 + offs_c
+        mask = mask_m[:, None] & (cc < CV)[None, :]
+        o = tl.load(O + pid_b * sob + offs_m[:, None] * son + cc[None, :] * soc,
+                    mask=mask, other=0.0).to(tl.float32)
+        do = tl.load(DO + pid_b * sdb + offs_m[:, None] * sdn + cc[None, :] * sdc,
+                     mask=mask, other=0.0).to(tl.float32)
+        acc += tl.sum(o * do, 1)
+    if HAS_DLSE:
+        acc -= tl.load(DLSE + pid_b * NQ + offs_m, mask=mask_m, other=0.0).to(tl.float32)
+    tl.store(DELTA + pid_b * NQ + offs_m, acc, mask=mask_m)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    sqb, sqc, sqn,
+    skb, skc, skn,
+    svb, svc, svn,
+    sdb, sdc, sdn,
+    sdkb, sdkc, sdkn,
+    sdvb, sdvc, sdvn,
+    NQ, NK, CQ, CV,
+    qk_scale, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    offs_cr = tl.arange(0, BLOCK_CR)
+    offs_mb = tl.arange(0, BLOCK_M)
+    mask_n = offs_n < NK
+    mask_k_out = offs_co < CQ
+    mask_v_out = offs_co < CV
+
+    q_base = Q + pid_b * sqb
+    k_base = K + pid_b * skb
+    v_base = V + pid_b * svb
+    do_base = DO + pid_b * sdb
+
+    dk_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
+    dv_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
+
+    for m0 in range(0, NQ, BLOCK_M):
+        offs_m = m0 + offs_mb
+        mask_m = offs_m < NQ
+        # S^T = K^T Q  (BLOCK_N x BLOCK_M), reduced over the query/key channels
+        st = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+        for c0 in range(0, CQ, BLOCK_CR):
+            cc = c0 + offs_cr
+            mask_c = cc < CQ
+            k = tl.load(k_base + offs_n[:, None] * skn + cc[None, :] * skc,
+                        mask=mask_n[:, None] & mask_c[None, :], other=0.0)
+            q = tl.load(q_base + cc[:, None] * sqc + offs_m[None, :] * sqn,
+                        mask=mask_c[:, None] & mask_m[None, :], other=0.0)
+            st = _mm(k, q, st, PREC, UPCAST)
+        lse2 = tl.load(LSE + pid_b * NQ + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+        pt = tl.exp2(st * qk_scale - lse2[None, :])
+        pt = tl.where(mask_m[None, :] & mask_n[:, None], pt, 0.0)
+        # dV += P^T dO^T  (BLOCK_N x BLOCK_CO)
+        do_t = tl.load(do_base + offs_m[:, None] * sdn + offs_co[None, :] * sdc,
+                       mask=mask_m[:, None] & mask_v_out[None, :], other=0.0)
+        dv_acc = _mm(pt.to(do_t.dtype), do_t, dv_acc, PREC, UPCAST)
+        # dP^T = V^T dO  (BLOCK_N x BLOCK_M), reduced over the value channels
+        dpt = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+        for c0 in range(0, CV, BLOCK_CR):
+            cc = c0 + offs_cr
+            mask_c = cc < CV
+            v = tl.load(v_base + offs_n[:, None] * svn + cc[None, :] * svc,
+                        mask=mask_n[:, None] & mask_c[None, :], other=0.0)
+            do = tl.load(do_base + cc[:, None] * sdc + offs_m[None, :] * sdn,
+                         mask=mask_c[:, None] & mask_m[None, :], other=0.0)
+            dpt = _mm(v, do, dpt, PREC, UPCAST)
+        delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
+        dst = pt * (dpt - delta[None, :])
+        # dK += dS^T Q^T  (BLOCK_N x BLOCK_CO)
+        q_t = tl.load(q_base + offs_m[:, None] * sqn + offs_co[None, :] * sqc,
+                      mask=mask_m[:, None] & mask_k_out[None, :], other=0.0)
+        dk_acc = _mm(dst.to(q_t.dtype), q_t, dk_acc, PREC, UPCAST)
+
+    dk_acc = dk_acc * scale
+    tl.store(DK + pid_b * sdkb + offs_n[:, None] * sdkn + offs_co[None, :] * sdkc,
+             dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
+    tl.store(DV + pid_b * sdvb + offs_n[:, None] * sdvn + offs_co[None, :] * sdvc,
+             dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    sqb, sqc, sqn,
+    skb, skc, skn,
+    svb, svc, svn,
+    sdb, sdc, sdn,
+    sdqb, sdqc, sdqn,
+    NQ, NK, CQ, CV,
+    qk_scale, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    offs_cr = tl.arange(0, BLOCK_CR)
+    offs_nb = tl.arange(0, BLOCK_N)
+    mask_m = offs_m < NQ
+    mask_out = offs_co < CQ
+
+    q_base = Q + pid_b * sqb
+    k_base = K + pid_b * skb
+    v_base = V + pid_b * svb
+    do_base = DO + pid_b * sdb
+
+    lse2 = tl.load(LSE + pid_b * NQ + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
+    dq_acc = tl.zeros([BLOCK_M, BLOCK_CO], tl.float32)
+
+    for n0 in range(0, NK, BLOCK_N):
+        offs_n = n0 + offs_nb
+        mask_n = offs_n < NK
+        s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for c0 in range(0, CQ, BLOCK_CR):
+            cc = c0 + offs_cr
+            mask_c = cc < CQ
+            q = tl.load(q_base + offs_m[:, None] * sqn + cc[None, :] * sqc,
+                        mask=mask_m[:, None] & mask_c[None, :], other=0.0)
+            k = tl.load(k_base + cc[:, None] * skc + offs_n[None, :] * skn,
+                        mask=mask_c[:, None] & mask_n[None, :], other=0.0)
+            s = _mm(q, k, s, PREC, UPCAST)
+        p = tl.exp2(s * qk_scale - lse2[:, None])
+        p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
+        dp = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for c0 in range(0, CV, BLOCK_CR):
+            cc = c0 + offs_cr
+            mask_c = cc < CV
+            do = tl.load(do_base + offs_m[:, None] * sdn + cc[None, :] * sdc,
+                         mask=mask_m[:, None] & mask_c[None, :], other=0.0)
+            v = tl.load(v_base + cc[:, None] * svc + offs_n[None, :] * svn,
+                        mask=mask_c[:, None] & mask_n[None, :], other=0.0)
+            dp = _mm(do, v, dp, PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        k_t = tl.load(k_base + offs_n[:, None] * skn + offs_co[None, :] * skc,
+                      mask=mask_n[:, None] & mask_out[None, :], other=0.0)
+        dq_acc = _mm(ds.to(k_t.dtype), k_t, dq_acc, PREC, UPCAST)
+
+    dq_acc = dq_acc * scale
+    tl.store(DQ + pid_b * sdqb + offs_m[:, None] * sdqn + offs_co[None, :] * sdqc,
+             dq_acc.to(DQ.dtype.element_ty), mask=mask_m[:, None] & mask_out[None, :])
+
+
+# --------------------------------------------------------------------------------------------
+# launch helpers
+# --------------------------------------------------------------------------------------------
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32: exact fp32 products (no TF32). 16-bit: the setting does not apply.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _upcast(t: torch.Tensor) -> bool:
+    # triton 3.9's interpreter computes tl.dot on bfloat16 operands wrongly (values ~1e10);
+    # under the interpreter bf16 tiles are converted to fp32 before each dot instead.
+    return (t.dtype == torch.bfloat16 and t.device.type == "cpu"
+            and os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    """Block sizes and warps for the kernels (powers of two, >= 16 so ``tl.dot`` compiles).
+
+    On CUDA (chosen by compiling every kernel for sm_90 with the bundled ptxas and reading
+    the register use; not yet timed on hardware):
+      - fp16/bf16: forward 64x64 token blocks, 64-wide channel reduction tiles, value
+        chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps, no spills;
+        backward 64x64 token blocks, 32-wide reduction tiles, 128-wide output-channel
+        chunks, 8 warps, no spills.
+      - fp32 ("ieee" products run on the FMA units, which need more registers): forward
+        64x64 blocks, 32-wide reduction tiles, value chunks up to 128, 8 warps (16 bytes of
+        spill); backward 64x32 blocks, 32-wide tiles, 64-wide output chunks, 8 warps.
+    Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
+    channel tiles keep the number of interpreted programs small.
+    """
+    if device.type != "cuda":
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(min(cq, cv), 16, 128),
+                "BLOCK_DV": _pow2(cv, 16, 128), "BLOCK_CO": _pow2(max(cq, cv), 16, 256),
+                "WARPS_FWD": 4, "WARPS_BWD": 4, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32,
+                "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
+    if dtype == torch.float32:
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 32, "BLOCK_DV": _pow2(cv, 16, 128),
+                "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 32,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 64), "WARPS_BWD": 8}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
+            "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
+            "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
+            "BLOCK_CO": _pow2(max(cq, cv), 16, 128), "WARPS_BWD": 8}
+
+
+# Tests may replace this with a function returning other (power-of-two) blocks.
+CONFIG_OVERRIDE = None
+
+
+def _config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
+            dtype: torch.dtype) -> dict[str, int]:
+    cfg = block_config(nq, nk, cq, cv, device, dtype)
+    if CONFIG_OVERRIDE is not None:
+        cfg.update(CONFIG_OVERRIDE(nq, nk, cq, cv, device))
+    return cfg
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, N) view (no copy for NCHW or channels_last); copies otherwise."""
+    b, c, h, w = x.shape
+    try:
+        return x.view(b, c, h * w)
+    except RuntimeError:
+        return x.reshape(b, c, h * w)
+
+
+def attention_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flash-style forward. Maps (B, C, H, W) in, returns (out (B, Cv, Hq, Wq), lse (B, Nq))."""
+    b, cq, hq, wq = query.shape
+    cv, hk, wk = value.shape[1], value.shape[2], value.shape[3]
+    nq, nk = hq * wq, hk * wk
+    q, k, v = _flat(query), _flat(key), _flat(value)
+    out = torch.empty((b, cv, nq), dtype=value.dtype, device=value.device)
+    lse = torch.empty((b, nq), dtype=torch.float32, device=query.device)
+    if out.numel() == 0:  # empty batch or query map (the caller rejects empty keys/channels)
+        return out.view(b, cv, hq, wq), lse
+    cfg = _config(nq, nk, cq, cv, query.device, query.dtype)
+    grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b, triton.cdiv(cv, cfg["BLOCK_DV"]))
+    _fwd_kernel[grid](
+        q, k, v, out, lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        nq, nk, cq, cv,
+        float(scale) * _LOG2E,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        BLOCK_CR=cfg["BLOCK_CR"], BLOCK_DV=cfg["BLOCK_DV"],
+        PREC=_precision(query.dtype), UPCAST=_upcast(query),
+        num_warps=cfg["WARPS_FWD"],
+    )
+    return out.view(b, cv, hq, wq), lse
+
+
+def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
+                       query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       out: torch.Tensor, lse: torch.Tensor,
+                       scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flash-style backward; returns contiguous (dq, dk, dv) shaped like the inputs."""
+    b, cq, hq, wq = query.shape
+    cv, hk, wk = value.shape[1], value.shape[2], value.shape[3]
+    nq, nk = hq * wq, hk * wk
+    dev = query.device
+    dq = torch.empty(query.shape, dtype=query.dtype, device=dev)
+    dk = torch.empty(key.shape, dtype=key.dtype, device=dev)
+    dv = torch.empty(value.shape, dtype=value.dtype, device=dev)
+    if b == 0 or nq == 0 or cv == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    q, k, v = _flat(query), _flat(key), _flat(value)
+    do, o = _flat(grad_out), _flat(out)
+    dq3, dk3, dv3 = _flat(dq), _flat(dk), _flat(dv)
+    lse = lse.to(torch.float32).contiguous()
+    cfg = _config(nq, nk, cq, cv, dev, query.dtype)
+    bm, bn = cfg["BLOCK_M_BWD"], cfg["BLOCK_N_BWD"]
+    prec = _precision(query.dtype)
+
+    delta = torch.empty((b, nq), dtype=torch.float32, device=dev)
+    has_dlse = grad_lse is not None
+    dlse = grad_lse.contiguous() if has_dlse else delta
+    _bwd_delta_kernel[(triton.cdiv(nq, bm), b)](
+        o, do, dlse, delta,
+        o.stride(0), o.stride(1), o.stride(2),
+        do.stride(0), do.stride(1), do.stride(2),
+        nq, cv,
+        HAS_DLSE=has_dlse, BLOCK_M=bm, BLOCK_C=cfg["BLOCK_CR_BWD"],
+    )
+    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_CR=cfg["BLOCK_CR_BWD"],
+                  BLOCK_CO=cfg["BLOCK_CO"], PREC=prec, UPCAST=_upcast(query),
+                  num_warps=cfg["WARPS_BWD"])
+    grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
+    _bwd_dkdv_kernel[grid](
+        q, k, v, do, lse, delta, dk3, dv3,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        do.stride(0), do.stride(1), do.stride(2),
+        dk3.stride(0), dk3.stride(1), dk3.stride(2),
+        dv3.stride(0), dv3.stride(1), dv3.stride(2),
+        nq, nk, cq, cv,
+        float(scale) * _LOG2E, float(scale),
+        **common,
+    )
+    grid = (triton.cdiv(nq, bm), b, triton.cdiv(cq, cfg["BLOCK_CO"]))
+    _bwd_dq_kernel[grid](
+        q, k, v, do, lse, delta, dq3,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        do.stride(0), do.stride(1), do.stride(2),
+        dq3.stride(0), dq3.stride(1), dq3.stride(2),
+        nq, nk, cq, cv,
+        float(scale) * _LOG2E, float(scale),
+        **common,
+    )
+    return dq, dk, dv
