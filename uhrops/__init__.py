@@ -12,6 +12,7 @@ from uhrops._backend import (
     triton_unavailable_reason,
     use_backend,
 )
+from uhrops.attention import LocalContextCorrelation, context_attention
 from uhrops.wavelet import (
     HaarDWT2d,
     HaarIDWT2d,
@@ -33,6 +34,8 @@ __all__ = [
     "set_backend",
     "triton_unavailable_reason",
     "use_backend",
+    "context_attention",
+    "LocalContextCorrelation",
     "HaarDWT2d",
     "HaarIDWT2d",
     "HaarIPacket2d",
