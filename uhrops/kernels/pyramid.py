@@ -35,17 +35,17 @@ _NUM_WARPS = 4
 
 
 # ----------------------------------------------------------------------------------------------
-# Index helpers
+# Per-axis index/weight helpers (1-D vectors; closed forms, so a tile costs few integer ops)
 # ----------------------------------------------------------------------------------------------
 
 
 @triton.jit
 def _refl(p, n):
-    """Reflect-101 (OpenCV BORDER_REFLECT_101) fold of index ``p`` into [0, n), any p."""
-    per = tl.maximum(2 * n - 2, 1)
-    p = p % per
-    p = tl.where(p < 0, p + per, p)
-    return tl.where(p >= n, per - p, p)
+    """Reflect-101 fold of p into [0, n) for p in [-(n-1), 2n-2] (what the kernels need), with
+    the results of the repeated folds on sides n <= 2 (n == 2: p in [-2, 2]; n == 1: 0)."""
+    q = tl.abs(p)
+    q = tl.where(q >= n, 2 * n - 2 - q, q)
+    return tl.minimum(tl.maximum(q, 0), n - 1)
 
 
 @triton.jit
@@ -55,68 +55,81 @@ def _tile(pid, n_th, n_tw, C, BH: tl.constexpr, BW: tl.constexpr):
     th = t % n_th
     bc = t // n_th
     b = bc // C
-    c = bc % C
+    c = bc - b * C
     rows = th * BH + tl.arange(0, BH)
     cols = tw * BW + tl.arange(0, BW)
     return b.to(tl.int64), c.to(tl.int64), rows, cols
 
 
 @triton.jit
-def _up_taps(r, n2, ACC: tl.constexpr):
-    """Expand along one axis: out[r] = sum_t w_t * x[s0 + t], t = 0, 1, 2.
+def _up_taps(r, n):
+    """Expand along one axis: out[r] = w0 x[s0] + w1 x[s1] + w2 x[s2].
 
-    The zero-inserted signal u (length n2 = 2n, u[2s] = x[s]) is blurred with 2*[1,4,6,4,1]/16
-    under reflect-101; only taps landing on even u positions carry a sample.
+    With i = r // 2: even r -> (1, 6, 1)/8 on (i-1, i, i+1), odd r -> (0, 4, 4)/8, where the
+    padded coarse samples are x[-1] = x[1] (x[0] if n == 1) and x[n] = x[n-1], i.e. the
+    reflect-101 border of the zero-inserted signal.
     """
-    s0 = r // 2 - 1
-    w0 = tl.zeros(r.shape, ACC)
-    w1 = tl.zeros(r.shape, ACC)
-    w2 = tl.zeros(r.shape, ACC)
-    for k in tl.static_range(5):
-        wk = 0.125 if (k == 0 or k == 4) else (0.5 if (k == 1 or k == 3) else 0.75)
-        d = _refl(r + (k - 2), n2) - 2 * s0
-        w0 += tl.where(d == 0, wk, 0.0)
-        w1 += tl.where(d == 2, wk, 0.0)
-        w2 += tl.where(d == 4, wk, 0.0)
-    return s0, w0, w1, w2
+    i = r // 2
+    even = (r - 2 * i) == 0
+    s0 = tl.where(i == 0, tl.minimum(n - 1, 1), tl.minimum(i - 1, n - 1))
+    s1 = tl.minimum(i, n - 1)
+    s2 = tl.minimum(i + 1, n - 1)
+    w0 = tl.where(even, 0.125, 0.0)
+    w1 = tl.where(even, 0.75, 0.5)
+    w2 = tl.where(even, 0.125, 0.5)
+    return s0, s1, s2, w0, w1, w2
 
 
 @triton.jit
-def _down_adj_taps(j, n, m, ACC: tl.constexpr):
-    """Adjoint of blur+decimate along one axis: g_x[j] = sum_t A[s0 + t, j] * g[s0 + t].
+def _down_adj_taps(j, n, m):
+    """Adjoint of blur+decimate along one axis (n samples -> m = ceil(n/2)):
+    grad[j] = w0 g[i0] + w1 g[i0+1] + w2 g[i0+2], i0 = j // 2 - 1.
 
-    A[i, j] = sum_k w_k/16 [refl(2i + k - 2, n) == j]; only i in {j//2 - 1, j//2, j//2 + 1}
-    can be non-zero (also where the reflection folds back).
+    Interior: even j -> (1, 6, 1)/16, odd j -> (0, 4, 4)/16. The reflect-101 border folds the
+    taps that fell on padded positions back: p = -1 -> j = 1, p = -2 -> j = 2, and on the right
+    p = n (n even: j = n-2; n odd: j = n-2) and p = n+1 (n odd: j = n-3). Sides 1 and 2 are
+    closed forms (1 and 1/2 on g[0]).
     """
-    s0 = j // 2 - 1
-    w0 = tl.zeros(j.shape, ACC)
-    w1 = tl.zeros(j.shape, ACC)
-    w2 = tl.zeros(j.shape, ACC)
-    for t in tl.static_range(3):
-        i = s0 + t
-        ok = (i >= 0) & (i < m)
-        acc = tl.zeros(j.shape, ACC)
-        for k in tl.static_range(5):
-            wk = 0.0625 if (k == 0 or k == 4) else (0.25 if (k == 1 or k == 3) else 0.375)
-            acc += tl.where(_refl(2 * i + (k - 2), n) == j, wk, 0.0)
-        acc = tl.where(ok, acc, 0.0)
-        if t == 0:
-            w0 = acc
-        elif t == 1:
-            w1 = acc
-        else:
-            w2 = acc
-    return s0, w0, w1, w2
+    i0 = j // 2 - 1
+    even = (j - 2 * (i0 + 1)) == 0
+    w0 = tl.where(even & (i0 >= 0), 0.0625, 0.0)
+    w1 = tl.where(even, 0.375, 0.25)
+    w2 = tl.where(i0 + 2 < m, tl.where(even, 0.0625, 0.25), 0.0)
+    w1 += tl.where(j == 1, 0.25, 0.0)
+    w0 += tl.where(j == 2, 0.0625, 0.0)
+    n_odd = (n % 2) == 1
+    n_even = (n % 2) == 0
+    w1 += tl.where((j == n - 2) & n_even, 0.0625, 0.0)
+    w2 += tl.where((j == n - 2) & n_odd, 0.25, 0.0)
+    w2 += tl.where((j == n - 3) & n_odd, 0.0625, 0.0)
+    small = n <= 2
+    w0 = tl.where(small, 0.0, w0)
+    w2 = tl.where(small, 0.0, w2)
+    w1 = tl.where(small, tl.where(n == 1, 1.0, 0.5), w1)
+    return i0, w0, w1, w2
 
 
 @triton.jit
-def _up_adj_weight(s, r, n2, n_out, ACC: tl.constexpr):
-    """Weight of output r of the expand on coarse sample s (0 where r is cropped away)."""
-    acc = tl.zeros(s.shape, ACC)
-    for k in tl.static_range(5):
-        wk = 0.125 if (k == 0 or k == 4) else (0.5 if (k == 1 or k == 3) else 0.75)
-        acc += tl.where(_refl(r + (k - 2), n2) == 2 * s, wk, 0.0)
-    return tl.where((r >= 0) & (r < n_out), acc, 0.0)
+def _up_adj_w(s, t: tl.constexpr, h, n_out):
+    """Adjoint of the expand along one axis: weight of g[2s - 2 + t] in grad[s], t = 0..4.
+
+    Interior: (1, 4, 6, 4, 1)/8 over r = 2s-2 .. 2s+2 (rows past ``n_out`` are cropped away).
+    Border: the padded coarse samples fold back: x[-1] = x[1] gives r = 0 another 1/8 on
+    s = 1 (on s = 0 if h == 1); x[h] = x[h-1] gives r = 2h-2 another 1/8 and r = 2h-1 another
+    1/2 on s = h-1.
+    """
+    r = 2 * s + (t - 2)
+    base: tl.constexpr = 0.125 if (t == 0 or t == 4) else (0.5 if (t == 1 or t == 3) else 0.75)
+    w = tl.where((r >= 0) & (r < n_out), base, 0.0)
+    sl = tl.minimum(h - 1, 1)
+    if t == 0:
+        w += tl.where((s == sl) & (s == 1), 0.125, 0.0)
+    if t == 2:
+        w += tl.where((s == sl) & (s == 0), 0.125, 0.0)
+        w += tl.where(s == h - 1, 0.125, 0.0)
+    if t == 3:
+        w += tl.where((s == h - 1) & (r < n_out), 0.5, 0.0)
+    return r, w
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,38 +170,14 @@ def _down_kernel(x_ptr, y_ptr, C, H, W, Ho, Wo, n_th, n_tw,
 
 
 @triton.jit
-def _gather3x3(xb, ri0, ri1, ri2, wr0, wr1, wr2, ci0, ci1, ci2, wc0, wc1, wc2,
-               n_r, n_c, sh, sw, mask, ACC: tl.constexpr):
-    """sum_{t,u} wr_t[:, None] * wc_u[None, :] * x[ri_t, ci_u]; zero-weight taps not loaded."""
-    acc = tl.zeros(mask.shape, ACC)
-    for t in tl.static_range(3):
-        if t == 0:
-            ri = ri0
-            wr = wr0
-        elif t == 1:
-            ri = ri1
-            wr = wr1
-        else:
-            ri = ri2
-            wr = wr2
-        roff = (tl.minimum(tl.maximum(ri, 0), n_r - 1).to(tl.int64) * sh)[:, None]
-        rowacc = tl.zeros(mask.shape, ACC)
-        for u in tl.static_range(3):
-            if u == 0:
-                ci = ci0
-                wc = wc0
-            elif u == 1:
-                ci = ci1
-                wc = wc1
-            else:
-                ci = ci2
-                wc = wc2
-            coff = (tl.minimum(tl.maximum(ci, 0), n_c - 1).to(tl.int64) * sw)[None, :]
-            m = mask & (wc != 0.0)[None, :] & (wr != 0.0)[:, None]
-            v = tl.load(xb + roff + coff, mask=m, other=0.0).to(ACC)
-            rowacc += wc[None, :] * v
-        acc += wr[:, None] * rowacc
-    return acc
+def _row3(rp, wr, c0, c1, c2, wc0, wc1, wc2, mask, ACC: tl.constexpr):
+    """wr * (wc0 x[c0] + wc1 x[c1] + wc2 x[c2]) for one row offset; zero weights not loaded."""
+    m = mask & (wr != 0.0)[:, None]
+    v0 = tl.load(rp + c0, mask=m & (wc0 != 0.0)[None, :], other=0.0).to(ACC)
+    v1 = tl.load(rp + c1, mask=m & (wc1 != 0.0)[None, :], other=0.0).to(ACC)
+    v2 = tl.load(rp + c2, mask=m & (wc2 != 0.0)[None, :], other=0.0).to(ACC)
+    row = wc0[None, :] * v0 + wc1[None, :] * v1 + wc2[None, :] * v2
+    return wr[:, None] * row
 
 
 @triton.jit
@@ -197,11 +186,17 @@ def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, sign,
                HAS_BASE: tl.constexpr, ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
     b, c, r, q = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
     mask = (r < Ho)[:, None] & (q < Wo)[None, :]
-    rs, wr0, wr1, wr2 = _up_taps(r, 2 * h, ACC)
-    cs, wc0, wc1, wc2 = _up_taps(q, 2 * w, ACC)
+    r0, r1, r2, wr0, wr1, wr2 = _up_taps(r, h)
+    q0, q1, q2, wc0, wc1, wc2 = _up_taps(q, w)
+    wr0, wr1, wr2 = wr0.to(ACC), wr1.to(ACC), wr2.to(ACC)
+    wc0, wc1, wc2 = wc0.to(ACC), wc1.to(ACC), wc2.to(ACC)
+    c0 = (q0.to(tl.int64) * sxw)[None, :]
+    c1 = (q1.to(tl.int64) * sxw)[None, :]
+    c2 = (q2.to(tl.int64) * sxw)[None, :]
     xb = x_ptr + b * sxb + c * sxc
-    acc = _gather3x3(xb, rs, rs + 1, rs + 2, wr0, wr1, wr2, cs, cs + 1, cs + 2, wc0, wc1, wc2,
-                     h, w, sxh, sxw, mask, ACC)
+    acc = _row3(xb + (r0.to(tl.int64) * sxh)[:, None], wr0, c0, c1, c2, wc0, wc1, wc2, mask, ACC)
+    acc += _row3(xb + (r1.to(tl.int64) * sxh)[:, None], wr1, c0, c1, c2, wc0, wc1, wc2, mask, ACC)
+    acc += _row3(xb + (r2.to(tl.int64) * sxh)[:, None], wr2, c0, c1, c2, wc0, wc1, wc2, mask, ACC)
     r64 = r.to(tl.int64)[:, None]
     q64 = q.to(tl.int64)[None, :]
     if HAS_BASE:
@@ -217,13 +212,35 @@ def _down_adj_kernel(g_ptr, y_ptr, C, m, mw, H, W, n_th, n_tw,
                      ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
     b, c, j, l = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
     mask = (j < H)[:, None] & (l < W)[None, :]
-    rs, wr0, wr1, wr2 = _down_adj_taps(j, H, m, ACC)
-    cs, wc0, wc1, wc2 = _down_adj_taps(l, W, mw, ACC)
+    i0, wr0, wr1, wr2 = _down_adj_taps(j, H, m)
+    k0, wc0, wc1, wc2 = _down_adj_taps(l, W, mw)
+    wr0, wr1, wr2 = wr0.to(ACC), wr1.to(ACC), wr2.to(ACC)
+    wc0, wc1, wc2 = wc0.to(ACC), wc1.to(ACC), wc2.to(ACC)
+    c0 = (tl.maximum(k0, 0).to(tl.int64) * sgw)[None, :]
+    c1 = (tl.minimum(k0 + 1, mw - 1).to(tl.int64) * sgw)[None, :]
+    c2 = (tl.minimum(k0 + 2, mw - 1).to(tl.int64) * sgw)[None, :]
     gb = g_ptr + b * sgb + c * sgc
-    acc = _gather3x3(gb, rs, rs + 1, rs + 2, wr0, wr1, wr2, cs, cs + 1, cs + 2, wc0, wc1, wc2,
-                     m, mw, sgh, sgw, mask, ACC)
+    acc = _row3(gb + (tl.maximum(i0, 0).to(tl.int64) * sgh)[:, None], wr0, c0, c1, c2,
+                wc0, wc1, wc2, mask, ACC)
+    acc += _row3(gb + (tl.minimum(i0 + 1, m - 1).to(tl.int64) * sgh)[:, None], wr1, c0, c1, c2,
+                 wc0, wc1, wc2, mask, ACC)
+    acc += _row3(gb + (tl.minimum(i0 + 2, m - 1).to(tl.int64) * sgh)[:, None], wr2, c0, c1, c2,
+                 wc0, wc1, wc2, mask, ACC)
     yo = b * syb + c * syc + j.to(tl.int64)[:, None] * syh + l.to(tl.int64)[None, :] * syw
     tl.store(y_ptr + yo, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _row5w(rp, wr, c0, c1, c2, c3, c4, wc0, wc1, wc2, wc3, wc4, mask, ACC: tl.constexpr):
+    m = mask & (wr != 0.0)[:, None]
+    v0 = tl.load(rp + c0, mask=m & (wc0 != 0.0)[None, :], other=0.0).to(ACC)
+    v1 = tl.load(rp + c1, mask=m & (wc1 != 0.0)[None, :], other=0.0).to(ACC)
+    v2 = tl.load(rp + c2, mask=m & (wc2 != 0.0)[None, :], other=0.0).to(ACC)
+    v3 = tl.load(rp + c3, mask=m & (wc3 != 0.0)[None, :], other=0.0).to(ACC)
+    v4 = tl.load(rp + c4, mask=m & (wc4 != 0.0)[None, :], other=0.0).to(ACC)
+    row = (wc0[None, :] * v0 + wc1[None, :] * v1 + wc2[None, :] * v2 + wc3[None, :] * v3
+           + wc4[None, :] * v4)
+    return wr[:, None] * row
 
 
 @triton.jit
@@ -233,21 +250,23 @@ def _up_adj_kernel(g_ptr, y_ptr, C, Ho, Wo, h, w, n_th, n_tw, scale,
     """grad_x[s] = sum over outputs r in [2s - 2, 2s + 2] of B[r, s] * g[r] (per axis)."""
     b, c, s, v = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
     mask = (s < h)[:, None] & (v < w)[None, :]
+    q0, wc0 = _up_adj_w(v, 0, w, Wo)
+    q1, wc1 = _up_adj_w(v, 1, w, Wo)
+    q2, wc2 = _up_adj_w(v, 2, w, Wo)
+    q3, wc3 = _up_adj_w(v, 3, w, Wo)
+    q4, wc4 = _up_adj_w(v, 4, w, Wo)
+    c0 = (tl.minimum(tl.maximum(q0, 0), Wo - 1).to(tl.int64) * sgw)[None, :]
+    c1 = (tl.minimum(tl.maximum(q1, 0), Wo - 1).to(tl.int64) * sgw)[None, :]
+    c2 = (tl.minimum(q2, Wo - 1).to(tl.int64) * sgw)[None, :]
+    c3 = (tl.minimum(q3, Wo - 1).to(tl.int64) * sgw)[None, :]
+    c4 = (tl.minimum(q4, Wo - 1).to(tl.int64) * sgw)[None, :]
+    wc0, wc1, wc2, wc3, wc4 = wc0.to(ACC), wc1.to(ACC), wc2.to(ACC), wc3.to(ACC), wc4.to(ACC)
     gb = g_ptr + b * sgb + c * sgc
     acc = tl.zeros((BH, BW), ACC)
     for t in tl.static_range(5):
-        r = 2 * s + (t - 2)
-        wr = _up_adj_weight(s, r, 2 * h, Ho, ACC)
-        roff = (tl.minimum(tl.maximum(r, 0), Ho - 1).to(tl.int64) * sgh)[:, None]
-        rowacc = tl.zeros((BH, BW), ACC)
-        for u in tl.static_range(5):
-            q = 2 * v + (u - 2)
-            wc = _up_adj_weight(v, q, 2 * w, Wo, ACC)
-            coff = (tl.minimum(tl.maximum(q, 0), Wo - 1).to(tl.int64) * sgw)[None, :]
-            m = mask & (wc != 0.0)[None, :] & (wr != 0.0)[:, None]
-            val = tl.load(gb + roff + coff, mask=m, other=0.0).to(ACC)
-            rowacc += wc[None, :] * val
-        acc += wr[:, None] * rowacc
+        r, wr = _up_adj_w(s, t, h, Ho)
+        rp = gb + (tl.minimum(tl.maximum(r, 0), Ho - 1).to(tl.int64) * sgh)[:, None]
+        acc += _row5w(rp, wr.to(ACC), c0, c1, c2, c3, c4, wc0, wc1, wc2, wc3, wc4, mask, ACC)
     acc = acc * scale
     yo = b * syb + c * syc + s.to(tl.int64)[:, None] * syh + v.to(tl.int64)[None, :] * syw
     tl.store(y_ptr + yo, acc.to(y_ptr.dtype.element_ty), mask=mask)
