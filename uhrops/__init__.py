@@ -13,6 +13,15 @@ from uhrops._backend import (
     use_backend,
 )
 from uhrops.attention import LocalContextCorrelation, context_attention
+from uhrops.pyramid import (
+    GaussianPyramid,
+    LaplacianPyramid,
+    gaussian_pyramid,
+    laplacian_pyramid,
+    laplacian_reconstruct,
+    pyr_down,
+    pyr_up,
+)
 from uhrops.wavelet import (
     HaarDWT2d,
     HaarIDWT2d,
@@ -36,6 +45,13 @@ __all__ = [
     "use_backend",
     "context_attention",
     "LocalContextCorrelation",
+    "GaussianPyramid",
+    "LaplacianPyramid",
+    "gaussian_pyramid",
+    "laplacian_pyramid",
+    "laplacian_reconstruct",
+    "pyr_down",
+    "pyr_up",
     "HaarDWT2d",
     "HaarIDWT2d",
     "HaarIPacket2d",
