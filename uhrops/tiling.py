@@ -19,13 +19,18 @@ list of row starts and one list of column starts (every grid built here does):
 
 The PyTorch path runs anywhere; the Triton path (CUDA, or the CPU interpreter) has a gather
 kernel and an output-centric merge kernel (each output pixel sums the few patches that cover
-it, no atomics), each being the other's backward.
+it, no atomics), each being the other's backward. ``extract_contexts`` has a PyTorch path
+only (separable resize: one H pass per row of windows, then one W pass per window).
+
+On Linux, large CPU outputs are advised as transparent huge pages (``madvise``), which makes
+the first touch of a fresh multi-MB buffer several times cheaper; nothing else changes.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Union
 
@@ -164,7 +169,8 @@ class PatchGrid:
         Args:
             image_size: H or (H, W).
             patch_size: p or (ph, pw).
-            min_overlap: minimal overlap in pixels, 0 <= min_overlap < patch.
+            min_overlap: minimal overlap in pixels, 0 <= min_overlap < patch (checked
+                along the axes that need more than one patch).
 
         Returns:
             The grid.
@@ -179,10 +185,12 @@ class PatchGrid:
         if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, float)):
             raise TypeError(f"{op}(): `min_overlap` must be a number of pixels; got "
                             f"{type(min_overlap).__name__} {min_overlap!r}.")
-        if not (0 <= min_overlap < min(patch)):
-            raise ValueError(f"{op}(): `min_overlap` must be in [0, {min(patch)}) (below the "
-                             f"patch size {patch}); got {min_overlap}. Fix: use a smaller "
-                             "overlap or a larger patch.")
+        # along an axis with more than one patch the overlap must stay below the patch size
+        limit = min([p for p, sz in zip(patch, size) if sz > p], default=math.inf)
+        if not (0 <= min_overlap < limit) or not math.isfinite(min_overlap):
+            raise ValueError(f"{op}(): `min_overlap` must be in [0, {limit}) (below the patch "
+                             f"size {patch} along axes the image {size} exceeds); got "
+                             f"{min_overlap}. Fix: use a smaller overlap or a larger patch.")
         return cls(size, patch, _axis_min_overlap(size[0], patch[0], min_overlap),
                    _axis_min_overlap(size[1], patch[1], min_overlap))
 
@@ -326,33 +334,132 @@ def _axis_counts(starts: Sequence[int], p: int, size: int, dtype: torch.dtype,
     return c
 
 
-def _norm_rows(grid: PatchGrid, w: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
+def _norm_rows(ys: Sequence[int], xs: Sequence[int], ph: int, pw: int, H: int, W: int,
+               w: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
                device: torch.device) -> Tensor:
     """Σ of the weights of all patches over rows r0:r1 of the image, (r1 - r0, W)."""
-    H, W = grid.image_size
-    ph, pw = grid.patch_size
     if w is None:  # constant weights: the count map is separable
-        cy = _axis_counts(grid.ys, ph, H, dtype, device)[r0:r1]
-        cx = _axis_counts(grid.xs, pw, W, dtype, device)
-        return cy[:, None] * cx[None, :]
+        cy = _axis_counts(ys, ph, H, dtype, device)[r0:r1]
+        cx = _axis_counts(xs, pw, W, dtype, device)
+        out = _empty((r1 - r0, W), dtype, device)
+        return torch.mul(cy[:, None], cx[None, :], out=out)
     w = w.to(dtype=dtype, device=device)
-    norm = torch.zeros(r1 - r0, W, dtype=dtype, device=device)
-    for y in grid.ys:
+    norm = _zeros((r1 - r0, W), dtype, device)
+    for y in ys:
         a, b = max(y, r0), min(y + ph, r1, H)
         if a >= b:
             continue
         rows = w[a - y:b - y]
         band = norm[a - r0:b - r0]
-        for x in grid.xs:
+        for x in xs:
             e = min(x + pw, W)
             band[:, x:e] += rows[:, :e - x]
     return norm
 
 
-def _inv(norm: Tensor) -> Tensor:
-    return torch.where(norm > 0, norm.reciprocal(), torch.zeros((), dtype=norm.dtype,
-                                                                device=norm.device))
+def _inv_(norm: Tensor, positive: bool = False) -> Tensor:
+    """1 / norm where norm > 0, else 0, in place (``positive``: norm > 0 wherever it is read)."""
+    if not positive:
+        norm.masked_fill_(norm <= 0, math.inf)
+    return norm.reciprocal_()
 
+
+def _norm_band(ys: Sequence[int], xs: Sequence[int], ph: int, pw: int, H: int, W: int,
+               weight: Tensor, r0: int, r1: int, dtype: torch.dtype, device: torch.device,
+               positive: bool) -> Tensor:
+    """1 / Σw over rows r0:r1 (weighted case), (r1 - r0, W)."""
+    return _inv_(_norm_rows(ys, xs, ph, pw, H, W, weight, r0, r1, dtype, device), positive)
+
+
+def _inv_counts(starts: Sequence[int], p: int, size: int, dtype: torch.dtype,
+                device: torch.device) -> Tensor:
+    """1 / (number of patches covering each position) along one axis (constant weights)."""
+    return _inv_(_axis_counts(starts, p, size, dtype, device))
+
+
+def _splits(starts: Sequence[int], p: int, size: int) -> list[tuple[int, int, int]]:
+    """Per start i: (s, f, e) with e = min(s + p, size): [s, f) is also covered by earlier
+    starts (a later patch adds to it), [f, e) by no earlier start (this patch writes it)."""
+    ends = [min(s + p, size) for s in starts]
+    out = []
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        f = s if i == 0 else min(max(s, ends[i - 1]), e)
+        out.append((s, f, e))
+    return out
+
+
+def _uncovered(starts: Sequence[int], p: int, size: int) -> list[tuple[int, int]]:
+    """Intervals of [0, size) that no patch covers (empty for every factory-made grid)."""
+    gaps, pos = [], 0
+    for s in starts:
+        if s > pos:
+            gaps.append((pos, s))
+        pos = max(pos, min(s + p, size))
+    if pos < size:
+        gaps.append((pos, size))
+    return gaps
+
+
+def _factor(band: Tensor | None, weight: Tensor | None, x: int, hh: int,
+            ww: int) -> Tensor | None:
+    """Per-pixel factor of one patch: weight * inverse normaliser (None means 1)."""
+    fac = band[:, x:x + ww] if band is not None else None
+    if weight is not None:
+        wv = weight[:hh, :ww]
+        fac = wv if fac is None else fac * wv
+    return fac
+
+
+def _place(dst: Tensor, src: Tensor, fac: Tensor | None, ysplit: tuple[int, int, int],
+           xsplit: tuple[int, int, int]) -> None:
+    """Accumulate one patch: dst[..., box] (=|+=) fac * src, in at most three rectangles.
+
+    Patches arrive in row-major order, so the part of the box no earlier patch covers (the
+    bottom-right rectangle [fy, ey) x [fx, ex)) is written and the L-shaped rest is added to:
+    the output needs no zero fill, and with ``fac`` holding w/Σw no normalisation pass."""
+    y, fy, ey = ysplit
+    x, fx, ex = xsplit
+    for ya, yb, xa, xb, write in ((fy, ey, fx, ex, True), (y, fy, x, ex, False),
+                                  (fy, ey, x, fx, False)):
+        if ya >= yb or xa >= xb:
+            continue
+        d = dst[:, :, ya:yb, xa:xb]
+        s = src[:, :, ya - y:yb - y, xa - x:xb - x]
+        if fac is None:
+            if write:
+                d.copy_(s)
+            else:
+                d.add_(s)
+        else:
+            f = fac[ya - y:yb - y, xa - x:xb - x]
+            if write:
+                torch.mul(s, f, out=d)
+            else:
+                d.addcmul_(s, f)
+
+
+def _mean_band(ys: Sequence[int], xs: Sequence[int], ph: int, pw: int, H: int, W: int,
+               weight: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
+               device: torch.device) -> Tensor:
+    """1 / Σw over rows r0:r1, (r1 - r0, W): the outer product of the inverse patch counts
+    per axis for constant weights, else summed from the weights of the patches there."""
+    if weight is None:
+        icy = _inv_counts(ys, ph, H, dtype, device)[r0:r1]
+        icx = _inv_counts(xs, pw, W, dtype, device)
+        return torch.mul(icy[:, None], icx[None, :], out=_empty((r1 - r0, W), dtype, device))
+    return _norm_band(ys, xs, ph, pw, H, W, weight, r0, r1, dtype, device, False)
+
+
+def _zero_gaps(acc: Tensor, ys: Sequence[int], xs: Sequence[int], ph: int, pw: int) -> None:
+    H, W = acc.shape[-2:]
+    for a, b in _uncovered(ys, ph, H):
+        acc[..., a:b, :].zero_()
+    for a, b in _uncovered(xs, pw, W):
+        acc[..., :, a:b].zero_()
+
+
+def _fdtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,15 +517,19 @@ def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Te
 # --------------------------------------------------------------------------------------------
 
 
-def _gather_torch(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
-                  xs: List[int], ph: int, pw: int) -> Tensor:
-    """out[b, i*nx + j] = w * (norm * image[b])[ys[i]:+ph, xs[j]:+pw], zero outside."""
+def _gather_torch(image: Tensor, weight: Tensor | None, ys: List[int], xs: List[int], ph: int,
+                  pw: int, normalize: bool) -> Tensor:
+    """out[b, i*nx + j] = f * image[b][ys[i]:+ph, xs[j]:+pw], zero outside the image, where
+    f = weight (or 1), divided by Σw of all patches at that pixel when `normalize`."""
     B, C, H, W = image.shape
     n = len(ys) * len(xs)
     out = _empty((B, n, C, ph, pw), image.dtype, image.device)
+    fd = _fdtype(image.dtype)
     k = 0
     for y in ys:
         hh = min(ph, H - y)
+        band = (_mean_band(ys, xs, ph, pw, H, W, weight, y, y + hh, fd, image.device)
+                if normalize else None)
         for x in xs:
             ww = min(pw, W - x)
             dst = out[:, k]
@@ -427,12 +538,7 @@ def _gather_torch(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys:
                 dst.zero_()
             src = image[:, :, y:y + hh, x:x + ww]
             d = dst[:, :, :hh, :ww]
-            fac = None
-            if norm is not None:
-                fac = norm[y:y + hh, x:x + ww]
-            if weight is not None:
-                wv = weight[:hh, :ww]
-                fac = wv if fac is None else fac * wv
+            fac = _factor(band, weight, x, hh, ww)
             if fac is None:
                 d.copy_(src)
             else:
@@ -440,30 +546,28 @@ def _gather_torch(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys:
     return out.view(B * n, C, ph, pw)
 
 
-def _scatter_torch(patches: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
-                   xs: List[int], H: int, W: int) -> Tensor:
-    """out[b] = norm * Σ_k place_k(w * patches[b*N + k]), parts outside the image dropped."""
+def _scatter_torch(patches: Tensor, weight: Tensor | None, ys: List[int], xs: List[int], H: int,
+                   W: int, normalize: bool) -> Tensor:
+    """out[b] = Σ_k place_k(f * patches[b*N + k]) (f as in _gather_torch); parts outside the
+    image are dropped. Cell by cell: first writer copies, the others add; one pass."""
     n = len(ys) * len(xs)
     BN, C, ph, pw = patches.shape
     B = BN // n
     acc_dtype = torch.float32 if patches.dtype in _HALF else patches.dtype
-    acc = _zeros((B, C, H, W), acc_dtype, patches.device)
-    p = patches.view(B, n, C, ph, pw) if patches.is_contiguous() else patches.reshape(
-        B, n, C, ph, pw)
+    acc = _empty((B, C, H, W), acc_dtype, patches.device)
+    _zero_gaps(acc, ys, xs, ph, pw)
+    p = patches.reshape(B, n, C, ph, pw)
+    ysp, xsp = _splits(ys, ph, H), _splits(xs, pw, W)
+    fd = _fdtype(patches.dtype)
     k = 0
-    for y in ys:
+    for i, y in enumerate(ys):
         hh = min(ph, H - y)
-        for x in xs:
+        band = (_mean_band(ys, xs, ph, pw, H, W, weight, y, y + hh, fd, patches.device)
+                if normalize else None)
+        for j, x in enumerate(xs):
             ww = min(pw, W - x)
-            region = acc[:, :, y:y + hh, x:x + ww]
-            src = p[:, k, :, :hh, :ww]
+            _place(acc, p[:, k], _factor(band, weight, x, hh, ww), ysp[i], xsp[j])
             k += 1
-            if weight is None:
-                region.add_(src)
-            else:
-                region.addcmul_(src, weight[:hh, :ww])
-    if norm is not None:
-        acc.mul_(norm)
     return acc if acc_dtype == patches.dtype else acc.to(patches.dtype)
 
 
@@ -472,9 +576,27 @@ def _window_slices(y: int, L: int, size: int) -> tuple[int, int]:
     return max(y, 0), min(y + L, size)
 
 
+def _resize(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
+    if tuple(t.shape[-2:]) == size:
+        return t
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def _resize_bwd(g: Tensor, in_shape: Sequence[int], antialias: bool) -> Tensor:
+    if tuple(g.shape[-2:]) == tuple(in_shape[-2:]):
+        return g
+    back = (torch.ops.aten._upsample_bilinear2d_aa_backward if antialias
+            else torch.ops.aten.upsample_bilinear2d_backward)
+    return back(g.contiguous(), list(g.shape[-2:]), list(in_shape), False)
+
+
 def _contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, oh: int,
                     ow: int, pad_value: float, antialias: bool) -> Tensor:
-    """Padded windows [y, y+wh) x [x, x+ww) (product grid) resized to (oh, ow)."""
+    """Padded windows [y, y+wh) x [x, x+ww) (product grid) resized to (oh, ow).
+
+    The bilinear (antialiased) resize is separable, so each row of windows is first resized
+    along H once for the whole image width (a pad_value row stays pad_value), then each
+    window along W: about 3x less work than resizing every window in 2-D."""
     B, C, H, W = image.shape
     n = len(ys) * len(xs)
     out = _empty((B, n, C, oh, ow), image.dtype, image.device)
@@ -482,47 +604,52 @@ def _contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: in
     k = 0
     for y in ys:
         a, b = _window_slices(y, wh, H)
+        if a == y and b == y + wh:
+            rows = image[:, :, a:b].to(cdtype)
+        else:
+            rows = torch.full((B, C, wh, W), pad_value, dtype=cdtype, device=image.device)
+            if a < b:
+                rows[:, :, a - y:b - y] = image[:, :, a:b]
+        vert = _resize(rows, (oh, W), antialias)  # (B, C, oh, W)
+        del rows
         for x in xs:
             c, d = _window_slices(x, ww, W)
-            if a == y and b == y + wh and c == x and d == x + ww:
-                win = image[:, :, a:b, c:d].to(cdtype)
+            if c == x and d == x + ww:
+                win = vert[:, :, :, c:d]
             else:
-                win = torch.full((B, C, wh, ww), pad_value, dtype=cdtype, device=image.device)
-                if a < b and c < d:
-                    win[:, :, a - y:b - y, c - x:d - x] = image[:, :, a:b, c:d]
-            if (wh, ww) == (oh, ow):
-                out[:, k] = win
-            else:
-                out[:, k] = F.interpolate(win, size=(oh, ow), mode="bilinear",
-                                          align_corners=False, antialias=antialias)
+                win = torch.full((B, C, oh, ww), pad_value, dtype=cdtype, device=image.device)
+                if c < d:
+                    win[:, :, :, c - x:d - x] = vert[:, :, :, c:d]
+            out[:, k] = _resize(win, (oh, ow), antialias)
             k += 1
     return out.view(B * n, C, oh, ow)
 
 
 def _contexts_backward_torch(grad: Tensor, ys: List[int], xs: List[int], wh: int, ww: int,
                              H: int, W: int, antialias: bool) -> Tensor:
+    """Adjoint of _contexts_torch (without the pad_value constant): W then H, per row."""
     n = len(ys) * len(xs)
     BN, C, oh, ow = grad.shape
     B = BN // n
     cdtype = torch.float32 if grad.dtype in _HALF else grad.dtype
     g = grad.reshape(B, n, C, oh, ow)
     acc = _zeros((B, C, H, W), cdtype, grad.device)
-    back = (torch.ops.aten._upsample_bilinear2d_aa_backward if antialias
-            else torch.ops.aten.upsample_bilinear2d_backward)
     k = 0
     for y in ys:
         a, b = _window_slices(y, wh, H)
+        gvert = torch.zeros((B, C, oh, W), dtype=cdtype, device=grad.device)
         for x in xs:
             c, d = _window_slices(x, ww, W)
             gk = g[:, k].to(cdtype)
             k += 1
             if a >= b or c >= d:
                 continue
-            if (wh, ww) == (oh, ow):
-                gw = gk
-            else:
-                gw = back(gk.contiguous(), [oh, ow], [B, C, wh, ww], False)
-            acc[:, :, a:b, c:d] += gw[:, :, a - y:b - y, c - x:d - x]
+            gw = _resize_bwd(gk, (B, C, oh, ww), antialias)
+            gvert[:, :, :, c:d] += gw[:, :, :, c - x:d - x]
+        if a >= b:
+            continue
+        grows = _resize_bwd(gvert, (B, C, wh, W), antialias)
+        acc[:, :, a:b] += grows[:, :, a - y:b - y]
     return acc if cdtype == grad.dtype else acc.to(grad.dtype)
 
 
@@ -542,80 +669,86 @@ def _tile_ranges(starts: List[int], p: int, size: int, block: int) -> tuple[list
     return lo, hi
 
 
-def _gather_triton(image: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
-                   xs: List[int], ph: int, pw: int) -> Tensor:
+def _gather_triton(image: Tensor, weight: Tensor | None, ys: List[int], xs: List[int], ph: int,
+                   pw: int, normalize: bool) -> Tensor:
     from uhrops.kernels import tiling as K
 
+    H, W = image.shape[-2:]
+    norm = None
+    if normalize:
+        norm = _inv_(_norm_rows(ys, xs, ph, pw, H, W, weight, 0, H, _fdtype(image.dtype),
+                                image.device))
     return K.gather(image, weight, norm, ys, xs, ph, pw)
 
 
-def _scatter_triton(patches: Tensor, weight: Tensor | None, norm: Tensor | None, ys: List[int],
-                    xs: List[int], H: int, W: int) -> Tensor:
+def _scatter_triton(patches: Tensor, weight: Tensor | None, ys: List[int], xs: List[int], H: int,
+                    W: int, normalize: bool) -> Tensor:
     from uhrops.kernels import tiling as K
 
     bh, bw = K.SCATTER_BLOCK
     ylo, yhi = _tile_ranges(ys, patches.shape[-2], H, bh)
     xlo, xhi = _tile_ranges(xs, patches.shape[-1], W, bw)
-    return K.scatter(patches, weight, norm, ys, xs, H, W, ylo, yhi, xlo, xhi)
+    return K.scatter(patches, weight, normalize, ys, xs, H, W, ylo, yhi, xlo, xhi)
 
 
 # --------------------------------------------------------------------------------------------
-# Custom ops. gather and scatter (with the same weight and normaliser) are adjoint, so each
-# one's backward is the other; weight and normaliser are constants (no gradient).
+# Custom ops. gather and scatter (with the same weight and normalisation) are adjoint, so each
+# one's backward is the other; the weight is a constant (no gradient), and the normaliser is
+# derived from the grid inside the ops (nothing image-sized is saved for the backward).
 # --------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("uhrops::tile_gather", mutates_args=())
-def _gather_op(image: Tensor, weight: Optional[Tensor], norm: Optional[Tensor], ys: List[int],
-               xs: List[int], ph: int, pw: int, backend: str) -> Tensor:
+def _gather_op(image: Tensor, weight: Optional[Tensor], ys: List[int], xs: List[int], ph: int,
+               pw: int, normalize: bool, backend: str) -> Tensor:
     if backend == "triton":
-        return _gather_triton(image, weight, norm, ys, xs, ph, pw)
-    return _gather_torch(image, weight, norm, ys, xs, ph, pw)
+        return _gather_triton(image, weight, ys, xs, ph, pw, normalize)
+    return _gather_torch(image, weight, ys, xs, ph, pw, normalize)
 
 
 @_gather_op.register_fake
-def _(image, weight, norm, ys, xs, ph, pw, backend):
+def _(image, weight, ys, xs, ph, pw, normalize, backend):
     B, C = image.shape[0], image.shape[1]
     return image.new_empty((B * len(ys) * len(xs), C, ph, pw))
 
 
 @torch.library.custom_op("uhrops::tile_scatter", mutates_args=())
-def _scatter_op(patches: Tensor, weight: Optional[Tensor], norm: Optional[Tensor],
-                ys: List[int], xs: List[int], height: int, width: int, backend: str) -> Tensor:
+def _scatter_op(patches: Tensor, weight: Optional[Tensor], ys: List[int], xs: List[int],
+                height: int, width: int, normalize: bool, backend: str) -> Tensor:
     if backend == "triton":
-        return _scatter_triton(patches, weight, norm, ys, xs, height, width)
-    return _scatter_torch(patches, weight, norm, ys, xs, height, width)
+        return _scatter_triton(patches, weight, ys, xs, height, width, normalize)
+    return _scatter_torch(patches, weight, ys, xs, height, width, normalize)
 
 
 @_scatter_op.register_fake
-def _(patches, weight, norm, ys, xs, height, width, backend):
+def _(patches, weight, ys, xs, height, width, normalize, backend):
     n = len(ys) * len(xs)
     return patches.new_empty((patches.shape[0] // n, patches.shape[1], height, width))
 
 
 def _gather_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
-    image, weight, norm, ys, xs, ph, pw, backend = inputs
-    ctx.args = (ys, xs, image.shape[-2], image.shape[-1], backend)
-    ctx.save_for_backward(weight, norm)
+    image, weight, ys, xs, ph, pw, normalize, backend = inputs
+    ctx.args = (ys, xs, image.shape[-2], image.shape[-1], normalize, backend)
+    ctx.save_for_backward(weight)
 
 
 def _gather_bwd(ctx: Any, grad: Tensor):
-    weight, norm = ctx.saved_tensors
-    ys, xs, H, W, backend = ctx.args
-    g = _scatter_op(grad.contiguous(), weight, norm, ys, xs, H, W, backend)
+    (weight,) = ctx.saved_tensors
+    ys, xs, H, W, normalize, backend = ctx.args
+    g = _scatter_op(grad.contiguous(), weight, ys, xs, H, W, normalize, backend)
     return g, None, None, None, None, None, None, None
 
 
 def _scatter_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
-    patches, weight, norm, ys, xs, height, width, backend = inputs
-    ctx.args = (ys, xs, patches.shape[-2], patches.shape[-1], backend)
-    ctx.save_for_backward(weight, norm)
+    patches, weight, ys, xs, height, width, normalize, backend = inputs
+    ctx.args = (ys, xs, patches.shape[-2], patches.shape[-1], normalize, backend)
+    ctx.save_for_backward(weight)
 
 
 def _scatter_bwd(ctx: Any, grad: Tensor):
-    weight, norm = ctx.saved_tensors
-    ys, xs, ph, pw, backend = ctx.args
-    g = _gather_op(grad.contiguous(), weight, norm, ys, xs, ph, pw, backend)
+    (weight,) = ctx.saved_tensors
+    ys, xs, ph, pw, normalize, backend = ctx.args
+    g = _gather_op(grad.contiguous(), weight, ys, xs, ph, pw, normalize, backend)
     return g, None, None, None, None, None, None, None
 
 
@@ -686,7 +819,8 @@ def extract_patches(image: Tensor, grid: PatchGrid) -> Tensor:
           image b is at ``b * len(grid) + k`` (k as in ``grid.boxes``).
         - Patches that run past a small image are zero-padded at the bottom/right.
         - Any float dtype; strided and channels_last inputs are read as they are; the output
-          is a fresh contiguous tensor (never a view of ``image``).
+          is a fresh contiguous tensor (never a view of ``image``). The Triton kernel
+          computes in float32, so float64 takes the PyTorch path ("triton" raises).
         - Differentiable; the backward is :func:`merge_patches` with ``reduction="sum"``.
           Unlike kornia's ``extract_tensor_patches`` the grid need not be regular.
 
@@ -706,9 +840,9 @@ def extract_patches(image: Tensor, grid: PatchGrid) -> Tensor:
     image = _checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
-    backend = resolve(op, image)
+    backend = resolve(op, image, has_triton=image.dtype != torch.float64)
     ph, pw = grid.patch_size
-    return _gather_op(image, None, None, list(grid.ys), list(grid.xs), ph, pw, backend)
+    return _gather_op(image, None, list(grid.ys), list(grid.xs), ph, pw, False, backend)
 
 
 def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
@@ -723,10 +857,14 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
         - ``weight``: None or "constant" (all ones), "gaussian" (MONAI's importance map,
           σ = 0.125·patch, floored at 1e-3; see :func:`gaussian_weight`) or a non-negative
           (ph, pw) tensor. The weight is a constant: no gradient flows into it.
-        - The normaliser Σw is built from the grid (separable counts for constant weights),
-          never accumulated from a fold buffer of all patches. Parts of patches outside a
-          small image are dropped.
-        - fp16/bf16 patches are accumulated in float32 and returned in their dtype.
+        - The normaliser Σw is derived from the grid (per-cell patch counts for constant
+          weights, one row of patches at a time otherwise), never accumulated from a fold
+          buffer of all patches. The output is written cell by cell (cells = the pieces
+          between patch borders): the first patch covering a cell writes w/Σw·patch, the
+          others add theirs, so there is no zero fill and no separate normalisation pass.
+          Parts of patches outside a small image are dropped.
+        - fp16/bf16 patches are accumulated in float32 and returned in their dtype. The
+          Triton kernel computes in float32, so float64 takes the PyTorch path.
         - Differentiable; the backward is the weighted crop of grad/Σw (one gather), so
           nothing is saved but the weight and the normaliser.
 
@@ -761,14 +899,10 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
                          f"positive multiple of the grid's {n} patches. Fix: pass B*{n} "
                          "patches in the order extract_patches returns them.")
     w = _weight_map(weight, grid.patch_size, patches, op)
-    norm = None
-    if reduction == "mean":
-        ndtype = torch.float64 if patches.dtype == torch.float64 else torch.float32
-        H = grid.image_size[0]
-        norm = _inv(_norm_rows(grid, w, 0, H, ndtype, patches.device))
-    backend = resolve(op, patches)
+    backend = resolve(op, patches, has_triton=patches.dtype != torch.float64)
     H, W = grid.image_size
-    return _scatter_op(patches, w, norm, list(grid.ys), list(grid.xs), H, W, backend)
+    return _scatter_op(patches, w, list(grid.ys), list(grid.xs), H, W, reduction == "mean",
+                       backend)
 
 
 def _context_window(grid: PatchGrid, scale: float) -> tuple[int, int, int, int]:
@@ -859,14 +993,35 @@ def _crop_boxes(image: Tensor, starts: Sequence[tuple[int, int]], ph: int, pw: i
         out[k, :, :hh, :ww].copy_(image[0, :, y:y + hh, x:x + ww])
 
 
+def _recycle(buf: Tensor) -> Tensor | None:
+    """``buf`` if no one but the caller references it (so it can be refilled), else None.
+
+    A fresh batch buffer costs page faults on every call; refilling the previous one is free,
+    but only when ``fn`` kept no reference to it or to a view of it (checked on the Python
+    object and on the storage; 3 = the caller's name, getrefcount's argument and ours)."""
+    try:
+        if sys.getrefcount(buf) > 3 or buf._base is not None:
+            return None
+        if torch._C._storage_Use_Count(buf.untyped_storage()._cdata) > 2:
+            return None
+    except Exception:  # private API gone: never reuse
+        return None
+    return buf
+
+
 def _contexts_boxes(image: Tensor, grid: PatchGrid, starts: Sequence[tuple[int, int]],
                     scale: float) -> Tensor:
     """Contexts (scale) of the patches at `starts` of one image (1, C, H, W), no autograd."""
     wh, ww, oy, ox = _context_window(grid, scale)
     ph, pw = grid.patch_size
-    parts = [_contexts_torch(image, [y - oy], [x - ox], wh, ww, ph, pw, 0.0, True)
-             for y, x in starts]
-    return torch.cat(parts, 0)
+    runs: list[tuple[int, list[int]]] = []  # consecutive patches of one row share the H pass
+    for y, x in starts:
+        if runs and runs[-1][0] == y:
+            runs[-1][1].append(x - ox)
+        else:
+            runs.append((y, [x - ox]))
+    parts = [_contexts_torch(image, [y - oy], xs, wh, ww, ph, pw, 0.0, True) for y, xs in runs]
+    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
 def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, batch_size: int,
@@ -888,11 +1043,12 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           (k, 4) int64 boxes of its patches in the batch and returns a (k, ...) tensor.
         - ``fn`` returns (k, C_out, ph, pw). Its output is only read (never modified in
           place, unlike MONAI 1.6.1 which multiplies the predictor's output in place) and is
-          accumulated, weighted, into a (B, C_out, H, W) output on ``out_device`` (default
-          ``image.device``), then normalised by Σw in bands of rows; the result equals
+          accumulated into a (B, C_out, H, W) output on ``out_device`` (default
+          ``image.device``) with per-pixel factors w/Σw (Σw derived from the grid for one row
+          of patches at a time, so no full-size normaliser is ever built); the result equals
           ``merge_patches(fn(extract_patches(image, grid)), grid, reduction, weight)``.
-        - Memory: the output plus one batch (and its contexts) plus one band of the
-          normaliser; patches are never all held. fp16/bf16 outputs are accumulated in
+        - Memory: the output plus one batch (and its contexts) plus the normaliser of one
+          row of patches (ph x W); patches are never all held. fp16/bf16 outputs are accumulated in
           float32. If ``fn``'s output requires grad (grad mode on and ``fn`` has trainable
           parameters, or ``image`` requires grad), the outputs are kept and merged with the
           differentiable :func:`merge_patches` instead, which holds all patch outputs (the
@@ -961,7 +1117,13 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
 
         bar = tqdm(total=total, desc=op, unit="patch")
 
+    nx = len(grid.xs)
+    ysp, xsp = _splits(grid.ys, ph, H), _splits(grid.xs, pw, W)
+    mean = reduction == "mean"
+    band: Tensor | None = None  # inverse normaliser over the rows of patch row `band_row`
+    band_row = -1
     outs: list[Tensor] | None = None  # kept outputs (autograd mode)
+    spare: Tensor | None = None  # last batch buffer, when nothing else holds it
     acc: Tensor | None = None
     w_acc: Tensor | None = None
     out_dtype: torch.dtype | None = None
@@ -979,8 +1141,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                 batch = all_patches[k0:k1].to(device)
             else:
                 with torch.no_grad():
-                    batch = torch.empty((k1 - k0, image.shape[1], ph, pw), dtype=image.dtype,
-                                        device=image.device)
+                    if spare is not None and spare.shape[0] == k1 - k0:
+                        batch, spare = spare, None
+                    else:
+                        batch = _empty((k1 - k0, image.shape[1], ph, pw), image.dtype,
+                                       image.device)
                     r = 0
                     for b, idx in segs:
                         _crop_boxes(image[b:b + 1], [starts[i] for i in idx], ph, pw,
@@ -1016,7 +1181,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     outs = []
                 else:
                     acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
-                    acc = _zeros((B, y.shape[1], H, W), acc_dtype, out_device)
+                    acc = _empty((B, y.shape[1], H, W), acc_dtype, out_device)
+                    _zero_gaps(acc, grid.ys, grid.xs, ph, pw)
                     w_acc = _weight_map(weight, (ph, pw), acc, op)
             if outs is not None:
                 outs.append(y.to(out_device))
@@ -1027,17 +1193,22 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     r = 0
                     for b, idx in segs:
                         for i in idx:
+                            gi, gj = divmod(i, nx)
                             yy, xx = starts[i]
                             hh, ww = min(ph, H - yy), min(pw, W - xx)
-                            region = acc[b, :, yy:yy + hh, xx:xx + ww]
-                            src = yo[r, :, :hh, :ww]
+                            if mean and band_row != gi:
+                                band = _mean_band(grid.ys, grid.xs, ph, pw, H, W, w_acc, yy,
+                                                  yy + hh, acc.dtype, acc.device)
+                                band_row = gi
+                            # reads yo only: fn's output is never modified
+                            _place(acc[b:b + 1], yo[r:r + 1], _factor(band, w_acc, xx, hh, ww),
+                                   ysp[gi], xsp[gj])
                             r += 1
-                            if w_acc is None:
-                                region.add_(src)
-                            else:
-                                region.addcmul_(src, w_acc[:hh, :ww])
                     del yo
-            del y, batch, extra
+            del y, extra
+            if not differentiable:
+                spare = _recycle(batch)
+            del batch
             if bar is not None:
                 bar.update(k1 - k0)
     finally:
@@ -1047,13 +1218,6 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     if outs is not None:
         return merge_patches(torch.cat(outs, 0), grid, reduction, weight)
     assert acc is not None and out_dtype is not None
-    if reduction == "mean":
-        band = max(ph, 1)
-        with torch.no_grad():
-            for r0 in range(0, H, band):
-                r1 = min(r0 + band, H)
-                inv = _inv(_norm_rows(grid, w_acc, r0, r1, acc.dtype, acc.device))
-                acc[:, :, r0:r1].mul_(inv)
     return acc if acc.dtype == out_dtype else acc.to(out_dtype)
 
 

@@ -1,12 +1,14 @@
 """Triton kernels for patch tiling: gather (extract) and output-centric scatter (merge).
 
 Both work on a product grid: patch k = i * nx + j starts at (ys[i], xs[j]). With the same
-optional per-pixel patch weight ``w`` (ph, pw) and image-sized normaliser ``norm`` (H, W):
+optional per-pixel patch weight ``w`` (ph, pw) and normaliser ``norm`` = 1 / Σ_k place_k(w)
+(or 1 for "sum"):
 
     gather:  out[b*N + k, c] = w * crop_k(norm * image[b, c])           (zeros outside)
     scatter: out[b, c]       = norm * Σ_k place_k(w * patches[b*N + k, c])
 
-These two maps are adjoint, so each is the other's backward. The scatter is output-centric:
+These two maps are adjoint, so each is the other's backward. The gather takes ``norm`` as an
+(H, W) map; the scatter accumulates Σw itself next to the values. The scatter is output-centric:
 each program owns a tile of the output and sums the few patches covering it (the host passes,
 per tile row and column, the range of grid rows/columns that overlap it), so there are no
 atomics, results are deterministic, and every output pixel is written once. Values are
@@ -57,11 +59,11 @@ def _gather_kernel(img_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
 
 
 @triton.jit
-def _scatter_kernel(p_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
+def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
                     ylo_ptr, yhi_ptr, xlo_ptr, xhi_ptr,
                     C, H, W, N, NX, PH, PW,
                     s_n, s_c, s_h, s_w,
-                    HAS_W: tl.constexpr, HAS_N: tl.constexpr,
+                    HAS_W: tl.constexpr, NORMALIZE: tl.constexpr,
                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     pid_t = tl.program_id(0)  # over output tiles (axis 0: no 65535 limit)
     pid = tl.program_id(1)  # over (b, c)
@@ -74,6 +76,7 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
     x = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
     out_mask = (y < H) & (x < W)
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    wsum = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     ylo = tl.load(ylo_ptr + th)
     yhi = tl.load(yhi_ptr + th)
     xlo = tl.load(xlo_ptr + tw)
@@ -89,11 +92,14 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
             v = tl.load(p_ptr + k * s_n + cbase + r.to(tl.int64) * s_h + q.to(tl.int64) * s_w,
                         mask=m, other=0.0).to(tl.float32)
             if HAS_W:
-                v = v * tl.load(w_ptr + r * PW + q, mask=m, other=0.0).to(tl.float32)
+                wv = tl.load(w_ptr + r * PW + q, mask=m, other=0.0).to(tl.float32)
+                v = v * wv
+                wsum += wv
+            else:
+                wsum += m.to(tl.float32)
             acc += v
-    if HAS_N:
-        acc = acc * tl.load(n_ptr + y.to(tl.int64) * W + x, mask=out_mask,
-                            other=0.0).to(tl.float32)
+    if NORMALIZE:
+        acc = tl.where(wsum > 0, acc / tl.where(wsum > 0, wsum, 1.0), 0.0)
     obase = (b.to(tl.int64) * C + c) * H * W
     tl.store(out_ptr + obase + y.to(tl.int64) * W + x, acc.to(out_ptr.dtype.element_ty),
              mask=out_mask)
@@ -124,10 +130,13 @@ def gather(image: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[t
     return out
 
 
-def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[torch.Tensor],
+def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], normalize: bool,
             ys: List[int], xs: List[int], H: int, W: int, ylo: List[int], yhi: List[int],
             xlo: List[int], xhi: List[int]) -> torch.Tensor:
-    """(B, C, H, W) = norm * Σ_k place_k(w * patches_k); patches read through their strides.
+    """(B, C, H, W) = Σ_k place_k(w * patches_k) [/ Σ_k place_k(w) when ``normalize``].
+
+    The normaliser is accumulated in the kernel next to the values (no image-sized map);
+    patches are read through their strides.
 
     ``ylo[t]:yhi[t]`` are the grid rows overlapping output tile row t (SCATTER_BLOCK[0] rows),
     ``xlo``/``xhi`` the same for tile columns.
@@ -141,12 +150,11 @@ def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], norm: Optiona
         return out
     dev = patches.device
     w = weight.contiguous() if weight is not None else out
-    nm = norm.contiguous() if norm is not None else out
     bh, bw = SCATTER_BLOCK
     grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw), B * C)
-    _scatter_kernel[grid](patches, out, w, nm, _i32(ys, dev), _i32(xs, dev),
+    _scatter_kernel[grid](patches, out, w, _i32(ys, dev), _i32(xs, dev),
                           _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
                           C, H, W, n, nx, ph, pw, *patches.stride(),
-                          HAS_W=weight is not None, HAS_N=norm is not None,
+                          HAS_W=weight is not None, NORMALIZE=normalize,
                           BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
     return out
