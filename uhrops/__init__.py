@@ -22,6 +22,16 @@ from uhrops.pyramid import (
     pyr_down,
     pyr_up,
 )
+from uhrops.tiling import (
+    ExtractContexts,
+    MergePatches,
+    PatchGrid,
+    extract_contexts,
+    extract_patches,
+    gaussian_weight,
+    merge_patches,
+    sliding_window,
+)
 from uhrops.wavelet import (
     HaarDWT2d,
     HaarIDWT2d,
@@ -52,6 +62,14 @@ __all__ = [
     "laplacian_reconstruct",
     "pyr_down",
     "pyr_up",
+    "ExtractContexts",
+    "MergePatches",
+    "PatchGrid",
+    "extract_contexts",
+    "extract_patches",
+    "gaussian_weight",
+    "merge_patches",
+    "sliding_window",
     "HaarDWT2d",
     "HaarIDWT2d",
     "HaarIPacket2d",
