@@ -59,9 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "fctl": {
         "patch_size": 508,
         "min_overlap": 50,
-        "sub_batch": 6,  # patches per forward/backward
+        "sub_batch": 4,  # patches per forward/backward (the released scripts: 4)
         "images_per_step": 6,  # gradient accumulation over all patches of this many images
-        "contexts": [],  # context scales, e.g. [2, 3]; "global" for the whole image
+        "contexts": [],  # override of the model's context scales, e.g. [3] for Inria's B15
         "init_stage": None,  # checkpoint of the previous stage (local encoder + correlation)
         "context_checkpoints": [],  # checkpoints whose encoders become the frozen contexts
     },

@@ -110,22 +110,30 @@ class FCtLTask(Task):
         data["crop_size"] = None  # FCtL trains on whole images cut into its patch grid
         return data
 
-    def _contexts(self) -> list[Any]:
-        return list(self.cfg["fctl"]["contexts"])
-
     def build_model(self) -> nn.Module:
         from zoo.fctl import FCtL
 
-        kwargs = dict(self.cfg["model"]["kwargs"])
-        model = FCtL(self.num_classes, **kwargs)
+        model = FCtL(self.num_classes, **dict(self.cfg["model"]["kwargs"]))
         f = self.cfg["fctl"]
+        pretrained = dict(self.cfg["model"]["pretrained"])
+        if set(pretrained) - {"vgg16"}:
+            from zoo.config import ConfigError
+
+            raise ConfigError(f"model.pretrained: FCtL takes only vgg16 (a local ImageNet VGG16 "
+                              f"file); got {sorted(pretrained)}.")
+        if pretrained.get("vgg16"):
+            from zoo.backbones.vgg import load_vgg16_imagenet
+
+            load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
         if f["init_stage"]:
+            # The previous stage's local encoder, decoder and matching correlation: every
+            # tensor whose name and shape agree (FCtL's own stage-to-stage rule).
             from zoo.io import read_checkpoint
 
             tensors, _ = read_checkpoint(f["init_stage"])
-            weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
             own = model.state_dict()
-            usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+            usable = {k[6:]: v for k, v in tensors.items()
+                      if k.startswith("model.") and k[6:] in own and own[k[6:]].shape == v.shape}
             if not usable:
                 raise RuntimeError(f"fctl.init_stage={f['init_stage']}: no tensor fits this "
                                    f"model; is it a checkpoint of an FCtL stage?")
@@ -145,32 +153,71 @@ class FCtLTask(Task):
 
         return FocalLoss(**dict(self.cfg["loss"]["kwargs"]))
 
+    def _scales(self, model: nn.Module) -> tuple:
+        override = self.cfg["fctl"]["contexts"]
+        return tuple(override) if override else tuple(model.context_scales)
+
+    def train_step(self, model, loss_fn, images, masks, autocast) -> dict[str, float]:
+        """All patches of every image, in sub-batches, one backward per sub-batch.
+
+        As the released code: the step's gradient is the SUM of the sub-batch mean losses
+        (so it grows with the number of patches); the logged loss is their mean.
+        """
+        import torch.nn.functional as F
+
+        from uhrops.tiling import PatchGrid, extract_contexts, extract_patches
+        from zoo.fctl.pipeline import resize_global
+
+        net = getattr(model, "module", model)
+        f = self.cfg["fctl"]
+        p = (int(f["patch_size"]),) * 2
+        sub = int(f["sub_batch"])
+        losses: list[float] = []
+        for b in range(images.shape[0]):
+            image, mask = images[b:b + 1], masks[b:b + 1]
+            if net.stage == "global":  # DeepGlobe's whole-image model at the patch size
+                small = resize_global(image, p)
+                small_mask = F.interpolate(mask[:, None].float(), size=p, mode="nearest")
+                with autocast():
+                    logits = model(small)
+                loss = loss_fn(logits.float(), small_mask[:, 0].long())
+                loss.backward()
+                losses.append(float(loss.detach()))
+                continue
+            grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), p, f["min_overlap"])
+            patches = extract_patches(image, grid)
+            labels = extract_patches(mask[:, None].float(), grid)[:, 0].round().long()
+            ctxs: list[torch.Tensor | None] = []
+            feats: list[torch.Tensor | None] = []
+            for name, s in zip(net.context_names, self._scales(net)):
+                if s == "global":
+                    ctxs.append(None)
+                    feats.append(net.encode_context(name, resize_global(image, p)))
+                else:
+                    ctxs.append(extract_contexts(image, grid, float(s)))
+                    feats.append(None)
+            for i in range(0, patches.shape[0], sub):
+                part = [c[i:i + sub] if c is not None else None for c in ctxs]
+                with autocast():
+                    logits = model(patches[i:i + sub], tuple(part),
+                                   context_features=feats if any(x is not None for x in feats)
+                                   else None)
+                loss = loss_fn(logits.float(), labels[i:i + sub])
+                loss.backward()
+                losses.append(float(loss.detach()))
+        return {"loss": sum(losses) / len(losses), "sub_batches": float(len(losses))}
+
     def _segmenter(self, model: nn.Module):
         from zoo.fctl.pipeline import FCtLSegmenter
 
         f = self.cfg["fctl"]
-        return FCtLSegmenter(model, patch_size=f["patch_size"], min_overlap=f["min_overlap"],
-                             batch_size=f["sub_batch"])
-
-    def train_step(self, model, loss_fn, images, masks, autocast) -> dict[str, float]:
-        seg = self._segmenter(model)
-        total = 0.0
-        count = 0
-        batches = list(seg.training_batches(images, masks))
-        n_patches = sum(b[0].shape[0] for b in batches)
-        for patches, contexts, patch_masks in batches:
-            with autocast():
-                logits = model(patches, contexts)
-            # Mean over every patch of the step: each sub-batch is weighted by its share.
-            loss = loss_fn(logits.float(), patch_masks) * (patches.shape[0] / n_patches)
-            loss.backward()
-            total += float(loss.detach())
-            count += patches.shape[0]
-        return {"loss": total, "patches": float(count)}
+        net = getattr(model, "module", model)
+        return FCtLSegmenter(net, patch_size=f["patch_size"], min_overlap=f["min_overlap"],
+                             batch_size=f["sub_batch"], context_scales=self._scales(net))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        return self._segmenter(model).logits(image)
+        return self._segmenter(model)(image)
 
 
 def make_task(cfg: Mapping[str, Any]) -> Task:

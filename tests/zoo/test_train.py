@@ -185,3 +185,31 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     for k in a:
         if k.startswith("model."):
             torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+def test_fctl_stages_chain_through_checkpoints(tmp_path):
+    """Stage 1 (FCN) -> stage 2 (x2 context) -> final model with frozen context encoders,
+    each starting from the previous stage's best checkpoint, on tiny synthetic scenes."""
+    common = ["data.dataset=synthetic", "data.synthetic_train=2", "data.synthetic_val=1",
+              "data.synthetic_size=[48, 48]", "fctl.patch_size=32", "fctl.min_overlap=8",
+              "fctl.images_per_step=1", "fctl.sub_batch=2", "train.iters=1",
+              "train.val_every=1", "train.ckpt_every=1", "train.predictions=1",
+              "train.device=cpu", "data.num_workers=0"]
+    fcn = str(tmp_path / "fcn")
+    m1 = train(load_config("fctl_inria_fcn", common), fcn)
+    best1 = os.path.join(fcn, "checkpoints", "best.safetensors")
+    ctx = str(tmp_path / "ctx2")
+    train(load_config("fctl_inria_ctx2", common + [f"fctl.init_stage={best1}"]), ctx)
+    best2 = os.path.join(ctx, "checkpoints", "best.safetensors")
+    full = str(tmp_path / "full")
+    m3 = train(load_config("fctl_inria_full", common + [
+        f"fctl.init_stage={best2}", f"fctl.context_checkpoints=[{best2}, {best2}]"]), full)
+    for m in (m1, m3):
+        assert 0.0 <= m["miou"] <= 1.0
+    # the frozen context encoders hold stage 2's encoder, untouched by training
+    w2 = _weights(best2)
+    w3 = _weights(os.path.join(full, "checkpoints", "last.safetensors"))
+    key = "model.encoder.features.0.weight"
+    assert torch.equal(w3["model.context_encoders.medium.features.0.weight"], w2[key])
+    assert torch.equal(w3["model.context_encoders.large.features.0.weight"], w2[key])
