@@ -1,0 +1,18 @@
+"""FCtL (Li et al., ICCV 2021) on uhrops ops: the local model, official-checkpoint loading and
+whole-image inference. See ``reference/fctl.md`` for what the released code does."""
+
+from zoo.fctl.checkpoints import OfficialLoadReport, load_official_checkpoints, official_key_map
+from zoo.fctl.model import FCtL, FCN8sDecoder, MultiContextFusion, bilinear_kernel
+from zoo.fctl.pipeline import FCtLSegmenter, resize_global
+
+__all__ = [
+    "FCtL",
+    "FCN8sDecoder",
+    "MultiContextFusion",
+    "bilinear_kernel",
+    "load_official_checkpoints",
+    "official_key_map",
+    "OfficialLoadReport",
+    "FCtLSegmenter",
+    "resize_global",
+]
