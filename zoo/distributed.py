@@ -67,14 +67,17 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         dims = (0, 2, 3)
-        xf = x.float()
-        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
-        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)  # differentiable: gradients flow through other ranks' sums
+        # Half inputs are normalised in float32; float32/float64 in their own precision.
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        count = torch.full((1,), float(x.numel() // c), device=x.device, dtype=xf.dtype)
+        # Two passes (mean, then centred squares) as the native BatchNorm does: the one-pass
+        # E[x^2] - E[x]^2 loses precision when |mean| >> std.
+        first = all_reduce(torch.cat([xf.sum(dims), count]))
+        n = first[-1]
+        mean = first[:c] / n
+        centred = xf - mean[None, :, None, None]
+        var = all_reduce((centred * centred).sum(dims)) / n
         with torch.no_grad():
             if self.track_running_stats and self.running_mean is not None:
                 self.num_batches_tracked += 1
@@ -83,7 +86,7 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
                 unbiased = var * n / (n - 1).clamp_min(1)
                 self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
                 self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        y = centred * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
@@ -100,6 +103,9 @@ def _swap_bn(module: nn.Module) -> nn.Module:
     if type(module) is nn.BatchNorm2d:
         new = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum,
                                    module.affine, module.track_running_stats)
+        ref = module.weight if module.affine else module.running_mean
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         return new
