@@ -185,7 +185,7 @@ def _up_driver(src: Tensor, rmap: list[int], roff: int, cmap: list[int], coff: i
     ``base`` is given (fused per row block, so a Laplacian level is one pass over memory).
     """
     H, W = src.shape[-2:]
-    h, w = len(rmap) - 2, len(cmap) - 2
+    h = len(rmap) - 2
     lead = src.shape[:-2]
     out = src.new_empty(*lead, Ho, Wo)
     run = _identity_run(rmap, roff, H)

@@ -7,8 +7,7 @@ file's metadata under ``uhrops.state``. It is written to a temporary file in the
 flushed to disk and renamed over the old one, so a process killed at any moment leaves
 either the old or the new checkpoint, never a torn one. A ``.json`` copy of the state is
 written next to it for people to read; loading never trusts it. Loading uses safetensors
-(no pickle at all); backbone weight files in PyTorch's format are read with
-``torch.load(weights_only=True)``.
+(no pickle at all); backbone weight files are read by ``zoo.backbones._weights``.
 """
 
 from __future__ import annotations
@@ -227,28 +226,3 @@ def load_checkpoint(path: str, model: torch.nn.Module,
             raise CheckpointError(f"{path}: has no optimizer state to resume from.")
         optimizer.load_state_dict(_join_optimizer(state["optimizer"], tensors))
     return state
-
-
-def load_weights_file(path: str) -> dict[str, torch.Tensor]:
-    """A plain weights file (safetensors, or PyTorch's format read without unpickling code)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"weights file not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: refused: it cannot be read as plain tensors with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). A file "
-            f"that needs arbitrary unpickling is never loaded; convert it to safetensors.") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a mapping of names to tensors.")
-    return dict(obj)

@@ -211,7 +211,7 @@ class TestLoadImagenet:
             load_vgg16_imagenet(VGG16(include_fc=False), tmp_path / "absent.pth")
         bad = tmp_path / "bad.pth"
         bad.write_bytes(b"not a checkpoint")
-        with pytest.raises(ValueError, match="could not read"):
+        with pytest.raises(ValueError, match="cannot read weights file"):
             load_vgg16_imagenet(VGG16(include_fc=False), bad)
         with pytest.raises(TypeError, match="model.encoder"):
             load_vgg16_imagenet(torch.nn.Linear(2, 2), {})

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
+from zoo.backbones._weights import read_state_dict
 
 __all__ = ["VGG16", "VGG16_CONFIG", "load_vgg16_imagenet", "load_state_file"]
 
@@ -151,45 +152,19 @@ class VGG16(nn.Module):
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a state dict from ``path`` without unpickling arbitrary objects.
+    """Read a state dict from a local file without unpickling arbitrary objects.
 
     Convention:
-        ``.safetensors`` files are read with safetensors; anything else with
-        ``torch.load(..., map_location="cpu", weights_only=True)``. A checkpoint that wraps
-        its weights (``{"state_dict": ...}`` or ``{"model": ...}``) is unwrapped. Every value
-        must be a tensor.
-
-    Args:
-        path: file path.
-
-    Returns:
-        dict name -> tensor (on the CPU).
+        :func:`zoo.backbones._weights.read_state_dict` without prefix stripping: safetensors,
+        or ``torch.load(weights_only=True)``; ``{"state_dict": ...}``/``{"model": ...}``
+        wrappers are unwrapped; every value must be a tensor. A missing file raises
+        ``FileNotFoundError`` (also a ``WeightsError``), an unreadable one ``WeightsError``
+        (a ``ValueError``).
 
     Example:
         >>> sd = load_state_file("vgg16-397923af.pth")  # doctest: +SKIP
     """
-    op = "load_state_file"
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{op}(): no file at {path!r}. Nothing is downloaded: pass the "
-                                "path of a local weights file.")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            obj: object = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled objects, ...
-        raise ValueError(f"{op}(): could not read {path!r} as a state dict ({exc}). Fix: pass "
-                         "a .pth/.pt saved with torch.save(model.state_dict()) or a "
-                         ".safetensors file.") from exc
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{op}(): {path!r} does not hold a flat state dict of tensors.")
-    return dict(obj)
+    return read_state_dict(os.fspath(path), strip_prefixes=())
 
 
 def load_vgg16_imagenet(model: VGG16, weights: str | os.PathLike | Mapping[str, Tensor]
