@@ -31,7 +31,10 @@ setup(
             "opencv-python-headless>=4.8",
             "pytorch_wavelets>=1.3",
             "setuptools<81",  # pytorch_wavelets imports pkg_resources
+            "monai>=1.3",  # oracle for the tiling grid and Gaussian blending
             "triton>=3.0",
         ],
+        # Anchors the benchmarks compare against (beyond the dev oracles).
+        "bench": ["kornia>=0.7", "monai>=1.3"],
     },
 )

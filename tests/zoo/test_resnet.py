@@ -26,14 +26,7 @@ from zoo.backbones.resnet import (
 PLANES = (64, 128, 256, 512)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Several test processes share 2 cores here; with 2 intra-op threads OpenMP's spin-waits
-    # make these small-tensor passes 10-50x slower, so each test runs single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bn(sd: dict, prefix: str, c: int, g: torch.Generator) -> None:

@@ -20,14 +20,7 @@ STDC1_BLOCKS = [(64, 256, 2), (256, 256, 1), (256, 512, 2), (512, 512, 1), (512,
                 (1024, 1024, 1)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Several test processes share 2 cores here; with 2 intra-op threads OpenMP's spin-waits
-    # make these small-tensor passes 10-50x slower, so each test runs single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bn(sd, p, c, g, extra=True):

@@ -27,14 +27,7 @@ from zoo.wsdnet.model import dwt_channels, idwt_channels
 REFERENCE_SIZES = {1224: (39, 1248), 2000: (63, 2016), 2448: (77, 2464), 5000: (157, 5024)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Several test processes share 2 cores here; with 2 intra-op threads OpenMP's spin-waits
-    # make these small-tensor passes 10-50x slower, so each test runs single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
