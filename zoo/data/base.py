@@ -303,6 +303,36 @@ def split_stem(path: str) -> tuple[str, str]:
     return stem, ext.lower()
 
 
+def find_pairs(op: str, root: str, split: str, ids: Sequence[str] | None,
+               split_ids: Callable[[str], list[str]], strip_id: Callable[[str], str],
+               classify: Callable[[str, str], tuple[str, str] | None],
+               example: Callable[[str], str], missing: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """Search ``root`` recursively for the image/mask files of a split (or of ``ids``).
+
+    ``classify(path, stem)`` names a file's (id, "image" | "mask"), or None to skip it;
+    ``example(first_id)`` shows the expected file names in the error for an empty split.
+    Returns the checked root and the (id, image path, mask path) triples, in split order.
+    """
+    if missing not in ("error", "skip"):
+        raise ValueError(f"{op}: `missing` must be 'error' or 'skip'; got {missing!r}.")
+    root = check_root(root, op)
+    if ids is None:
+        wanted, desc = split_ids(split), f"{split!r} split"
+    else:
+        wanted, desc = [strip_id(x) for x in ids], "requested ids"
+    wanted_set = set(wanted)
+    index: dict[str, dict[str, list[str]]] = {}
+    for path in walk_files(root):
+        stem, ext = split_stem(path)
+        if ext not in IMAGE_EXTENSIONS:
+            continue
+        found = classify(path, stem)
+        if found is not None and found[0] in wanted_set:
+            index.setdefault(found[0], {}).setdefault(found[1], []).append(path)
+    example_text = example(wanted[0]) if wanted else example("<id>")
+    return root, resolve_pairs(op, root, wanted, index, desc, example_text, missing)
+
+
 def resolve_pairs(op: str, root: str, wanted: Sequence[str],
                   index: dict[str, dict[str, list[str]]], split_desc: str,
                   example: str, missing: str) -> list[tuple[str, str, str]]:

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import (IMAGE_EXTENSIONS, DataFileError, SegmentationDataset, Transform, check_root,
-                   read_split_list, resolve_pairs, split_stem, walk_files)
+from .base import (DataFileError, SegmentationDataset, Transform, find_pairs,
+                   read_split_list)
 
 __all__ = ["DeepGlobe", "CLASSES", "PALETTE", "rgb_to_index", "index_to_rgb", "split_ids"]
 
@@ -109,6 +109,14 @@ def _strip_id(name: str) -> str:
     return name
 
 
+def _classify(path: str, stem: str) -> tuple[str, str] | None:
+    if stem.endswith("_sat"):
+        return stem[:-4], "image"
+    if stem.endswith("_mask"):
+        return stem[:-5], "mask"
+    return None
+
+
 class DeepGlobe(SegmentationDataset):
     """DeepGlobe Land Cover: RGB images with 7 classes, masks converted on the fly.
 
@@ -150,32 +158,9 @@ class DeepGlobe(SegmentationDataset):
 
     def __init__(self, root: str, split: str = "train", ids: Sequence[str] | None = None,
                  transform: Transform | None = None, missing: str = "error") -> None:
-        op = "DeepGlobe()"
-        if missing not in ("error", "skip"):
-            raise ValueError(f"{op}: `missing` must be 'error' or 'skip'; got {missing!r}.")
-        root = check_root(root, op)
-        if ids is None:
-            wanted = split_ids(split)
-            desc = f"{split!r} split"
-        else:
-            wanted = [_strip_id(x) for x in ids]
-            desc = "requested ids"
-        wanted_set = set(wanted)
-        index: dict[str, dict[str, list[str]]] = {}
-        for path in walk_files(root):
-            stem, ext = split_stem(path)
-            if ext not in IMAGE_EXTENSIONS:
-                continue
-            if stem.endswith("_sat"):
-                sid, kind = stem[:-4], "image"
-            elif stem.endswith("_mask"):
-                sid, kind = stem[:-5], "mask"
-            else:
-                continue
-            if sid in wanted_set:
-                index.setdefault(sid, {}).setdefault(kind, []).append(path)
-        samples = resolve_pairs(op, root, wanted, index, desc, f"{wanted[0]}_sat.jpg and "
-                                f"{wanted[0]}_mask.png" if wanted else "<id>_sat.jpg", missing)
+        root, samples = find_pairs(
+            "DeepGlobe()", root, split, ids, split_ids, _strip_id, _classify,
+            lambda i: f"{i}_sat.jpg and {i}_mask.png", missing)
         super().__init__(samples, transform)
         self.root = root
         self.split = split if ids is None else None

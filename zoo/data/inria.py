@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (IMAGE_EXTENSIONS, DataFileError, SegmentationDataset, Transform, check_root,
-                   read_split_list, resolve_pairs, split_stem, walk_files)
+from .base import (IMAGE_EXTENSIONS, DataFileError, SegmentationDataset, Transform, find_pairs,
+                   read_split_list)
 
 __all__ = ["InriaAerial", "CLASSES", "PALETTE", "split_ids"]
 
@@ -70,6 +70,22 @@ def binary_mask(array: np.ndarray, path: str) -> np.ndarray:
     return (array == 255).astype(np.uint8)
 
 
+def _classify(path: str, stem: str) -> tuple[str, str] | None:
+    """Official names (images/<id>.tif, gt/<id>.tif) and FCtL's (<id>_sat, <id>_mask)."""
+    if stem.endswith("_sat"):
+        return stem[:-4], "image"
+    if stem.endswith("_mask"):
+        return stem[:-5], "mask"
+    if stem.endswith("_gt"):
+        return stem[:-3], "mask"
+    parent = os.path.basename(os.path.dirname(path)).lower()
+    if parent == "images":
+        return stem, "image"
+    if parent == "gt":
+        return stem, "mask"
+    return None
+
+
 class InriaAerial(SegmentationDataset):
     """Inria Aerial: RGB tiles with a binary building mask (0 background, 1 building).
 
@@ -106,40 +122,9 @@ class InriaAerial(SegmentationDataset):
 
     def __init__(self, root: str, split: str = "train", ids: Sequence[str] | None = None,
                  transform: Transform | None = None, missing: str = "error") -> None:
-        op = "InriaAerial()"
-        if missing not in ("error", "skip"):
-            raise ValueError(f"{op}: `missing` must be 'error' or 'skip'; got {missing!r}.")
-        root = check_root(root, op)
-        if ids is None:
-            wanted = split_ids(split)
-            desc = f"{split!r} split"
-        else:
-            wanted = [_strip_id(x) for x in ids]
-            desc = "requested ids"
-        wanted_set = set(wanted)
-        index: dict[str, dict[str, list[str]]] = {}
-        for path in walk_files(root):
-            stem, ext = split_stem(path)
-            if ext not in IMAGE_EXTENSIONS:
-                continue
-            parent = os.path.basename(os.path.dirname(path)).lower()
-            if stem.endswith("_sat"):
-                sid, kind = stem[:-4], "image"
-            elif stem.endswith("_mask"):
-                sid, kind = stem[:-5], "mask"
-            elif stem.endswith("_gt"):
-                sid, kind = stem[:-3], "mask"
-            elif parent == "images":
-                sid, kind = stem, "image"
-            elif parent == "gt":
-                sid, kind = stem, "mask"
-            else:
-                continue
-            if sid in wanted_set:
-                index.setdefault(sid, {}).setdefault(kind, []).append(path)
-        example = (f"images/{wanted[0]}.tif and gt/{wanted[0]}.tif" if wanted
-                   else "images/<city><n>.tif")
-        samples = resolve_pairs(op, root, wanted, index, desc, example, missing)
+        root, samples = find_pairs(
+            "InriaAerial()", root, split, ids, split_ids, _strip_id, _classify,
+            lambda i: f"images/{i}.tif and gt/{i}.tif", missing)
         super().__init__(samples, transform)
         self.root = root
         self.split = split if ids is None else None
