@@ -234,3 +234,17 @@ def test_fctl_stages_chain_through_checkpoints(tmp_path):
     key = "model.encoder.features.0.weight"
     assert torch.equal(w3["model.context_encoders.medium.features.0.weight"], w2[key])
     assert torch.equal(w3["model.context_encoders.large.features.0.weight"], w2[key])
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_step(tmp_path, amp):
+    cfg = tiny_cfg("train.iters=1", "train.val_every=0", "train.ckpt_every=1",
+                   f"train.amp={amp}", "train.channels_last=true")
+    out = tmp_path / amp
+    metrics = train(cfg, str(out))
+    step = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert step["iter"] == 1 and step["loss"] == step["loss"]  # finite, not NaN
+    w = _weights(str(out / "checkpoints" / "last.safetensors"))
+    assert all(t.dtype == torch.float32 for k, t in w.items() if k.startswith("model.")
+               and t.is_floating_point())  # master weights stay float32
+    assert 0.0 <= metrics["miou"] <= 1.0
