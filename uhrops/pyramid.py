@@ -635,6 +635,9 @@ def laplacian_reconstruct(pyramid: Sequence[Tensor]) -> Tensor:
 class GaussianPyramid(nn.Module):
     """Module twin of :func:`gaussian_pyramid`; stores ``levels``.
 
+    Convention:
+        See :func:`gaussian_pyramid` (level 0 is the input; OpenCV pyrDown sizes).
+
     Example:
         >>> len(GaussianPyramid(2)(torch.rand(1, 3, 16, 16)))
         3
@@ -653,6 +656,9 @@ class GaussianPyramid(nn.Module):
 
 class LaplacianPyramid(nn.Module):
     """Module twin of :func:`laplacian_pyramid`; stores ``levels``.
+
+    Convention:
+        See :func:`laplacian_pyramid` (band-pass levels, then the coarsest Gaussian).
 
     Example:
         >>> [tuple(p.shape[-2:]) for p in LaplacianPyramid(2)(torch.rand(1, 3, 16, 16))]

@@ -1229,6 +1229,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
 class ExtractContexts(nn.Module):
     """Module form of :func:`extract_contexts`; stores scale, size, pad_value, antialias.
 
+    Convention:
+        See :func:`extract_contexts` (centred windows, padding, antialiased resize).
+
     Example:
         >>> m = ExtractContexts(2.0)
         >>> g = PatchGrid.from_stride(64, 32, 32)
@@ -1255,6 +1258,9 @@ class ExtractContexts(nn.Module):
 
 class MergePatches(nn.Module):
     """Module form of :func:`merge_patches`; stores reduction and weight.
+
+    Convention:
+        See :func:`merge_patches` (weighted mean or FCtL's sum over overlaps).
 
     Example:
         >>> g = PatchGrid.from_stride(64, 32, 16)

@@ -688,9 +688,11 @@ def haar_ipacket2d(y: Tensor) -> Tensor:
 
 
 class HaarDWT2d(nn.Module):
-    """Module form of :func:`haar_dwt2d` (see its Convention block).
+    """Module form of :func:`haar_dwt2d`; ``levels > 1`` returns :func:`haar_wavedec2`'s
+    ``(low, highs)``.
 
-    ``levels > 1`` returns :func:`haar_wavedec2`'s ``(low, highs)``.
+    Convention:
+        See :func:`haar_dwt2d` and :func:`haar_wavedec2`; the module only stores the options.
     """
 
     def __init__(self, levels: int = 1, pad_mode: str | None = None) -> None:
@@ -710,7 +712,11 @@ class HaarDWT2d(nn.Module):
 
 
 class HaarIDWT2d(nn.Module):
-    """Module form of :func:`haar_idwt2d`; also accepts ``(low, highs)`` for multi-level."""
+    """Module form of :func:`haar_idwt2d`; also accepts ``(low, highs)`` for multi-level.
+
+    Convention:
+        See :func:`haar_idwt2d` and :func:`haar_waverec2`; ``output_size`` crops an odd size.
+    """
 
     def forward(self, y, output_size: tuple[int, int] | None = None) -> Tensor:
         if isinstance(y, (tuple, list)):
@@ -722,7 +728,11 @@ class HaarIDWT2d(nn.Module):
 
 
 class HaarPacket2d(nn.Module):
-    """Module form of :func:`haar_packet2d`."""
+    """Module form of :func:`haar_packet2d`.
+
+    Convention:
+        See :func:`haar_packet2d` (band order, divisibility by 2**levels).
+    """
 
     def __init__(self, levels: int = 1) -> None:
         super().__init__()
@@ -737,7 +747,11 @@ class HaarPacket2d(nn.Module):
 
 
 class HaarIPacket2d(nn.Module):
-    """Module form of :func:`haar_ipacket2d`."""
+    """Module form of :func:`haar_ipacket2d`.
+
+    Convention:
+        See :func:`haar_ipacket2d`; the number of levels is read from the band count.
+    """
 
     def forward(self, y: Tensor) -> Tensor:
         return haar_ipacket2d(y)
