@@ -3,10 +3,10 @@
 Timing: CPU uses torch.utils.benchmark's blocked_autorange (warm-up, then blocks; we report
 the median and the inter-quartile range); CUDA uses triton.testing.do_bench when Triton is
 present (it flushes L2 between runs) and CUDA events otherwise. Memory: on CUDA the peak of
-torch.cuda.max_memory_allocated above what was allocated before the call; on the CPU the
-growth of the process's peak RSS is too coarse, so we count the bytes of tensors the call
-keeps alive at its peak with a torch dispatch-level allocator probe where available and
-report RSS growth as a rough second figure.
+torch.cuda.max_memory_allocated above what was allocated before the call; on the CPU
+``peak_memory_mb`` returns None (process RSS is too coarse for one call), and sections that
+need a CPU figure measure it themselves (the profiler's allocation events, or a subprocess's
+high-water mark) and say how in their rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import time
@@ -78,10 +77,6 @@ def peak_memory_mb(fn: Callable[[], Any], device: str) -> float | None:
     torch.cuda.synchronize()
     del out
     return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def copy_bandwidth_gbs(device: str, nbytes: int = 1 << 30) -> float | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
@@ -66,7 +65,6 @@ PAD_MODES: dict[str, int] = {
     "periodic": 3,
 }
 _NO_PAD = -1  # sizes must already be even
-_TORCH_PAD = {0: "constant", 1: "replicate", 2: "reflect", 3: "circular"}
 _HALF = (torch.float16, torch.bfloat16)
 
 # Fused Triton kernels keep up to this many levels of one tile on chip.
@@ -122,32 +120,26 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     return out.to(dtype) if dtype in _HALF else out
 
 
+def _pad_source(n: int, pad: int) -> int | None:
+    """Index whose value pywt pads after the last of ``n`` samples (None: a zero)."""
+    return {0: None, 1: n - 1, 2: n - 2, 3: 0}[pad]
+
+
 def _pad_end(x: Tensor, pad: int) -> Tensor:
     """Pad one sample at the end of each odd axis (pywt's odd-size rule)."""
     H, W = x.shape[-2:]
-    ph, pw = H % 2, W % 2
-    if not (ph or pw):
+    if H % 2 == 0 and W % 2 == 0:
         return x
     if pad == _NO_PAD:
         raise AssertionError("odd size reached a transform without padding")
-    mode = _TORCH_PAD[pad]
-    if mode == "constant":
-        return F.pad(x, (0, pw, 0, ph))
-    if mode == "reflect" or x.dtype in _HALF:
-        # F.pad's reflect/replicate lack half kernels on some CPUs; do the one-sample pad by hand.
-        return _pad_end_by_index(x, ph, pw, pad)
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def _pad_end_by_index(x: Tensor, ph: int, pw: int, pad: int) -> Tensor:
-    H, W = x.shape[-2:]
-    src = {1: (H - 1, W - 1), 2: (H - 2, W - 2), 3: (0, 0), 0: None}[pad]
-    if ph:
-        extra = x[..., src[0] : src[0] + 1, :] if src else torch.zeros_like(x[..., :1, :])
-        x = torch.cat([x, extra], dim=-2)
-    if pw:
-        extra = x[..., :, src[1] : src[1] + 1] if src else torch.zeros_like(x[..., :, :1])
-        x = torch.cat([x, extra], dim=-1)
+    # One copied row/column per odd axis: cheaper than F.pad's general modes, and the same
+    # code for every mode and dtype (F.pad lacks some half kernels on the CPU).
+    for dim, n in ((-2, H), (-1, W)):
+        if n % 2:
+            src = _pad_source(n, pad)
+            extra = (x.narrow(dim, src, 1) if src is not None
+                     else torch.zeros_like(x.narrow(dim, 0, 1)))
+            x = torch.cat([x, extra], dim=dim)
     return x
 
 
@@ -161,11 +153,9 @@ def _fold_pad(g: Tensor, size: tuple[int, int], pad: int) -> Tensor:
         return g[..., :H, :W].contiguous()
     g = g.clone()
     if Wp > W:
-        col = {1: W - 1, 2: W - 2, 3: 0}[pad]
-        g[..., :, col] += g[..., :, W]
+        g[..., :, _pad_source(W, pad)] += g[..., :, W]
     if Hp > H:
-        row = {1: H - 1, 2: H - 2, 3: 0}[pad]
-        g[..., row, :] += g[..., H, :]
+        g[..., _pad_source(H, pad), :] += g[..., H, :]
     return g[..., :H, :W].contiguous()
 
 

@@ -196,6 +196,16 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return tensors, state
 
 
+def read_model_weights(path: str) -> dict[str, torch.Tensor]:
+    """The model's state dict stored in a checkpoint (its ``model.`` tensors, prefix removed)."""
+    tensors, _ = read_checkpoint(path)
+    return _model_part(tensors)
+
+
+def _model_part(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def load_checkpoint(path: str, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
                     expect_config_hash: str | None = None) -> dict[str, Any]:
@@ -210,7 +220,7 @@ def load_checkpoint(path: str, model: torch.nn.Module,
             f"{path}: was written for another model configuration (config hash "
             f"{state.get('config_hash')} != {expect_config_hash}). Fix: use the config it was "
             f"trained with (its config.yaml sits in the run folder).")
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = _model_part(tensors)
     own = target.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))

@@ -128,23 +128,21 @@ class FCtLTask(Task):
         if f["init_stage"]:
             # The previous stage's local encoder, decoder and matching correlation: every
             # tensor whose name and shape agree (FCtL's own stage-to-stage rule).
-            from zoo.io import read_checkpoint
+            from zoo.io import read_model_weights
 
-            tensors, _ = read_checkpoint(f["init_stage"])
             own = model.state_dict()
-            usable = {k[6:]: v for k, v in tensors.items()
-                      if k.startswith("model.") and k[6:] in own and own[k[6:]].shape == v.shape}
+            usable = {k: v for k, v in read_model_weights(f["init_stage"]).items()
+                      if k in own and own[k].shape == v.shape}
             if not usable:
-                raise RuntimeError(f"fctl.init_stage={f['init_stage']}: no tensor fits this "
-                                   f"model; is it a checkpoint of an FCtL stage?")
+                from zoo.io import CheckpointError
+
+                raise CheckpointError(f"fctl.init_stage={f['init_stage']}: no tensor fits this "
+                                      f"model; is it a checkpoint of an FCtL stage?")
             model.load_state_dict(usable, strict=False)
         if f["context_checkpoints"]:
-            from zoo.io import read_checkpoint
+            from zoo.io import read_model_weights
 
-            states = []
-            for path in f["context_checkpoints"]:
-                tensors, _ = read_checkpoint(path)
-                states.append({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            states = [read_model_weights(path) for path in f["context_checkpoints"]]
             model.load_context_encoders(*states)
         return model
 

@@ -31,6 +31,7 @@ import torch
 
 from zoo import distributed as dist_utils
 from zoo.config import ConfigError, config_hash, dump_config, load_config
+from zoo.data_factory import build_dataset
 from zoo.io import CheckpointError, atomic_write_text, load_checkpoint, rng_state, \
     save_checkpoint, set_rng_state
 from zoo.samples import AugmentedCrops, CounterSampler, poly_lr
@@ -159,7 +160,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
 
     iters = int(tcfg["iters"])
     global_batch = task.samples_per_step()
-    train_set = _train_dataset(cfg)
+    train_set = build_dataset(cfg, "train")
     ignore = int(getattr(train_set, "ignore_index", 255))
     crops = AugmentedCrops(train_set, task.crop_cfg(), seed=tcfg["seed"], ignore_index=ignore)
     sampler = CounterSampler(start_iter, iters, global_batch, rank, world)
@@ -169,7 +170,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
         # Its own generator: making an iterator must not draw from the global RNG, whose
         # state a resumed run restores (dropout draws from it).
         generator=torch.Generator().manual_seed(tcfg["seed"]))
-    val_set = _val_dataset(cfg)
+    val_set = build_dataset(cfg, "val")
     autocast = make_autocast(tcfg["amp"], device)
     scaler = torch.amp.GradScaler(device.type) if tcfg["amp"] == "fp16" else None
 
@@ -277,18 +278,6 @@ class _ScaledLoss(torch.nn.Module):
         if isinstance(out, tuple):
             return (self.scaler.scale(out[0]),) + out[1:]
         return self.scaler.scale(out)
-
-
-def _train_dataset(cfg):
-    from zoo.data_factory import build_dataset
-
-    return build_dataset(cfg, "train")
-
-
-def _val_dataset(cfg):
-    from zoo.data_factory import build_dataset
-
-    return build_dataset(cfg, "val")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
