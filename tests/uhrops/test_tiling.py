@@ -321,6 +321,22 @@ class TestMergePatches:
         torch.testing.assert_close(out, loop_merge(p, g, reduction, wref), rtol=1e-10,
                                    atol=1e-10)
 
+    @settings(max_examples=25, deadline=None)
+    @given(data=st.data())
+    def test_float32_mean_matches_loop(self, data):
+        # float32 constant-weight means take the per-cell scalar path (merge and streaming)
+        g = _grid_strategy(data.draw)
+        B = data.draw(st.integers(1, 2))
+        p = torch.randn(B * len(g), 2, *g.patch_size, dtype=torch.float64)
+        ref = loop_merge(p, g, "mean", None)
+        out = merge_patches(p.float(), g, "mean")
+        torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
+        x = torch.randn(B, 2, *g.image_size, dtype=torch.float64)
+        bs = data.draw(st.integers(1, 5))
+        sw = sliding_window(lambda t: t * 2, x.float(), g, bs)
+        torch.testing.assert_close(sw.double(), loop_merge(2 * loop_extract(x, g), g, "mean",
+                                                           None), rtol=1e-6, atol=1e-6)
+
     def test_gaussian_matches_monai(self):
         from monai.data.utils import compute_importance_map
 
