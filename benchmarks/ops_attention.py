@@ -13,6 +13,11 @@ Implementations:
     a backend that refuses the case gets a row with ``median_ms`` None and the reason in
     ``note``. SDPA gets its native contiguous [B, 1, N, C] layout prepared outside the timer
     (our op is timed from NCHW maps, so the layout change counts against us only).
+  - ``sdpa-<backend> from maps``: the same call timed from the NCHW maps, with the layout
+    changes a caller holding feature maps writes around it (tokens in, map out), i.e. the
+    like-for-like comparison with ``uhrops-torch``.
+  - ``uhrops-torch channels_last``: our op on channels_last maps (what channels_last 1x1
+    convolutions produce), where no layout change is needed at all (CPU only).
   - ``naive``: ``softmax(q k^T) v`` with dense bmm on the same layout (O(N^2) memory).
 
 Peak memory (``peak_mb``): on CUDA the allocator peak above the inputs; on the CPU the peak of
@@ -86,6 +91,9 @@ def _impls(device: str, maps: tuple[torch.Tensor, ...], tokens: tuple[torch.Tens
         return f
 
     impls["uhrops-torch"] = (ours("torch"), maps)
+    if not device.startswith("cuda"):  # maps from channels_last convs: no layout change
+        maps_cl = tuple(t.contiguous(memory_format=torch.channels_last) for t in maps)
+        impls["uhrops-torch channels_last"] = (ours("torch"), maps_cl)
     reason = triton_unavailable_reason(device)
     if device.startswith("cuda") and reason is None:
         impls["uhrops-triton"] = (ours("triton"), maps)
@@ -109,6 +117,13 @@ def _impls(device: str, maps: tuple[torch.Tensor, ...], tokens: tuple[torch.Tens
                 skipped.append((f"sdpa-{name}", str(exc).strip().splitlines()[0][:160]))
                 continue
             impls[f"sdpa-{name}"] = (f, tokens)
+
+            def f_maps(q, k, v, f=f):  # what a caller holding NCHW maps writes around SDPA
+                b, c, h, w = v.shape  # (fused SDPA kernels need the channels contiguous)
+                o = f(*(t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+                        for t in (q, k, v)))
+                return o[:, 0].transpose(1, 2).reshape(b, c, h, w)
+            impls[f"sdpa-{name} from maps"] = (f_maps, maps)
 
     def naive(q, k, v):
         return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
@@ -142,7 +157,7 @@ def _bench_case(rows: list[dict[str, Any]], side: int, c: int, dtype: torch.dtyp
                          "iqr_ms": None, "peak_mb": None, "bytes": None,
                          "note": f"not run: {reason}"})
     for name, (fn, inputs) in impls.items():
-        cot = cot_map if inputs is maps else cot_tok
+        cot = cot_map if inputs[0].shape == maps[0].shape else cot_tok
         with torch.no_grad():
             t = time_fn(lambda: fn(*inputs), device, min_run_time=t_min)
             mem = _peak(lambda: fn(*inputs), device)

@@ -496,6 +496,20 @@ class TestLibrary:
         torch.library.opcheck(bwd, (g, torch.randn_like(lse), q.detach(), k.detach(), v.detach(),
                                     out, lse, 0.5, "torch"))
 
+    @pytest.mark.parametrize("channels_last", [False, True])
+    def test_opcheck_fused_cpu_path(self, channels_last):
+        # 32x32 maps: Nq * Nk = 2**20 takes ATen's fused CPU kernel, whose output follows the
+        # query's memory format; the fake implementation must predict the same strides.
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        q, k, v = (torch.randn(1, 3, 32, 32).contiguous(memory_format=fmt) for _ in range(3))
+        args = [t.requires_grad_() for t in (q, k, v)]
+        op = torch.ops.uhrops.context_attention.default
+        torch.library.opcheck(op, (*args, 1.0, "torch"))
+        out, _ = op(q.detach(), k.detach(), v.detach(), 1.0, "torch")
+        assert out.is_contiguous(memory_format=fmt)
+        ref = naive(q.detach().double(), k.detach().double(), v.detach().double(), 1.0)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+
     @pytest.mark.triton
     def test_opcheck_triton(self):
         needs_triton("cpu")
