@@ -36,11 +36,12 @@ class BackendUnavailableError(RuntimeError):
     """Raised when the requested backend cannot run for the given tensors."""
 
 
-def _validate_name(name: object) -> str:
+def _validate_name(name: object, op: str = "set_backend") -> str:
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(
-            f"backend: expected one of {BACKENDS}, got {name!r}. "
-            'Use "auto" (Triton on CUDA when available), "torch" or "triton".'
+            f"{op}(): `name` must be one of {', '.join(repr(b) for b in BACKENDS)}; got "
+            f"{name!r}. Fix: use \"auto\" (Triton on CUDA when available), \"torch\" or "
+            f"\"triton\"."
         )
     return name
 
@@ -71,7 +72,7 @@ def use_backend(name: BackendName) -> Iterator[None]:
         ...     uhrops.get_backend()
         'torch'
     """
-    token = _scoped.set(_validate_name(name))
+    token = _scoped.set(_validate_name(name, "use_backend"))
     try:
         yield
     finally:
@@ -98,7 +99,9 @@ def interpreter_enabled() -> bool:
 
 def triton_unavailable_reason(device: torch.device | str) -> str | None:
     """Why the Triton path cannot run on ``device``, or None when it can."""
-    device = torch.device(device)
+    from uhrops._checks import check_device
+
+    device = check_device(device, "device", "triton_unavailable_reason")
     reason = _triton_import_error()
     if reason is not None:
         return reason
@@ -125,7 +128,8 @@ def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
     raises, "auto" quietly takes PyTorch.
     """
     device_type = tensors[0].device.type if tensors else "cpu"
-    return _resolve_for(op, device_type, has_triton)
+    what = f"{tensors[0].dtype} tensors on {device_type}" if tensors else ""
+    return _resolve_for(op, device_type, has_triton, what)
 
 
 # torch.compile cannot trace ContextVar or os.environ reads; the choice depends only on
@@ -133,7 +137,7 @@ def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
 # compiled under one backend is not re-checked if the setting changes later: recompile
 # (torch._dynamo.reset()) after switching backends around compiled code.
 @torch.compiler.assume_constant_result
-def _resolve_for(op: str, device_type: str, has_triton: bool) -> str:
+def _resolve_for(op: str, device_type: str, has_triton: bool, what: str = "") -> str:
     choice = get_backend()
     if choice == "torch":
         return "torch"
@@ -143,8 +147,8 @@ def _resolve_for(op: str, device_type: str, has_triton: bool) -> str:
         return "torch"
     if not has_triton:
         raise BackendUnavailableError(
-            f"{op}: the Triton backend has no kernel for these arguments; "
-            'use uhrops.use_backend("torch") or "auto"'
+            f"{op}: the Triton backend has no kernel for these arguments"
+            f"{f' ({what})' if what else ''}; use uhrops.use_backend(\"torch\") or \"auto\""
         )
     reason = triton_unavailable_reason(device_type)
     if reason is not None:

@@ -103,6 +103,29 @@ def check_choice(value: object, name: str, op: str, choices: Iterable[object]) -
     return value
 
 
+def check_device(value: object, name: str, op: str, usable: bool = False) -> torch.device:
+    """A torch.device from a device or a string such as "cpu" or "cuda:0".
+
+    With ``usable=True`` a device that cannot hold tensors here (e.g. "cuda" without a GPU)
+    is refused too, before any work is done."""
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device, int)):
+        raise TypeError(f"{op}(): `{name}` must be a torch.device or a string like 'cpu' or "
+                        f"'cuda:0'; got {type(value).__name__} {value!r}.")
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{op}(): `{name}`={value!r} is not a device ({exc}). Fix: pass e.g. "
+                         f"{name}='cpu' or {name}='cuda:0'.") from None
+    if usable:
+        try:
+            torch.empty(0, device=dev)
+        except Exception as exc:  # no CUDA build, index past the GPUs, ...
+            raise ValueError(f"{op}(): `{name}`={value!r} cannot be used on this machine "
+                             f"({type(exc).__name__}: {exc}). Fix: pass an available device, "
+                             f"e.g. {name}='cpu'.") from None
+    return dev
+
+
 def check_sequence_of_tensors(seq: object, name: str, op: str,
                               min_len: int = 0) -> Sequence[torch.Tensor]:
     if not isinstance(seq, (list, tuple)):

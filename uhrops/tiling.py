@@ -297,7 +297,19 @@ def gaussian_weight(patch_size: IntPair, sigma_scale: float = 0.125, *,
         >>> gaussian_weight(8).shape
         torch.Size([8, 8])
     """
-    ph, pw = _pair(patch_size, "patch_size", "gaussian_weight")
+    op = "gaussian_weight"
+    ph, pw = _pair(patch_size, "patch_size", op)
+    if isinstance(sigma_scale, bool) or not isinstance(sigma_scale, (int, float)):
+        raise TypeError(f"{op}(): `sigma_scale` must be a number; got "
+                        f"{type(sigma_scale).__name__} {sigma_scale!r}. Fix: e.g. 0.125.")
+    if not (math.isfinite(sigma_scale) and sigma_scale > 0):
+        raise ValueError(f"{op}(): `sigma_scale` must be a positive finite number (sigma as a "
+                         f"fraction of the patch size); got {sigma_scale}. Fix: e.g. 0.125.")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{op}(): `dtype` must be a floating torch.dtype; got {dtype!r}. "
+                        f"Fix: e.g. dtype=torch.float32.")
+    if device is not None:
+        device = _checks.check_device(device, "device", op)
     axes = []
     for p in (ph, pw):
         x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2.0
@@ -323,6 +335,10 @@ def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str) ->
         raise ValueError(f"{op}(): `weight` must have the patch shape {patch}; got "
                          f"{tuple(w.shape)}. Fix: pass a (ph, pw) map of per-pixel weights.")
     _checks.check_same_device(op, ref=ref, weight=w)
+    if w.device.type != "meta" and not bool(((w >= 0) & torch.isfinite(w)).all()):
+        raise ValueError(f"{op}(): `weight` must hold finite, non-negative weights; got values "
+                         f"in [{float(w.min())}, {float(w.max())}]. Fix: e.g. weight.clamp(min=0) "
+                         f"or weight=\"gaussian\".")
     return w.detach().to(wdtype).contiguous()
 
 
@@ -579,6 +595,11 @@ def _window_slices(y: int, L: int, size: int) -> tuple[int, int]:
 def _resize(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
     if tuple(t.shape[-2:]) == size:
         return t
+    if antialias and size[1] == 1 and t.shape[-2] != size[0]:
+        # torch's antialiased forward ignores the H filter when the output is one column wide
+        # (torch 2.4-2.13: (2, 1) -> (3, 1) copies row 0); resizing the transpose is exact.
+        return F.interpolate(t.transpose(-1, -2), size=(size[1], size[0]), mode="bilinear",
+                             align_corners=False, antialias=True).transpose(-1, -2)
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=antialias)
 
 
@@ -913,13 +934,13 @@ def _context_window(grid: PatchGrid, scale: float) -> tuple[int, int, int, int]:
     return wh, ww, (wh - ph) // 2, (ww - pw) // 2
 
 
-def _check_scale(scale: object, op: str) -> float:
+def _check_scale(scale: object, op: str, name: str = "scale") -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"{op}(): `scale` must be a number (the context size as a multiple of "
-                        f"the patch size); got {type(scale).__name__} {scale!r}.")
+        raise TypeError(f"{op}(): `{name}` must be a number (the context scale: its size as a "
+                        f"multiple of the patch size); got {type(scale).__name__} {scale!r}.")
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"{op}(): `scale` must be a positive finite number; got {scale}. "
-                         "Fix: e.g. scale=3 for FCtL's x3 context.")
+        raise ValueError(f"{op}(): `{name}` (a context scale) must be a positive finite number; "
+                         f"got {scale}. Fix: e.g. 3 for FCtL's x3 context.")
     return float(scale)
 
 
@@ -1094,9 +1115,15 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         if callable(c):
             ctx_specs.append(c)
         else:
-            ctx_specs.append(_check_scale(c, f"{op}: contexts[{i}]"))
-    out_device = image.device if out_device is None else torch.device(out_device)
-    device = image.device if device is None else torch.device(device)
+            ctx_specs.append(_check_scale(c, op, f"contexts[{i}]"))
+    out_device = image.device if out_device is None else _checks.check_device(
+        out_device, "out_device", op, usable=True)
+    device = image.device if device is None else _checks.check_device(device, "device", op,
+                                                                      usable=True)
+    if image.shape[0] == 0:
+        raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
+                         f"there is no patch to run `fn` on, so the output channels are unknown. "
+                         f"Fix: skip the call for an empty batch.")
 
     B = image.shape[0]
     ph, pw = grid.patch_size

@@ -28,7 +28,8 @@ Odd sides follow pywt: one sample is padded at the end of each odd axis accordin
 ``"constant"`` and ``"periodization"`` are accepted as aliases of ``"symmetric"`` because for
 Haar pywt pads with the edge sample in those modes too. Every function has a PyTorch path
 (any device, any float dtype) and a Triton path (CUDA, or the CPU interpreter), chosen by
-:func:`uhrops.use_backend`.
+:func:`uhrops.use_backend`. The kernels compute in float32, so float64 inputs always take the
+PyTorch path (``use_backend("triton")`` raises BackendUnavailableError for them).
 """
 
 from __future__ import annotations
@@ -432,6 +433,12 @@ _ipacket_op.register_autograd(_ipacket_bwd, setup_context=_packet_setup)
 # --------------------------------------------------------------------------------------------
 
 
+def _resolve(op: str, t: Tensor) -> str:
+    # The kernels compute in float32: float64 keeps its precision on the PyTorch path (under
+    # "auto"; an explicit "triton" raises BackendUnavailableError).
+    return resolve(op, t, has_triton=t.dtype != torch.float64)
+
+
 def _pad_code(pad_mode: str | None, op: str) -> int:
     if pad_mode is None:
         return _NO_PAD
@@ -491,7 +498,7 @@ def haar_dwt2d(x: Tensor, pad_mode: str | None = None) -> Tensor:
     _checks.check_image(x, "x", op)
     pad = _pad_code(pad_mode, op)
     _check_even_or_padded(x, pad, op)
-    return _dwt_op(x, pad, resolve(op, x))
+    return _dwt_op(x, pad, _resolve(op, x))
 
 
 def haar_idwt2d(y: Tensor) -> Tensor:
@@ -517,7 +524,7 @@ def haar_idwt2d(y: Tensor) -> Tensor:
         raise ValueError(f"{op}(): `y` must hold 4 bands (A, H, V, D) on dim 2; got shape "
                          f"{tuple(y.shape)}. Fix: pass the output of haar_dwt2d, or stack "
                          f"[A, H, V, D] with torch.stack(bands, dim=2).")
-    return _idwt_op(y, resolve(op, y))
+    return _idwt_op(y, _resolve(op, y))
 
 
 def haar_wavedec2(x: Tensor, levels: int, pad_mode: str | None = None) -> tuple[Tensor, list[Tensor]]:
@@ -557,7 +564,7 @@ def haar_wavedec2(x: Tensor, levels: int, pad_mode: str | None = None) -> tuple[
                 f"{2 ** levels}."
             )
         _check_even_or_padded(x.new_empty(0, 0, h, w), pad, op)
-    out = _wavedec_op(x, levels, pad, resolve(op, x))
+    out = _wavedec_op(x, levels, pad, _resolve(op, x))
     return out[0], list(out[1:])
 
 
@@ -606,14 +613,24 @@ def haar_waverec2(low: Tensor, highs: Sequence[Tensor],
     if tuple(low.shape[-2:]) != tuple(highs[-1].shape[-2:]):
         raise ValueError(f"{op}(): `low` is {tuple(low.shape[-2:])} but the coarsest band "
                          f"`highs[-1]` is {tuple(highs[-1].shape[-2:])}; they must match.")
-    H, W = 2 * highs[0].shape[-2], 2 * highs[0].shape[-1]
-    if output_size is not None:
-        oh, ow = (int(v) for v in output_size)
-        if oh not in (H, H - 1) or ow not in (W, W - 1):
-            raise ValueError(f"{op}(): `output_size`={tuple(output_size)} cannot come from "
-                             f"these bands; expected H in ({H}, {H - 1}) and W in ({W}, {W - 1}).")
-        H, W = oh, ow
-    return _waverec_op(low, highs, H, W, _NO_PAD, resolve(op, low))
+    H, W = _check_output_size(output_size, 2 * highs[0].shape[-2], 2 * highs[0].shape[-1], op)
+    return _waverec_op(low, highs, H, W, _NO_PAD, _resolve(op, low))
+
+
+def _check_output_size(output_size: object, H: int, W: int, op: str) -> tuple[int, int]:
+    """None -> (H, W); else a pair (H or H - 1, W or W - 1) of ints."""
+    if output_size is None:
+        return H, W
+    if not isinstance(output_size, (tuple, list, torch.Size)) or len(output_size) != 2:
+        raise TypeError(f"{op}(): `output_size` must be None or a pair (H, W) of ints; got "
+                        f"{output_size!r}. Fix: pass the original size, e.g. x.shape[-2:].")
+    oh = _checks.check_int(output_size[0], "output_size[0]", op)
+    ow = _checks.check_int(output_size[1], "output_size[1]", op)
+    if oh not in (H, H - 1) or ow not in (W, W - 1) or min(oh, ow) < 1:
+        raise ValueError(f"{op}(): `output_size`={(oh, ow)} cannot come from these bands; "
+                         f"expected H in ({H}, {H - 1}) and W in ({W}, {W - 1}). Fix: pass the "
+                         f"size of the image the bands were computed from.")
+    return oh, ow
 
 
 def _check_packet_size(x: Tensor, levels: int, op: str) -> None:
@@ -649,7 +666,7 @@ def haar_packet2d(x: Tensor, levels: int) -> Tensor:
     _checks.check_image(x, "x", op)
     _checks.check_int(levels, "levels", op, minimum=1, maximum=8)
     _check_packet_size(x, levels, op)
-    return _packet_op(x, levels, resolve(op, x))
+    return _packet_op(x, levels, _resolve(op, x))
 
 
 def haar_ipacket2d(y: Tensor) -> Tensor:
@@ -669,7 +686,7 @@ def haar_ipacket2d(y: Tensor) -> Tensor:
     if n < 4 or 4**levels != n:
         raise ValueError(f"{op}(): `y` must have 4**levels bands on dim 2 (4, 16, 64, ...); "
                          f"got {n}. Fix: pass the output of haar_packet2d unchanged.")
-    return _ipacket_op(y, levels, resolve(op, y))
+    return _ipacket_op(y, levels, _resolve(op, y))
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,11 +727,17 @@ class HaarIDWT2d(nn.Module):
 
     def forward(self, y, output_size: tuple[int, int] | None = None) -> Tensor:
         if isinstance(y, (tuple, list)):
+            if len(y) != 2:
+                raise ValueError(f"HaarIDWT2d(): `y` must be a (B, C, 4, h, w) tensor or a pair "
+                                 f"(low, highs); got a {type(y).__name__} of {len(y)} items.")
             return haar_waverec2(y[0], y[1], output_size)
+        if output_size is None:
+            return haar_idwt2d(y)
+        if isinstance(y, Tensor) and y.dim() == 5:  # check it before any work is done
+            _check_output_size(output_size, 2 * y.shape[-2], 2 * y.shape[-1], "HaarIDWT2d")
         out = haar_idwt2d(y)
-        if output_size is not None:
-            out = out[..., : output_size[0], : output_size[1]]
-        return out
+        oh, ow = _check_output_size(output_size, out.shape[-2], out.shape[-1], "HaarIDWT2d")
+        return out[..., :oh, :ow]
 
 
 class HaarPacket2d(nn.Module):

@@ -25,6 +25,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "family": "wsdnet",  # "wsdnet" (whole-image crops) | "fctl" (patches with contexts)
+    # | "fctl_refine" (FCtL's CSRN trained on crude masks of an early local model)
     "model": {
         "num_classes": 7,
         "kwargs": {},  # free-form: passed to the model constructor
@@ -65,6 +66,11 @@ DEFAULTS: dict[str, Any] = {
         "init_stage": None,  # checkpoint of the previous stage (local encoder + correlation)
         "context_checkpoints": [],  # checkpoints whose encoders become the frozen contexts
     },
+    "refine": {  # family fctl_refine; the grid and sub-batching come from the fctl section
+        "masks": None,  # folder of crude masks (python -m zoo.fctl.make_refine_data writes it)
+        "local_config": None,  # config (name or path) of the local model making the masks
+        "local_checkpoint": None,  # its checkpoint taken early (the paper: after 20 epochs)
+    },
     "train": {
         "iters": 200,
         "batch_size": 8,
@@ -84,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
         "amp": "none",  # none | bf16 | fp16
         "channels_last": False,
         "deterministic": True,
+        "dist_timeout": 600.0,  # seconds a process waits for the others (torchrun) before failing
         "predictions": 4,  # validation images saved as colour masks and overlays
     },
     "eval": {
@@ -98,8 +105,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 FREE_FORM = {("model", "kwargs"), ("model", "pretrained"), ("loss", "kwargs")}
+# keys with a non-null default that also take null (documented meaning)
+NULLABLE = {("data", "crop_size")}  # null: whole images, no crop (FCtL's training)
 _CHOICES = {
-    ("family",): ("wsdnet", "fctl"),
+    ("family",): ("wsdnet", "fctl", "fctl_refine"),
     ("data", "dataset"): ("synthetic", "deepglobe", "inria", "urur", "folder"),
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
     ("train", "amp"): ("none", "bf16", "fp16"),
@@ -145,6 +154,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], schema: Mapping[str, A
                                   f"Fix: give its keys, e.g. {dotted}.{next(iter(default))}.")
             _merge(base[key], value, default, where, full)
         else:
+            if value is None and default is not None and full not in NULLABLE:
+                raise ConfigError(
+                    f"{where}: {dotted!r} cannot be null; it must be {type(default).__name__} "
+                    f"(default {default!r}). Fix: give a value, or leave the key out for the "
+                    f"default.")
             if not _type_ok(default, value):
                 raise ConfigError(
                     f"{where}: {dotted!r} must be {type(default).__name__} (default "

@@ -24,7 +24,13 @@ def world() -> tuple[int, int]:
 
 
 def init_from_env(device_type: str, timeout_s: float = 600.0) -> bool:
-    """Join the process group torchrun describes in the environment; False when not launched so."""
+    """Join the process group torchrun describes in the environment; False when not launched so.
+
+    ``timeout_s`` (``train.dist_timeout``) bounds every collective: a process whose peer died
+    or hangs fails after it instead of waiting forever."""
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ValueError(f"init_from_env(): `timeout_s` must be a positive number of seconds; "
+                         f"got {timeout_s!r}. Fix: e.g. --set train.dist_timeout=600.")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return dist.is_initialized()
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -32,6 +38,22 @@ def init_from_env(device_type: str, timeout_s: float = 600.0) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return True
+
+
+_LOST_PEER_HINTS = ("gloo", "nccl", "connection reset", "connection closed", "timed out",
+                    "timeout", "broken pipe", "socket")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """True when ``exc``, raised inside a multi-process job, says that the process group broke
+    (a peer died or stopped answering) rather than a bug of this process."""
+    if world()[1] <= 1:
+        return False
+    dist_error = getattr(dist, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return isinstance(exc, RuntimeError) and any(h in text for h in _LOST_PEER_HINTS)
 
 
 def shutdown() -> None:

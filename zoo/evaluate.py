@@ -114,12 +114,21 @@ def write_mask_files(folder: str, name: str, pred: torch.Tensor, image: torch.Te
     from zoo.data.base import colorize
 
     os.makedirs(folder, exist_ok=True)
-    idx = pred.to(torch.uint8).numpy()
-    color = colorize(pred, palette)
-    rgb = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    overlay = (0.5 * rgb.astype(np.float32) + 0.5 * color.astype(np.float32)).round()
+    idx = pred.to(torch.uint8).numpy() if pred.dtype != torch.uint8 else pred.numpy()
+    in_range = pred.dtype == torch.uint8 or pred.numel() == 0 or \
+        (int(pred.min()) >= 0 and int(pred.max()) <= 255)
+    color = colorize(idx if in_range else pred, palette)
+    # The overlay row block by row block: the float temporaries of a whole UHR image would
+    # be ~10x its uint8 size (measured 2.4 GB extra at 10240^2); same values.
+    overlay = np.empty_like(color)
+    step = max(1, (1 << 22) // max(1, color.shape[1]))
+    for r in range(0, color.shape[0], step):
+        rgb = (image[:, r:r + step].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round()
+        mix = 0.5 * rgb.astype(np.uint8).astype(np.float32) + \
+            0.5 * color[r:r + step].astype(np.float32)
+        overlay[r:r + step] = mix.round()
     paths = [os.path.join(folder, f"{name}_{kind}.png") for kind in ("mask", "color", "overlay")]
-    for path, arr in zip(paths, (idx, color, overlay.astype(np.uint8))):
+    for path, arr in zip(paths, (idx, color, overlay)):
         tmp = path + ".tmp.png"
         Image.fromarray(arr).save(tmp)
         os.replace(tmp, path)
@@ -130,7 +139,8 @@ def measure_speed(task: Task, model: torch.nn.Module, size: tuple[int, int],
                   device: torch.device, warmup: int = 3, runs: int = 10) -> dict[str, Any]:
     """Batch-1 whole-image inference speed at ``size``: median FPS and peak memory."""
     model.eval()
-    x = torch.rand(1, 3, *size, device=device)
+    # a refiner's input is a crude mask (one map per class), every other model's an RGB image
+    x = torch.rand(1, int(getattr(task, "input_channels", 3)), *size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.no_grad():
         for _ in range(warmup):
@@ -155,6 +165,8 @@ def measure_speed(task: Task, model: torch.nn.Module, size: tuple[int, int],
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.backbones._weights import WeightsError
+    from zoo.data.base import DataFileError
     from zoo.data_factory import build_dataset
     from zoo.train import pick_device
 
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.speed:
             size = tuple(args.speed_size) if args.speed_size else tuple(dataset[0]["image"].shape[-2:])
             result["speed"] = measure_speed(task, model, size, device)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, DataFileError, WeightsError, FileNotFoundError) as exc:
         print(f"zoo.evaluate: error: {exc}", file=sys.stderr)
         return 2
     names = result["class_names"]

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from zoo.config import ConfigError, load_config
-from zoo.io import CheckpointError, load_checkpoint
+from zoo.io import CheckpointError, load_checkpoint, remove_stale_temporaries
 from zoo.tasks import Task, make_task
 
 GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)  # GeoTIFF tags (scale, tiepoint, ...)
@@ -75,7 +75,15 @@ def infer_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, pale
     x = image[None].to(device)
     with torch.no_grad():
         logits = _tta_logits(task, model, x) if tta else task.predict(model, x)
-    pred = logits.argmax(1)[0].cpu()
+        del x
+        # class indices straight into uint8, a block of rows at a time: a whole-image int64
+        # argmax is 8 bytes a pixel (840 MB at 10240^2) on top of the logits
+        H = logits.shape[-2]
+        pred = torch.empty(logits.shape[-2:], dtype=torch.uint8 if task.num_classes <= 256
+                           else torch.int64)
+        step = max(1, (1 << 22) // max(1, logits.shape[-1]))
+        for r in range(0, H, step):
+            pred[r:r + step] = logits[0, :, r:r + step].argmax(0).cpu()
     del logits
     written = write_mask_files(out_dir, name, pred, image, palette)
     tags = _geo_tags(path)
@@ -95,11 +103,14 @@ def infer_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, pale
 
 def _done(out_dir: str, path: str) -> bool:
     name = os.path.splitext(os.path.basename(path))[0]
+    if _geo_tags(path) and not os.path.exists(os.path.join(out_dir, f"{name}_mask.tif")):
+        return False  # stopped between the PNGs and the GeoTIFF mask: not done
     return all(os.path.exists(os.path.join(out_dir, f"{name}_{k}.png"))
                for k in ("mask", "color", "overlay"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.backbones._weights import WeightsError
     from zoo.train import pick_device
 
     p = argparse.ArgumentParser(prog="python -m zoo.infer", description=__doc__.split("\n\n")[0])
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         task = make_task(cfg)
         model = task.build_model().to(device).eval()
         load_checkpoint(args.checkpoint, model)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, WeightsError) as exc:
         print(f"zoo.infer: error: {exc}", file=sys.stderr)
         return 2
     missing = [f for f in args.images if not os.path.isfile(f)]
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     palette = _palette(cfg, task.num_classes)
     os.makedirs(args.out, exist_ok=True)
+    remove_stale_temporaries(args.out)  # half-written files of an interrupted run
     todo = [f for f in args.images if args.overwrite or not _done(args.out, f)]
     if len(todo) < len(args.images):
         print(f"skipping {len(args.images) - len(todo)} image(s) already segmented in {args.out}")

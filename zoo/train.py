@@ -12,9 +12,11 @@ evaluation) and ``predictions/`` (colour masks and overlays of a few validation 
 
 Distributed: ``torchrun --nproc_per_node=N -m zoo.train ...`` (NCCL on GPUs, gloo on CPUs);
 ``train.batch_size`` is the global batch, split evenly; BatchNorm statistics are synced, so
-results do not depend on N. Resuming (``--resume``) continues from ``checkpoints/last``
-exactly: samples, augmentation and the learning rate depend only on the iteration, and the
-RNG, model and optimizer states are restored (bit-identical on the CPU).
+results do not depend on N. A process whose peers died or stopped answering for
+``train.dist_timeout`` seconds (default 600) stops with one error line and exit status 3.
+Resuming (``--resume``) continues from ``checkpoints/last`` exactly: samples, augmentation
+and the learning rate depend only on the iteration, and the RNG, model and optimizer states
+are restored (bit-identical on the CPU).
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import sys
 import time
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from zoo import distributed as dist_utils
 from zoo.config import ConfigError, config_hash, dump_config, load_config
 from zoo.data_factory import build_dataset
-from zoo.io import CheckpointError, atomic_write_text, load_checkpoint, rng_state, \
-    save_checkpoint, set_rng_state
+from zoo.io import CheckpointError, atomic_write_text, load_checkpoint, \
+    remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from zoo.samples import AugmentedCrops, CounterSampler, poly_lr
 from zoo.tasks import Task, make_task
 
@@ -112,11 +116,13 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     from zoo.evaluate import evaluate_model, save_predictions
 
     device = pick_device(cfg["train"]["device"])
-    distributed = dist_utils.init_from_env(device.type)
+    distributed = dist_utils.init_from_env(device.type, timeout_s=cfg["train"]["dist_timeout"])
     rank, world = dist_utils.world()
     main_proc = rank == 0
     tcfg = cfg["train"]
     torch.manual_seed(tcfg["seed"])
+    random.seed(tcfg["seed"])  # transforms of user datasets may draw from these too
+    np.random.seed(tcfg["seed"] % 2**32)
     if tcfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
@@ -126,6 +132,8 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     best_path = os.path.join(ckpt_dir, "best.safetensors")
     if main_proc:
         os.makedirs(ckpt_dir, exist_ok=True)
+        for folder in (out, ckpt_dir):  # half-written files of a killed earlier attempt
+            remove_stale_temporaries(folder)
         if not resume and os.path.exists(last_path):
             raise ConfigError(f"{out} already holds a run ({last_path}); pass --resume to "
                               f"continue it or --out to start a new one.")
@@ -293,7 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.backbones._weights import WeightsError
+    from zoo.data.base import DataFileError
+
     args = parse_args(argv)
+    out = args.out
     try:
         overrides = list(args.overrides)
         if args.data_root:
@@ -301,9 +313,25 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         out = args.out or os.path.join("runs", cfg["name"])
         metrics = train(cfg, out, resume=args.resume)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, DataFileError, WeightsError, FileNotFoundError) as exc:
+        # bad input (a config, a checkpoint, a dataset or weights file): a message, no traceback
         print(f"zoo.train: error: {exc}", file=sys.stderr)
+        last = os.path.join(out or "", "checkpoints", "last.safetensors")
+        if out and not isinstance(exc, (ConfigError, CheckpointError)) and os.path.exists(last):
+            print(f"zoo.train: the checkpoints written so far are kept in {os.path.dirname(last)}; "
+                  f"fix the cause and continue with --resume.", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - only a lost peer is handled, the rest re-raised
+        if not dist_utils.lost_peer(exc):
+            raise
+        rank, world = dist_utils.world()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"zoo.train: error: rank {rank} of {world}: the process group failed: another "
+              f"process of the job died or did not answer within train.dist_timeout="
+              f"{cfg['train']['dist_timeout']:g} s ({type(exc).__name__}: {first[:300]}). The "
+              f"job is stopped; see the other processes' logs, then restart all of them with "
+              f"--resume.", file=sys.stderr)
+        return 3
     if dist_utils.world()[0] == 0:
         names = metrics.get("class_names") or []
         print(f"\n{cfg['name']}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "

@@ -274,9 +274,13 @@ def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
 def _plane_strides(t: torch.Tensor, bands: bool) -> tuple[int, ...]:
     """(stride per flattened batch*channel, [band stride,] row stride); rows must be unit-stride."""
     B, C = t.shape[:2]
-    if t.stride(-1) != 1 or (B > 1 and t.stride(0) != C * t.stride(1)):
+    # Strides of size-1 dims are never stepped along (and .contiguous() keeps them as they
+    # are, e.g. a one-column slice [..., ::2] has stride 2 on its last dim): ignore them.
+    if (t.shape[-1] > 1 and t.stride(-1) != 1) or \
+            (B > 1 and C > 1 and t.stride(0) != C * t.stride(1)):
         raise AssertionError("internal: Haar output buffers must be row-contiguous planes")
-    return (t.stride(1), t.stride(2), t.stride(-2)) if bands else (t.stride(1), t.stride(-2))
+    plane = t.stride(1) if C > 1 else t.stride(0)
+    return (plane, t.stride(2), t.stride(-2)) if bands else (plane, t.stride(-2))
 
 
 def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,

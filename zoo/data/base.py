@@ -190,6 +190,8 @@ def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]],
     lut = np.empty((256, 3), dtype=np.uint8)
     lut[:] = np.asarray(ignore_color, dtype=np.uint8)
     lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if mask.dtype == np.uint8:  # every value indexes the table: no int64 copies of the mask
+        return lut[mask]
     m = mask.astype(np.int64)
     out_of_range = (m < 0) | (m > 255)
     m = np.where(out_of_range, 255, m)
