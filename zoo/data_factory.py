@@ -12,6 +12,10 @@ SYNTHETIC_VAL_SEED_OFFSET = 1000
 
 def build_dataset(cfg: Mapping[str, Any], split: str, transform=None):
     """The dataset of ``split`` ("train", "val" or "test") for ``cfg``."""
+    if cfg.get("family") == "fctl_refine":  # the CSRN learns from crude masks, not images
+        from zoo.fctl.make_refine_data import refine_dataset
+
+        return refine_dataset(cfg, split, transform)
     data = cfg["data"]
     kind = data["dataset"]
     if kind == "synthetic":

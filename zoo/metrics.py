@@ -21,8 +21,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["SegmentationMetrics", "confusion_matrix", "metrics_from_confusion",
-           "DATASET_EXCLUDE"]
+__all__ = ["SegmentationMetrics", "confusion_matrix", "masked_confusion_matrix",
+           "metrics_from_confusion", "DATASET_EXCLUDE"]
 
 # classes left out of the mean per dataset (the papers' conventions)
 DATASET_EXCLUDE = {"deepglobe": (0,), "inria": (0,), "urur": (), "synthetic": (0,)}
@@ -89,6 +89,47 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                              f"outside 0..{num_classes - 1}. Fix: check num_classes.")
     return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes) \
         .view(num_classes, num_classes)
+
+
+def masked_confusion_matrix(pred: torch.Tensor, target: torch.Tensor,
+                            mask: torch.Tensor | None, num_classes: int,
+                            ignore_index: int | None = 255) -> torch.Tensor:
+    """:func:`confusion_matrix` of the pixels where ``mask`` is True (a region of interest).
+
+    Convention:
+        ``mask`` is a bool tensor broadcastable to the label shape (e.g. an (H, W) seam band
+        for (B, H, W) labels) or None (every pixel). Pixels outside the mask count nowhere;
+        inside it the rules of :func:`confusion_matrix` apply (ignore_index skipped).
+
+    Args:
+        pred: integer labels or logits (B, K, H, W).
+        target: integer labels.
+        mask: bool region, broadcastable to the labels, or None.
+        num_classes: K.
+        ignore_index: ground-truth value to skip (None: none).
+
+    Returns:
+        int64 (K, K), rows = ground truth.
+
+    Example:
+        >>> masked_confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]),
+        ...                         torch.tensor([True, False, True]), 2).tolist()
+        [[1, 1], [0, 0]]
+    """
+    op = "masked_confusion_matrix()"
+    pred = _labels(pred, target, op)
+    if mask is None:
+        return confusion_matrix(pred, target, num_classes, ignore_index)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"{op}: `mask` must be a bool tensor (True = counted) or None; got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}. Fix: mask.bool().")
+    try:
+        region = torch.broadcast_to(mask.to(target.device), target.shape)
+    except RuntimeError:
+        raise ValueError(f"{op}: `mask` of shape {tuple(mask.shape)} does not broadcast to "
+                         f"the labels {tuple(target.shape)}. Fix: pass an (H, W) or "
+                         f"label-shaped mask.") from None
+    return confusion_matrix(pred[region], target[region], num_classes, ignore_index)
 
 
 def metrics_from_confusion(confusion: torch.Tensor, exclude_from_mean: Sequence[int] = ()

@@ -6,6 +6,10 @@
 - ``fctl``: patch model with contexts; one training step takes the patches of
   ``fctl.images_per_step`` whole images in sub-batches of ``fctl.sub_batch`` and accumulates
   their gradients (the official protocol); predicts with :class:`zoo.fctl.FCtLSegmenter`.
+- ``fctl_refine``: FCtL's refinement network (:class:`zoo.fctl.CSRN`) trained on the crude
+  masks of an early local model (``python -m zoo.fctl.make_refine_data``); its samples are
+  those masks (log-probabilities, (n, H, W)) with the ground truth, cut into the FCtL grid
+  with the same sub-batching and accumulation as ``fctl``; predicts the refined mask.
 """
 
 from __future__ import annotations
@@ -218,5 +222,73 @@ class FCtLTask(Task):
         return self._segmenter(model)(image)
 
 
+class RefineTask(FCtLTask):
+    """FCtL's CSRN: focal loss on refined patches of crude masks, FCtL's step protocol."""
+
+    family = "fctl_refine"
+
+    @property
+    def input_channels(self) -> int:
+        """A sample is a crude mask: one log-probability map per class."""
+        return self.num_classes
+
+    def build_model(self) -> nn.Module:
+        from zoo.config import ConfigError
+        from zoo.fctl.csrn import CSRN
+
+        if self.cfg["model"]["pretrained"] or self.cfg["fctl"]["init_stage"]:
+            raise ConfigError("the refine stage trains a CSRN from scratch: model.pretrained and "
+                              "fctl.init_stage do not apply (use model.init to start from a "
+                              "CSRN checkpoint).")
+        if self.cfg["train"]["predictions"]:
+            # save_predictions draws overlays on RGB images; refine samples are masks.
+            raise ConfigError("train.predictions must be 0 for family fctl_refine (its samples "
+                              "are crude masks, not images).")
+        return CSRN(self.num_classes, **dict(self.cfg["model"]["kwargs"]))
+
+    def _grid(self, size):
+        from uhrops.tiling import PatchGrid
+
+        f = self.cfg["fctl"]
+        return PatchGrid.from_min_overlap(tuple(size), (int(f["patch_size"]),) * 2,
+                                          f["min_overlap"])
+
+    def train_step(self, model, loss_fn, images, masks, autocast) -> dict[str, float]:
+        """Every patch of every crude mask with its context window, in sub-batches.
+
+        ``images`` (B, n, H, W) are crude log-probabilities; as for the local model the
+        step's gradient is the sum of the sub-batch mean losses and the logged loss their
+        mean.
+        """
+        from uhrops.tiling import extract_contexts, extract_patches
+
+        net = getattr(model, "module", model)
+        sub = int(self.cfg["fctl"]["sub_batch"])
+        losses: list[float] = []
+        for b in range(images.shape[0]):
+            crude, mask = images[b:b + 1], masks[b:b + 1]
+            grid = self._grid(crude.shape[-2:])
+            local = extract_patches(crude, grid)
+            context = extract_contexts(crude, grid, net.context_scale)
+            labels = extract_patches(mask[:, None].float(), grid)[:, 0].round().long()
+            for i in range(0, local.shape[0], sub):
+                with autocast():
+                    logits = model(local[i:i + sub], context[i:i + sub])
+                loss = loss_fn(logits.float(), labels[i:i + sub])
+                loss.backward()
+                losses.append(float(loss.detach()))
+        return {"loss": sum(losses) / len(losses), "sub_batches": float(len(losses))}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """Refined logits of a crude mask (1, n, H, W) (merged by averaging)."""
+        from zoo.fctl.csrn import refine_logits
+
+        net = getattr(model, "module", model)
+        return refine_logits(net, image, self._grid(image.shape[-2:]),
+                             int(self.cfg["fctl"]["sub_batch"]))
+
+
 def make_task(cfg: Mapping[str, Any]) -> Task:
-    return {"wsdnet": WSDNetTask, "fctl": FCtLTask}[cfg["family"]](cfg)
+    return {"wsdnet": WSDNetTask, "fctl": FCtLTask,
+            "fctl_refine": RefineTask}[cfg["family"]](cfg)

@@ -13,6 +13,10 @@ The released code (``helper.py``: ``get_patch_info``, ``global2patch``, ``global
    (:func:`uhrops.tiling.sliding_window` with ``reduction="sum"``), then argmax;
 4. at test time optionally 8-way test-time augmentation: {identity, horizontal flip} x
    rot90 k = 0..3 of the whole image, each result transformed back and summed.
+
+Optionally (uhrops' CSRN, never in the released code, ``reference/fctl.md`` §10) a refinement
+pass follows step 3: the local logits are averaged into a crude mask, a :class:`zoo.fctl.CSRN`
+refines every patch of it with its context window, and the refined patches are averaged again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 
 from uhrops import _checks
 from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
+from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 
 __all__ = ["FCtLSegmenter", "resize_global"]
@@ -85,8 +90,14 @@ class FCtLSegmenter(nn.Module):
           s x patch window centred on the patch, outside pixels = ``pad_value`` (black),
           resized to the patch size (``antialias``: PIL-like filtering); "global" is the whole
           image resized to the patch size, encoded once per image (and per TTA transform).
-        - Overlapping logits are summed (``reduction="sum"``, the released code); the argmax
-          equals that of averaged logits.
+        - Overlapping logits are summed (``merge="sum"``, the released code; the argmax
+          equals that of averaged logits) or averaged (``merge="mean"``).
+        - ``refiner`` (a :class:`~zoo.fctl.CSRN`, default None = FCtL as released): local pass
+          -> local logits averaged into a crude mask -> :func:`~zoo.fctl.refine_logits` over
+          the same grid -> refined patches averaged. An untrained refiner gives the
+          ``merge="mean"`` result. The refiner runs on the model's device, in eval mode.
+        - :meth:`patch_logits` returns the local logits of every patch of one image unmerged
+          (for montage / averaging / refinement comparisons).
         - ``mean``/``std`` (default None: none, faithful) normalise every network input after
           cropping, so padding stays black in image space.
         - ``tta=True``: the 8 transforms {identity, hflip} x rot90^k of the image, each
@@ -108,6 +119,8 @@ class FCtLSegmenter(nn.Module):
         mean, std: optional per-channel normalisation of the network inputs.
         out_device: device of the merged logits (default: the image's).
         progress: tqdm progress bar per image.
+        merge: "sum" (FCtL) or "mean": how overlapping local logits are merged.
+        refiner: optional CSRN for a refinement pass (same classes as ``model``).
 
     Example:
         >>> seg = FCtLSegmenter(FCtL(2, "inria", "fcn"), patch_size=32, min_overlap=8)
@@ -120,11 +133,22 @@ class FCtLSegmenter(nn.Module):
                  context_scales: Sequence[float | str] | None = None, pad_value: float = 0.0,
                  antialias: bool = True, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None,
-                 out_device: torch.device | str | None = None, progress: bool = False) -> None:
+                 out_device: torch.device | str | None = None, progress: bool = False,
+                 merge: str = "sum", refiner: CSRN | None = None) -> None:
         super().__init__()
         op = "FCtLSegmenter"
         if not isinstance(model, FCtL):
             raise TypeError(f"{op}(): `model` must be a zoo FCtL; got {type(model).__name__}.")
+        self.merge = _checks.check_choice(merge, "merge", op, ("sum", "mean"))
+        if refiner is not None:
+            if not isinstance(refiner, CSRN):
+                raise TypeError(f"{op}(): `refiner` must be a zoo CSRN or None; got "
+                                f"{type(refiner).__name__}.")
+            if refiner.num_classes != model.num_classes:
+                raise ValueError(f"{op}(): `refiner` refines {refiner.num_classes} classes but "
+                                 f"the model predicts {model.num_classes}. Fix: build "
+                                 f"CSRN({model.num_classes}, ...).")
+        self.refiner = refiner
         self.model = model
         self.patch_size = _checks.check_int(patch_size, "patch_size", op, 1)
         self.min_overlap = min_overlap
@@ -163,7 +187,49 @@ class FCtLSegmenter(nn.Module):
         return next(self.model.parameters()).device
 
     def _segment_one(self, image: Tensor) -> Tensor:
-        """Summed logits (1, n, H, W) of one image (1, 3, H, W), no TTA."""
+        """Merged (and refined) logits (1, n, H, W) of one image (1, 3, H, W), no TTA."""
+        if self.refiner is None:
+            return self._local_one(image, self.merge)
+        # The refiner was trained on averaged logits (a single patch's scale), not on sums.
+        crude = self._local_one(image, "mean")
+        grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), self.patch_size,
+                                          self.min_overlap)
+        return refine_logits(self.refiner, crude, grid, self.batch_size, device=self._device(),
+                             out_device=crude.device)
+
+    def patch_logits(self, image: Tensor) -> tuple[Tensor, PatchGrid]:
+        """Local logits of every patch of one image, unmerged, and the grid.
+
+        Convention:
+            image (1, 3, H, W) -> ((N, n, p, p) float32 on ``out_device`` in the order of
+            ``grid.boxes``, grid). ``merge_patches(patches, grid, "sum")`` is
+            ``forward(image)`` without TTA and refiner. Holds all N patches (about 260 MB for
+            a DeepGlobe image). Stage "global" models have no patches (ValueError).
+        """
+        op = "FCtLSegmenter.patch_logits"
+        image = _checks.check_image(image, "image", op)
+        if image.shape[0] != 1 or image.shape[1] != 3:
+            raise ValueError(f"{op}(): `image` must be one RGB image (1, 3, H, W); got shape "
+                             f"{tuple(image.shape)}. Fix: call it per image.")
+        if self.model.stage == "global":
+            raise ValueError(f"{op}(): a stage 'global' model segments the resized whole "
+                             "image, not patches.")
+        kept: list[Tensor] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self._local_one(image, "sum", keep=kept)
+        finally:
+            self.model.train(was_training)
+        grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), self.patch_size,
+                                          self.min_overlap)
+        return torch.cat(kept, 0), grid
+
+    def _local_one(self, image: Tensor, reduction: str,
+                   keep: list[Tensor] | None = None) -> Tensor:
+        """Local logits of one image merged with ``reduction``; ``keep`` collects the
+        patch outputs in grid order."""
         model, dev = self.model, self._device()
         H, W = image.shape[-2:]
         p = (self.patch_size, self.patch_size)
@@ -190,11 +256,14 @@ class FCtLSegmenter(nn.Module):
         def fn(patches: Tensor, *ctx: Tensor) -> Tensor:
             it = iter(ctx)
             ctxs = [None if f is not None else self._norm(next(it)) for f in feats]
-            return model(self._norm(patches), tuple(ctxs), context_features=feats).float()
+            out = model(self._norm(patches), tuple(ctxs), context_features=feats).float()
+            if keep is not None:
+                keep.append(out.to(out_device))
+            return out
 
         return sliding_window(fn, image, grid, self.batch_size, contexts=specs,
                               out_device=out_device, progress=self.progress,
-                              reduction="sum", device=dev)
+                              reduction=reduction, device=dev)
 
     def _segment(self, image: Tensor) -> Tensor:
         return torch.cat([self._segment_one(image[b:b + 1]) for b in range(image.shape[0])], 0)
@@ -207,6 +276,9 @@ class FCtLSegmenter(nn.Module):
                              f"{image.shape[1]}.")
         was_training = self.model.training
         self.model.eval()
+        refiner_training = self.refiner is not None and self.refiner.training
+        if self.refiner is not None:
+            self.refiner.eval()
         try:
             with torch.no_grad():
                 if not self.tta:
@@ -224,6 +296,8 @@ class FCtLSegmenter(nn.Module):
                 return total
         finally:
             self.model.train(was_training)
+            if self.refiner is not None:
+                self.refiner.train(refiner_training)
 
     def predict(self, image: Tensor) -> Tensor:
         """Class map (B, H, W) int64: argmax of :meth:`forward`."""
@@ -233,4 +307,4 @@ class FCtLSegmenter(nn.Module):
         return (f"patch_size={self.patch_size}, min_overlap={self.min_overlap}, "
                 f"batch_size={self.batch_size}, tta={self.tta}, "
                 f"context_scales={self.context_scales}, pad_value={self.pad_value}, "
-                f"antialias={self.antialias}")
+                f"antialias={self.antialias}, merge={self.merge!r}")
