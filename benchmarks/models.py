@@ -1,118 +1,683 @@
-"""Whole-model inference speed: ``python -m benchmarks.models [--model fctl|wsdnet] [--size N]``.
+"""Whole-model inference speed: ``python -m benchmarks.models [--device cpu|cuda]
+[--model wsdnet|fctl|all] [--size 2448|5000|5120] [--variants LIST] [--repeats N] [--quick]``.
 
 The papers' protocol: batch 1, random-initialised weights (speed does not depend on them),
-eval mode under ``torch.inference_mode()``, warm-up, then timed runs (CUDA synchronised),
-reporting the median time per image, FPS and peak memory (``torch.cuda.max_memory_allocated``
-on a GPU; on the CPU the process's peak RSS, a coarse upper bound that includes the model).
+eval mode under ``torch.inference_mode()``, warm-up calls, then timed calls each ended by a
+device synchronisation; we report the median seconds per image with its min-max spread, FPS
+= 1 / median, and peak memory: ``torch.cuda.max_memory_allocated`` (absolute, weights and
+input included, reset before each variant) plus the allocator's reserved peak and the device
+memory in use on CUDA; the process's peak RSS (high-water mark reset before each variant) on
+the CPU. Each timed call's process CPU time (all threads) is recorded too: on a CPU shared
+with other jobs it is a steadier figure than the wall time.
 
-- ``wsdnet``: one whole-image forward at ``size`` x ``size``.
-- ``fctl``: the DeepGlobe final model (7 classes, x3 context and the global image) through
-  :class:`zoo.fctl.FCtLSegmenter` over the FCtL grid (36 patches of 508 at 2448), patches in
-  batches of ``--batch``; also one 508 patch forward alone (``--patch``).
-Results go to ``benchmarks/results/models-<device>.json`` (merged with what is there).
+- ``wsdnet``: one whole-image forward at size x size (7 classes at 2448, 2 at 5000, 8 at 5120).
+- ``fctl``: the final model (DeepGlobe "full" with x3 context and the global image at 2448 and
+  5120, Inria "full" with x2/x3 contexts at 5000) through :class:`zoo.fctl.FCtLSegmenter`:
+  the 508 px grid (36 patches at 2448), ``--fctl-batch`` patches per forward, summed logits.
+  ``--patch`` times one batch of patches alone instead.
+
+Protocol variants (``--variants``, comma-separated; each a ``+``-joined list of tokens):
+
+=================== ===================================================================
+token               meaning
+=================== ===================================================================
+``fp32``            float32; on CUDA with TF32 off (the paper's RTX 2080Ti has none)
+``tf32``            float32 with TF32 convolutions/matmuls (CUDA)
+``bf16``/``fp16``   ``torch.autocast`` to that dtype (bf16 autocast exists on the CPU too)
+``cl``              channels_last weights and input
+``fold``            batch norms folded into the convolution before them (eager; see
+                    :func:`fold_conv_bn`), one pass over each activation fewer
+``bench``           ``torch.backends.cudnn.benchmark = True`` (CUDA; off otherwise)
+``compile``         ``torch.compile`` (inductor, with weight freezing)
+``compile-graphs``  ``torch.compile(mode="reduce-overhead")``: inductor + CUDA graphs
+``cudagraph``       the whole forward captured once in a ``torch.cuda.CUDAGraph`` and replayed
+``device``          FCtL, CUDA: the image is copied once into device memory from pinned host
+                    memory with ``non_blocking=True`` on a side stream, the next image's copy
+                    overlapping this image's compute; patches and contexts are cut on the GPU.
+                    Without it the image stays in host memory and every batch of patches and
+                    contexts is prepared on the CPU and copied (FCtL's released code path).
+=================== ===================================================================
+
+Every variant other than plain ``fp32`` is checked against the fp32 output on the same input
+and weights: argmax agreement (% of pixels) and the largest absolute logit difference (the
+weights are random, so logits are small and nearly tied: agreement is a pessimistic figure).
+Results are merged into ``benchmarks/results/<device-tag>.json`` (sections ``models.wsdnet``
+and ``models.fctl``; ``--json PATH`` for another file; ``--quick`` runs go to a temporary
+folder unless ``--json`` is given).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import gc
 import os
-import resource
 import statistics
+import sys
 import time
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 
-from benchmarks.common import metadata, write_json
+from benchmarks.common import (current_rss_mb, device_tag, machine_info, merge_section, metadata,
+                               peak_rss_mb, reset_peak_rss, results_path)
+
+SIZES = (2448, 5000, 5120)
+QUICK_SIZE = {"wsdnet": 96, "fctl": 80}
+QUICK_FCTL_PATCH = (48, 16)  # patch size, minimal overlap: a 2x2 grid on the 80 px image
+
+# The papers' figures (batch 1). WSDNet: Ji et al., CVPR 2023, RTX 2080Ti; memory only given
+# for DeepGlobe. FCtL: Li et al., ICCV 2021, 8 s per DeepGlobe image.
+PAPERS: dict[str, dict[int, dict[str, Any]]] = {
+    "wsdnet": {
+        2448: {"fps": 30.3, "mb": 1876.0, "hardware": "RTX 2080Ti", "dataset": "DeepGlobe"},
+        5000: {"fps": 7.8, "mb": None, "hardware": "RTX 2080Ti", "dataset": "Inria Aerial"},
+        5120: {"fps": 7.13, "mb": None, "hardware": "RTX 2080Ti", "dataset": "URUR"},
+    },
+    "fctl": {
+        2448: {"fps": 1 / 8.0, "mb": None, "hardware": None, "dataset": "DeepGlobe"},
+    },
+}
+# Issue 11's GPU goals at 2448^2, batch 1.
+GPU_GOALS: dict[str, dict[str, Any]] = {
+    "wsdnet": {"size": 2448, "fps_factor": 10.0, "mb_below": 1876.0, "dtype": "bf16"},
+    "fctl": {"size": 2448, "fps_factor": 15.0, "mb_below": None, "dtype": None},
+}
+
+DEFAULT_VARIANTS: dict[tuple[str, str], list[str]] = {
+    ("wsdnet", "cpu"): ["fp32", "fp32+cl", "fp32+cl+fold", "bf16", "bf16+cl", "bf16+cl+fold",
+                        "fp32+cl+compile", "bf16+cl+compile"],
+    ("fctl", "cpu"): ["fp32", "fp32+cl", "bf16+cl"],
+    ("wsdnet", "cuda"): ["fp32", "fp32+bench", "tf32+bench", "fp16+bench", "bf16+bench",
+                         "bf16+cl+bench", "bf16+cl+fold+bench", "bf16+cl+bench+compile",
+                         "bf16+cl+fold+bench+cudagraph", "bf16+cl+bench+compile-graphs"],
+    ("fctl", "cuda"): ["fp32", "bf16+cl+bench", "bf16+cl+bench+device",
+                       "fp16+cl+bench+device"],
+}
+QUICK_VARIANTS: dict[tuple[str, str], list[str]] = {
+    ("wsdnet", "cpu"): ["fp32", "fp32+cl", "bf16", "bf16+cl+fold"],
+    ("fctl", "cpu"): ["fp32", "bf16+cl"],
+    ("wsdnet", "cuda"): ["fp32", "bf16+cl+bench", "bf16+cl+fold+bench+cudagraph"],
+    ("fctl", "cuda"): ["fp32", "bf16+cl+bench+device"],
+}
+DEFAULT_RUNS: dict[tuple[str, str], tuple[int, int]] = {  # (warm-up, timed)
+    ("wsdnet", "cpu"): (1, 3),
+    ("fctl", "cpu"): (1, 2),
+    ("wsdnet", "cuda"): (20, 100),
+    ("fctl", "cuda"): (2, 10),
+}
+
+_DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_FLAGS = ("cl", "fold", "bench", "compile", "compile-graphs", "cudagraph", "device")
 
 
-def _time(fn: Callable[[], Any], device: str, warmup: int, runs: int) -> list[float]:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out
+@dataclass(frozen=True)
+class Variant:
+    """One protocol variant (see the module docstring for the tokens)."""
+
+    name: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    fold_bn: bool = False
+    cudnn_benchmark: bool = False
+    compile_mode: str | None = None
+    cuda_graph: bool = False
+    image_on_device: bool = False
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.precision]
+
+    @property
+    def tf32(self) -> bool:
+        return self.precision == "tf32"
 
 
-def _peak_mb(device: str) -> float:
+def parse_variant(name: str, device: str) -> Variant:
+    """Parse ``"bf16+cl+bench"`` into a :class:`Variant`, checking it fits ``device``.
+
+    Raises:
+        ValueError: unknown token, two precisions, or a CUDA-only token on the CPU.
+    """
+    tokens = [t.strip() for t in name.split("+") if t.strip()]
+    precisions = [t for t in tokens if t in _DTYPES]
+    unknown = [t for t in tokens if t not in _DTYPES and t not in _FLAGS]
+    if unknown:
+        raise ValueError(f"--variants: unknown token(s) {unknown} in {name!r}; precisions "
+                         f"{sorted(_DTYPES)} and flags {list(_FLAGS)}, joined with '+'.")
+    if len(precisions) > 1:
+        raise ValueError(f"--variants: {name!r} names {len(precisions)} precisions "
+                         f"{precisions}; give one.")
+    cuda = device.startswith("cuda")
+    cuda_only = [t for t in tokens if t in ("tf32", "bench", "compile-graphs", "cudagraph",
+                                            "device")]
+    if cuda_only and not cuda:
+        raise ValueError(f"--variants: {name!r} uses CUDA-only token(s) {cuda_only}; drop "
+                         f"them for --device cpu.")
+    if "compile" in tokens and "compile-graphs" in tokens:
+        raise ValueError(f"--variants: {name!r} gives both 'compile' and 'compile-graphs'; "
+                         f"pick one.")
+    if ("compile" in tokens or "compile-graphs" in tokens) and "cudagraph" in tokens:
+        raise ValueError(f"--variants: {name!r}: 'cudagraph' captures the eager model; use "
+                         f"'compile-graphs' for compiled code with CUDA graphs.")
+    mode = "default" if "compile" in tokens else (
+        "reduce-overhead" if "compile-graphs" in tokens else None)
+    return Variant(name="+".join(tokens), precision=precisions[0] if precisions else "fp32",
+                   channels_last="cl" in tokens, fold_bn="fold" in tokens,
+                   cudnn_benchmark="bench" in tokens,
+                   compile_mode=mode, cuda_graph="cudagraph" in tokens,
+                   image_on_device="device" in tokens)
+
+
+# ---- settings per variant ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _backend_flags(v: Variant, device: str) -> Iterator[None]:
+    """cudnn.benchmark and TF32 as the variant says (CUDA), restored afterwards."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.benchmark = v.cudnn_benchmark
+    torch.backends.cudnn.allow_tf32 = v.tf32
+    torch.backends.cuda.matmul.allow_tf32 = v.tf32
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = saved
+
+
+def _autocast(v: Variant, device: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    if v.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=v.autocast_dtype, cache_enabled=cache)
+
+
+@contextlib.contextmanager
+def _inductor_freezing() -> Iterator[None]:
+    """Inductor's weight freezing for inference: weights become constants, so batch norms
+    fold into the convolutions and (on the CPU) oneDNN weights are prepacked."""
+    import torch._inductor.config as inductor_config
+
+    saved = inductor_config.freezing
+    inductor_config.freezing = True
+    try:
+        yield
+    finally:
+        inductor_config.freezing = saved
+
+
+def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        torch.cuda.synchronize()
 
 
-def bench_wsdnet(size: int, device: str, warmup: int, runs: int) -> dict[str, Any]:
-    from zoo.wsdnet import WSDNet
-
-    model = WSDNet(7).to(device).eval()
-    x = torch.rand(1, 3, size, size, device=device)
-    with torch.inference_mode():
-        times = _time(lambda: model(x), device, warmup, runs)
-    return {"model": "wsdnet", "size": size, "median_s": statistics.median(times),
-            "fps": 1 / statistics.median(times), "runs": runs, "peak_mb": _peak_mb(device),
-            "peak_kind": "cuda_max_allocated" if device.startswith("cuda") else "process_rss"}
+# ---- models ----------------------------------------------------------------------------------
 
 
-def bench_fctl(size: int, device: str, warmup: int, runs: int, batch: int,
-               patch_only: bool) -> dict[str, Any]:
-    from zoo.fctl import FCtL, FCtLSegmenter
+def wsdnet_classes(size: int) -> int:
+    """Class count of the dataset a size stands for (DeepGlobe 7, Inria 2, URUR 8)."""
+    return {5000: 2}.get(size, 8 if size == 5120 else 7)
 
-    model = FCtL(7, "deepglobe", "full").to(device).eval()
+
+def build_model(name: str, size: int) -> tuple[torch.nn.Module, str]:
+    """The random-initialised model for ``name`` at ``size`` and a description of it."""
+    torch.manual_seed(0)
+    if name == "wsdnet":
+        from zoo.wsdnet import WSDNet
+
+        k = wsdnet_classes(size)
+        return WSDNet(k).eval(), f"WSDNet({k}) random init"
+    if name == "fctl":
+        from zoo.fctl import FCtL
+
+        if size == 5000:
+            return FCtL(2, "inria", "full").eval(), "FCtL(2, 'inria', 'full') random init"
+        k = 8 if size == 5120 else 7
+        return FCtL(k, "deepglobe", "full").eval(), f"FCtL({k}, 'deepglobe', 'full') random init"
+    raise ValueError(f"build_model(): unknown model {name!r}; use 'wsdnet' or 'fctl'.")
+
+
+def fold_conv_bn(model: torch.nn.Module) -> int:
+    """Fold eval-mode ``BatchNorm2d`` layers into the ``Conv2d`` that feeds them, in place.
+
+    Convention:
+        - Pairs: adjacent (Conv2d, BatchNorm2d) children of an ``nn.Sequential``, and
+          children named ``conv<s>`` / ``bn<s>`` (same suffix, e.g. ``conv1``/``bn1``,
+          ``conv``/``bn``) of any module, the naming of the zoo's ResNet and STDC blocks,
+          whose forward computes ``bn<s>(conv<s>(x))``. The convolution gets the folded
+          weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``), the batch norm
+          becomes ``nn.Identity``.
+        - Only valid in eval mode. A model whose forward does something else between a
+          ``conv<s>`` and its ``bn<s>`` would change; the benchmark checks every variant
+          against the fp32 output, which would show it.
+
+    Returns:
+        The number of batch norms folded.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fold_conv_bn(): the model must be in eval mode (call model.eval()).")
+    folded = 0
+    for parent in list(model.modules()):
+        kids = dict(parent.named_children())
+        pairs: list[tuple[str, str]] = []
+        if isinstance(parent, nn.Sequential):
+            names = list(kids)
+            pairs = [(a, b) for a, b in zip(names, names[1:])
+                     if type(kids[a]) is nn.Conv2d and type(kids[b]) is nn.BatchNorm2d]
+        else:
+            for name, mod in kids.items():
+                if type(mod) is nn.Conv2d and name.startswith("conv"):
+                    bn = "bn" + name[len("conv"):]
+                    if type(kids.get(bn)) is nn.BatchNorm2d:
+                        pairs.append((name, bn))
+        for conv, bn in pairs:
+            if kids[bn].running_mean is None:  # no running statistics: nothing to fold
+                continue
+            setattr(parent, conv, fuse_conv_bn_eval(kids[conv], kids[bn]))
+            setattr(parent, bn, nn.Identity())
+            folded += 1
+    return folded
+
+
+class _Prefetcher:
+    """FCtL images in pinned host memory, each copied to the device with ``non_blocking`` on a
+    side stream while the previous one is being segmented; ``__call__`` segments one image."""
+
+    def __init__(self, seg: Callable[[torch.Tensor], torch.Tensor], host: list[torch.Tensor],
+                 device: str) -> None:
+        self.seg, self.host, self.device = seg, host, device
+        self.stream = torch.cuda.Stream(device=device)
+        self.i = 0
+        self.next = self._launch(0)
+
+    def _launch(self, i: int) -> torch.Tensor:
+        with torch.cuda.stream(self.stream):
+            return self.host[i % len(self.host)].to(self.device, non_blocking=True)
+
+    def __call__(self) -> torch.Tensor:
+        main = torch.cuda.current_stream(self.device)
+        main.wait_stream(self.stream)
+        image = self.next
+        image.record_stream(main)  # the allocator must not reuse it before main is done
+        self.i += 1
+        self.next = self._launch(self.i)  # overlaps with the segmentation below
+        return self.seg(image)
+
+
+def _make_call(model_name: str, model: torch.nn.Module, v: Variant, size: int, device: str,
+               fctl_batch: int, patch_only: bool, quick: bool
+               ) -> tuple[Callable[[], torch.Tensor], dict[str, Any]]:
+    """The function timed for one variant (one image per call) and facts about it."""
+    info: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(1)
+    if model_name == "wsdnet":
+        x = torch.rand(1, 3, size, size, generator=gen).to(device)
+        if v.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if v.cuda_graph:
+            return _graph_call(model, x, v, device), info
+        net = model
+        if v.compile_mode is not None:
+            net = torch.compile(model, mode=v.compile_mode)
+            info["compile"] = f"torch.compile(mode={v.compile_mode!r}), inductor freezing on"
+
+        def call() -> torch.Tensor:
+            with _autocast(v, device):
+                return net(x)
+
+        return call, info
+
+    from zoo.fctl import FCtLSegmenter
+
+    if v.cuda_graph or v.compile_mode is not None:
+        raise ValueError("fctl: 'compile'/'cudagraph' variants are WSDNet-only here (FCtL's "
+                         "last batch of patches changes shape); drop them from --variants.")
+    patch, overlap = QUICK_FCTL_PATCH if quick else (508, 50)
+    fmt = torch.channels_last if v.channels_last else torch.contiguous_format
     if patch_only:
-        p = torch.rand(1, 3, 508, 508, device=device)
-        ctx = torch.rand(1, 3, 508, 508, device=device)
-        with torch.inference_mode():
-            times = _time(lambda: model(p, (ctx, ctx)), device, warmup, runs)
-        what = "one 508 patch (full model, both contexts)"
-    else:
-        seg = FCtLSegmenter(model, batch_size=batch)
-        x = torch.rand(1, 3, size, size, device=device)
-        with torch.inference_mode():
-            times = _time(lambda: seg(x), device, warmup, runs)
-        what = f"whole {size}^2 image, patches in batches of {batch}"
-    return {"model": "fctl-deepglobe-full", "what": what, "size": 508 if patch_only else size,
-            "median_s": statistics.median(times), "fps": 1 / statistics.median(times),
-            "runs": runs, "peak_mb": _peak_mb(device),
-            "peak_kind": "cuda_max_allocated" if device.startswith("cuda") else "process_rss"}
+        n = fctl_batch
+        p = torch.rand(n, 3, patch, patch, generator=gen).to(device).contiguous(memory_format=fmt)
+        ctx = tuple(torch.rand(n, 3, patch, patch, generator=gen).to(device)
+                    .contiguous(memory_format=fmt) for _ in model.context_names)
+        info["what"] = f"{n} patch(es) of {patch} with their contexts, one forward"
+
+        def call_patch() -> torch.Tensor:
+            with _autocast(v, device):
+                return model(p, ctx)
+
+        return call_patch, info
+    seg = FCtLSegmenter(model, patch_size=patch, min_overlap=overlap, batch_size=fctl_batch)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    info["what"] = (f"whole {size}^2 image, {patch} px patches in batches of {fctl_batch}, "
+                    f"summed logits")
+
+    def run(img: torch.Tensor) -> torch.Tensor:
+        with _autocast(v, device):
+            return seg(img)
+
+    if device.startswith("cuda") and v.image_on_device:
+        host = [image.pin_memory(), torch.rand(1, 3, size, size, generator=gen).pin_memory()]
+        info["image_on"] = "device (pinned host memory, non_blocking prefetch on a side stream)"
+        return _Prefetcher(run, host, device), info
+    info["image_on"] = "host" if device.startswith("cuda") else "cpu"
+    return (lambda: run(image)), info
+
+
+def _graph_call(model: torch.nn.Module, x: torch.Tensor, v: Variant, device: str
+                ) -> Callable[[], torch.Tensor]:
+    """Capture ``model(x)`` in a CUDA graph (after side-stream warm-up); replay per call."""
+    static_x = x.clone()
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            with _autocast(v, device, cache=False):
+                model(static_x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        with _autocast(v, device, cache=False):
+            static_out = model(static_x)
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+# ---- measurement -----------------------------------------------------------------------------
+
+
+def _time_calls(fn: Callable[[], torch.Tensor], device: str, warmup: int, repeats: int
+                ) -> tuple[list[float], list[float], float | None, torch.Tensor]:
+    """Warm-up then timed calls (each synchronised). Returns the wall times (s), the process
+    CPU times of the same calls (s, all threads: on a shared CPU this moves much less with
+    other processes' load than the wall time), the first call's wall time, the last output."""
+    first = None
+    out = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        if i == 0:
+            first = time.perf_counter() - t0
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+    assert out is not None
+    return times, cpu_times, first, out
+
+
+def _accuracy(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    o, r = out.detach().float(), ref.detach().float().to(out.device)
+    if o.shape != r.shape:
+        raise ValueError(f"accuracy check: output shape {tuple(o.shape)} differs from the fp32 "
+                         f"reference {tuple(r.shape)}.")
+    diff = (o - r).abs()
+    return {"argmax_agree_pct": float((o.argmax(1) == r.argmax(1)).float().mean()) * 100,
+            "max_abs_logit_diff": float(diff.max()),
+            "mean_abs_logit_diff": float(diff.mean()),
+            "ref_max_abs_logit": float(r.abs().max())}
+
+
+def _memory_start(device: str) -> dict[str, Any]:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return {}
+    return {"reset": reset_peak_rss(), "base": current_rss_mb()}
+
+
+def _memory_end(device: str, start: dict[str, Any]) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info()
+        return {"peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+                "peak_kind": "cuda_max_allocated",
+                "cuda_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+                "device_used_mb": (total - free) / 2**20}
+    return {"peak_mb": peak_rss_mb(),
+            "peak_kind": "process_rss" if start.get("reset") else "process_rss_lifetime",
+            "rss_base_mb": start.get("base")}
+
+
+def paper_row(model: str, size: int) -> dict[str, Any] | None:
+    """The paper's figures for ``model`` at ``size`` (None when the paper gives none)."""
+    return PAPERS.get(model, {}).get(size)
+
+
+class _Reference:
+    """The fp32 reference output, parked in a temporary file while other variants run (so it
+    does not count in their peak memory)."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def store(self, out: torch.Tensor) -> None:
+        import tempfile
+
+        fd, self.path = tempfile.mkstemp(prefix="uhrops-ref-", suffix=".pt")
+        os.close(fd)
+        torch.save(out.detach().float().cpu().clone(), self.path)
+
+    def load(self) -> torch.Tensor | None:
+        return None if self.path is None else torch.load(self.path)
+
+    def close(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
+def bench_variant(model_name: str, v: Variant, size: int, device: str, warmup: int,
+                  repeats: int, fctl_batch: int, patch_only: bool, quick: bool,
+                  ref: _Reference | None) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Measure one variant on a freshly built model (same seed, so the same weights in every
+    variant); returns its row and its last output."""
+    # patch rows are keyed by the patch side (the image side does not matter to them)
+    shown = (QUICK_FCTL_PATCH[0] if quick else 508) if patch_only else size
+    row: dict[str, Any] = {
+        "model": model_name, "size": shown, "scope": "patch" if patch_only else "image",
+        "variant": v.name, "device": device, "batch": 1,
+        **{k: val for k, val in asdict(v).items() if k != "name"},
+        "tf32": v.tf32 if device.startswith("cuda") else None,
+    }
+    if model_name == "fctl":
+        row["fctl_batch"] = fctl_batch
+    if v.compile_mode is not None or v.cuda_graph:
+        warmup = max(warmup, 1)  # compilation / capture never lands in the timed calls
+    model, row["model_desc"] = build_model(model_name, size)
+    if v.fold_bn:
+        row["folded_bn"] = fold_conv_bn(model)
+    model = model.to(device)
+    if v.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if v.compile_mode:
+        torch._dynamo.reset()  # no graphs or guards left over from another variant
+    out = None
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_backend_flags(v, device))
+            stack.enter_context(torch.inference_mode())
+            if v.compile_mode:
+                stack.enter_context(_inductor_freezing())
+            mem0 = _memory_start(device)
+            t_setup = time.perf_counter()
+            call, info = _make_call(model_name, model, v, size, device, fctl_batch, patch_only,
+                                    quick)
+            setup_s = time.perf_counter() - t_setup
+            times, cpu_times, first, out = _time_calls(call, device, warmup, repeats)
+            row.update(_memory_end(device, mem0))
+            del call
+        row.update(info)
+        if v.cuda_graph:
+            row["capture_s"] = setup_s
+        if v.compile_mode is not None and first is not None:
+            row["first_call_s"] = first  # includes compilation
+        med = statistics.median(times)
+        row.update({"warmup": warmup, "repeats": repeats, "times_s": times, "median_s": med,
+                    "min_s": min(times), "max_s": max(times), "fps": 1.0 / med,
+                    "cpu_times_s": cpu_times, "median_cpu_s": statistics.median(cpu_times)})
+        reference = ref.load() if ref is not None else None
+        if reference is not None and out is not None:
+            row.update(_accuracy(out, reference))
+        del reference
+    except Exception as exc:  # a variant that cannot run here: record why, go on
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        row.update({"median_s": None, "fps": None,
+                    "error": f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__})
+        out = None
+    finally:
+        del model
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    paper = paper_row(model_name, size)
+    if paper is not None and not patch_only:
+        row["paper_fps"] = paper["fps"]
+        row["paper_mb"] = paper["mb"]
+        row["paper_hardware"] = paper["hardware"]
+        if row.get("fps"):
+            row["fps_vs_paper"] = row["fps"] / paper["fps"]
+        if row.get("peak_mb") and paper["mb"]:
+            row["mem_vs_paper"] = row["peak_mb"] / paper["mb"]
+    return row, out
+
+
+def run_model(model_name: str, size: int, device: str, variants: list[Variant], warmup: int,
+              repeats: int, fctl_batch: int, patch_only: bool, quick: bool,
+              accuracy: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """All variants of one model at one size; the fp32 variant (or an extra, untimed fp32
+    run) is the accuracy reference for the others."""
+    rows: list[dict[str, Any]] = []
+    ordered = sorted(variants, key=lambda v: v.name != "fp32")  # reference first
+    ref = _Reference()
+    try:
+        if accuracy and not any(v.name == "fp32" for v in ordered):
+            log(f"[{model_name} {size}] computing the fp32 reference output (not timed)")
+            _, out = bench_variant(model_name, parse_variant("fp32", device), size, device, 0, 1,
+                                   fctl_batch, patch_only, quick, None)
+            if out is not None:
+                ref.store(out)
+            del out
+        for v in ordered:
+            log(f"[{model_name} {size}] {v.name} ...")
+            use_ref = ref if (accuracy and v.name != "fp32") else None
+            row, out = bench_variant(model_name, v, size, device, warmup, repeats, fctl_batch,
+                                     patch_only, quick, use_ref)
+            if v.name == "fp32" and accuracy and out is not None:
+                ref.store(out)
+            del out
+            rows.append(row)
+            log("   " + _summary(row))
+    finally:
+        ref.close()
+    return rows
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return f"failed: {row['error']}"
+    parts = [f"{row['median_s']:.3f} s/image [{row['min_s']:.3f}-{row['max_s']:.3f}]",
+             f"process CPU {row['median_cpu_s']:.3f} s",
+             f"{row['fps']:.3g} FPS", f"peak {row['peak_mb']:.0f} MiB ({row['peak_kind']})"]
+    if "argmax_agree_pct" in row:
+        parts.append(f"argmax agree {row['argmax_agree_pct']:.2f}%, "
+                     f"max|dlogit| {row['max_abs_logit_diff']:.3g}")
+    if "fps_vs_paper" in row:
+        parts.append(f"{row['fps_vs_paper']:.3g}x paper FPS")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("wsdnet", "fctl"), default="wsdnet")
-    p.add_argument("--size", type=int, default=2448)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4, help="FCtL patches per forward")
-    p.add_argument("--patch", action="store_true", help="FCtL: time one 508 patch only")
-    p.add_argument("--json", default=None)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.models",
+                                description="Whole-model inference speed and memory "
+                                            "(papers' batch-1 protocol).")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda[:i] (default: cuda when visible)")
+    p.add_argument("--model", choices=("wsdnet", "fctl", "all"), default="all")
+    p.add_argument("--size", type=int, choices=SIZES, default=2448,
+                   help="image side (2448 DeepGlobe, 5000 Inria, 5120 URUR)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated variants such as fp32,bf16+cl (default: per device; "
+                        "see the module docstring)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per variant")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per variant")
+    p.add_argument("--fctl-batch", type=int, default=None,
+                   help="FCtL patches per forward (default 4 on the CPU, 12 on CUDA)")
+    p.add_argument("--patch", action="store_true",
+                   help="FCtL: time one forward of --fctl-batch patches with their contexts "
+                        "(rows keyed by the patch side, 508)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny images, 1 warm-up + 1 timed call, no compile: a smoke run")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the fp32 comparison")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--note", default=None, help="free text stored with the rows (e.g. load)")
+    p.add_argument("--json", default=None,
+                   help="results file to merge into (default benchmarks/results/<tag>.json)")
     args = p.parse_args(argv)
-    if args.model == "wsdnet":
-        row = bench_wsdnet(args.size, args.device, args.warmup, args.runs)
-    else:
-        row = bench_fctl(args.size, args.device, args.warmup, args.runs, args.batch, args.patch)
-    row["threads"] = torch.get_num_threads()
-    print(json.dumps(row, indent=1))
-    tag = args.device.split(":")[0]
-    if tag == "cpu":
-        tag = f"cpu-{torch.get_num_threads()}t"
-    path = args.json or os.path.join(os.path.dirname(__file__), "results", f"models-{tag}.json")
-    payload: dict[str, Any] = {"metadata": metadata(args.device), "results": []}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-        payload["metadata"] = metadata(args.device)
-    payload["results"] = [r for r in payload["results"]
-                          if (r["model"], r.get("what"), r["size"]) !=
-                          (row["model"], row.get("what"), row["size"])] + [row]
-    write_json(path, payload)
-    print(f"wrote {path}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {device}: no CUDA device is visible; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        p.error(f"--device {device!r}: use cpu or cuda[:i]")
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    for flag in ("warmup", "repeats", "fctl_batch"):
+        val = getattr(args, flag)
+        if val is not None and val < (0 if flag == "warmup" else 1):
+            p.error(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'warmup' else 1}; "
+                    f"got {val}")
+    models = ["wsdnet", "fctl"] if args.model == "all" else [args.model]
+    path = results_path(device, args.json, args.quick)
+    meta = metadata(device)
+    meta.update({"quick": args.quick, "note": args.note, "command": " ".join(sys.argv)})
+    for name in models:
+        table = QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS
+        names = args.variants.split(",") if args.variants else table[(name, kind)]
+        try:
+            variants = [parse_variant(n, device) for n in names if n.strip()]
+        except ValueError as exc:
+            p.error(str(exc))
+        if name == "fctl":
+            bad = [v.name for v in variants if v.compile_mode or v.cuda_graph]
+            if bad:
+                p.error(f"--variants {bad}: compile/cudagraph variants are WSDNet-only; FCtL's "
+                        f"batches change shape at the end of the grid.")
+        w_def, r_def = (1, 1) if args.quick else DEFAULT_RUNS[(name, kind)]
+        warmup = w_def if args.warmup is None else args.warmup
+        repeats = r_def if args.repeats is None else args.repeats
+        batch = args.fctl_batch or (12 if kind == "cuda" else 4)
+        size = QUICK_SIZE[name] if args.quick else args.size
+        rows = run_model(name, size, device, variants, warmup, repeats, batch,
+                         args.patch and name == "fctl", args.quick, not args.no_accuracy)
+        stamp = {"commit": meta.get("commit"), "time": meta.get("time"),
+                 "threads": torch.get_num_threads(), "quick": args.quick}
+        if args.note:
+            stamp["note"] = args.note
+        for r in rows:
+            r.update(stamp)
+        merge_section(path, f"models.{name}", rows, meta,
+                      key=("model", "size", "scope", "variant"), machine=machine_info(device))
+        print(f"merged {len(rows)} row(s) into {path} [models.{name}]")
+    tag = device_tag(device)
+    print(f"device tag {tag}; regenerate the README tables with: python -m benchmarks.report")
     return 0
 
 

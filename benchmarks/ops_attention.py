@@ -41,33 +41,6 @@ CASES = [(23, 512), (64, 512), (89, 256), (128, 256)]  # (side, C): N = side ** 
 QUICK_CASES = [(8, 32), (16, 64)]
 
 
-def _cpu_peak_mb(fn: Callable[[], Any]) -> float | None:
-    """Peak of live CPU allocations during one call of ``fn`` (MiB), via the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
-    gc.collect()
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            out = fn()
-            del out
-        events = prof.profiler.kineto_results.events()
-        sizes = [e.nbytes() for e in sorted((e for e in events if e.name() == "[memory]"),
-                                            key=lambda e: e.start_ns())]
-    except Exception:  # private profiler API moved: report nothing rather than a wrong number
-        return None
-    cur = peak = 0
-    for n in sizes:
-        cur += n
-        peak = max(peak, cur)
-    return peak / 2**20 if sizes else None
-
-
-def _peak(fn: Callable[[], Any], device: str) -> float | None:
-    if device.startswith("cuda"):
-        return peak_memory_mb(fn, device)
-    return _cpu_peak_mb(fn)
-
-
 def _sdpa_backends() -> dict[str, Any]:
     try:
         from torch.nn.attention import SDPBackend
@@ -160,7 +133,7 @@ def _bench_case(rows: list[dict[str, Any]], side: int, c: int, dtype: torch.dtyp
         cot = cot_map if inputs[0].shape == maps[0].shape else cot_tok
         with torch.no_grad():
             t = time_fn(lambda: fn(*inputs), device, min_run_time=t_min)
-            mem = _peak(lambda: fn(*inputs), device)
+            mem = peak_memory_mb(lambda: fn(*inputs), device)
         rows.append({"case": case, "pass": "fwd", "impl": name, **t, "peak_mb": mem,
                      "bytes": fwd_bytes})
         leaves = tuple(x.detach().clone().requires_grad_() for x in inputs)
@@ -169,10 +142,9 @@ def _bench_case(rows: list[dict[str, Any]], side: int, c: int, dtype: torch.dtyp
             return torch.autograd.grad(fn(*leaves), leaves, cot)
 
         t = time_fn(fwd_bwd, device, min_run_time=t_min)
-        mem = _peak(fwd_bwd, device)
+        mem = peak_memory_mb(fwd_bwd, device)
         rows.append({"case": case, "pass": "fwd+bwd", "impl": name, **t, "peak_mb": mem,
                      "bytes": bwd_bytes})
-        del leaves
         gc.collect()
 
 

@@ -176,5 +176,4 @@ def run(device: str, quick: bool) -> list[dict[str, Any]]:
             rows.append(_row(rcase, "fwd", name, lambda: recon(pyr), device, rbytes, quick))
             rows.append(_row(rcase, "fwd+bwd", name, _fwd_bwd(lambda: recon(pyr_g), pyr_g),
                              device, None, quick))
-            del pyr, pyr_g
     return rows

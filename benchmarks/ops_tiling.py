@@ -25,7 +25,6 @@ the running sum of the CPU allocations the profiler records during one call, or 
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
 import textwrap
@@ -43,29 +42,6 @@ from uhrops.tiling import PatchGrid, extract_contexts, extract_patches, merge_pa
 _MIN_RUN_TIME = 1.0  # seconds per measurement; lowered by run(quick=True)
 
 
-def _cpu_peak_mb(fn: Callable[[], Any]) -> float | None:
-    from torch.profiler import ProfilerActivity, profile
-
-    gc.collect()
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            out = fn()
-            del out
-        evs = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-        evs.sort(key=lambda e: e.start_ns())
-        cur = peak = 0
-        for e in evs:
-            cur += e.nbytes()
-            peak = max(peak, cur)
-        return peak / 2**20 if evs else None
-    except Exception:  # profiler internals moved: no number rather than a wrong one
-        return None
-
-
-def _peak(fn: Callable[[], Any], device: str) -> float | None:
-    return peak_memory_mb(fn, device) if device.startswith("cuda") else _cpu_peak_mb(fn)
-
-
 def _row(case: str, pas: str, impl: str, fn: Callable[[], Any], device: str,
          nbytes: int | None = None, memory: bool = True) -> dict[str, Any]:
     try:
@@ -74,7 +50,7 @@ def _row(case: str, pas: str, impl: str, fn: Callable[[], Any], device: str,
         return {"case": case, "pass": pas, "impl": impl, "median_ms": None, "iqr_ms": None,
                 "peak_mb": None, "bytes": None, "note": f"{type(exc).__name__}: {exc}"[:200]}
     return {"case": case, "pass": pas, "impl": impl, "median_ms": t["median_ms"],
-            "iqr_ms": t["iqr_ms"], "peak_mb": _peak(fn, device) if memory else None,
+            "iqr_ms": t["iqr_ms"], "peak_mb": peak_memory_mb(fn, device) if memory else None,
             "bytes": nbytes}
 
 

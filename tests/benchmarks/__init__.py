@@ -1,0 +1,1 @@
+"""Tests of the benchmark tooling (results files, report, the models command)."""
