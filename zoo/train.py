@@ -130,6 +130,13 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     ckpt_dir = os.path.join(out, "checkpoints")
     last_path = os.path.join(ckpt_dir, "last.safetensors")
     best_path = os.path.join(ckpt_dir, "best.safetensors")
+    if resume and not os.path.exists(last_path):
+        # Job scripts on preemptible queues pass --resume every time, the first time included
+        # (or after a kill before the first checkpoint): that is a fresh start, not an error.
+        if main_proc:
+            print(f"zoo.train: --resume: no checkpoint at {last_path} yet; starting from "
+                  f"iteration 0.", file=sys.stderr)
+        resume = False
     if main_proc:
         os.makedirs(ckpt_dir, exist_ok=True)
         for folder in (out, ckpt_dir):  # half-written files of a killed earlier attempt
@@ -155,8 +162,6 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
 
     start_iter, best_miou = 0, -1.0
     if resume:
-        if not os.path.exists(last_path):
-            raise CheckpointError(f"--resume: no checkpoint at {last_path}.")
         state = load_checkpoint(last_path, model, optimizer, expect_config_hash=chash)
         start_iter = int(state["iteration"])
         best_miou = float(state.get("best_miou", -1.0))

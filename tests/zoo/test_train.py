@@ -86,6 +86,22 @@ def test_resume_is_bit_identical(tmp_path):
     assert strip(la) == strip(lb)
 
 
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path, capsys):
+    # a job script that always passes --resume; the first attempt died before any checkpoint
+    plain, resumed = tmp_path / "plain", tmp_path / "resumed"
+    train(tiny_cfg(), str(plain))
+    (resumed / "checkpoints").mkdir(parents=True)
+    (resumed / "log.jsonl").write_text('{"iter": 1, "seg": 9.0}\n{"iter": 2, "se')  # torn
+    train(tiny_cfg(), str(resumed), resume=True)
+    assert "no checkpoint" in capsys.readouterr().err
+    a = _weights(str(plain / "checkpoints/last.safetensors"))
+    b = _weights(str(resumed / "checkpoints/last.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda p: [{k: v for k, v in json.loads(s).items() if k != "samples_per_s"}
+                       for s in (p / "log.jsonl").read_text().splitlines()]
+    assert strip(plain) == strip(resumed)
+
+
 def test_checkpoint_of_other_config_is_refused(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Interrupted):
