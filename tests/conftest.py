@@ -13,6 +13,13 @@ os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("UHROPS_TEST_NO_
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI draws the same hypothesis examples on every run (a red CI run must mean a regression,
+# not a newly drawn case); a developer's run keeps drawing fresh ones. The examples a failure
+# finds become explicit regression tests.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("UHROPS_HYPOTHESIS_PROFILE", "default"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
