@@ -314,7 +314,8 @@ def merge_section(path: str, section: str, rows: list[dict[str, Any]],
 # ---- process memory (whole-model runs) -----------------------------------------------------
 
 
-def _proc_status_kb(key: str) -> int | None:
+def proc_status_kb(key: str) -> int | None:
+    """A kB field of /proc/self/status (VmRSS, VmHWM, ...), or None off Linux."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -341,13 +342,13 @@ def reset_peak_rss() -> bool:
 
 def current_rss_mb() -> float | None:
     """Current resident set size of this process (MiB), or None off Linux."""
-    kb = _proc_status_kb("VmRSS")
+    kb = proc_status_kb("VmRSS")
     return None if kb is None else kb / 1024
 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (MiB) since the last :func:`reset_peak_rss`."""
-    kb = _proc_status_kb("VmHWM")
+    kb = proc_status_kb("VmHWM")
     if kb is not None:
         return kb / 1024
     import resource

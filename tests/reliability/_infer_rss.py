@@ -17,22 +17,7 @@ import signal
 import sys
 import time
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+from benchmarks.common import proc_status_kb, reset_peak_rss
 
 
 def _trim() -> None:
@@ -58,14 +43,14 @@ def main() -> int:
     done = {"n": 0}
 
     def measured(task, model, path, *args, **kwargs):
-        reset = _reset_peak()
-        before = _status_kib("VmRSS")
+        reset = reset_peak_rss()
+        before = proc_status_kb("VmRSS")
         t0 = time.perf_counter()
         written = real(task, model, path, *args, **kwargs)
-        peak = _status_kib("VmHWM")
+        peak = proc_status_kb("VmHWM")
         _trim()
         record = {"image": os.path.basename(path), "peak_rss_mib": peak / 1024,
-                  "rss_before_mib": before / 1024, "rss_after_mib": _status_kib("VmRSS") / 1024,
+                  "rss_before_mib": before / 1024, "rss_after_mib": proc_status_kb("VmRSS") / 1024,
                   "seconds": round(time.perf_counter() - t0, 2), "peak_reset": reset}
         if log_path:
             with open(log_path, "a", encoding="utf-8") as f:
