@@ -110,6 +110,22 @@ def _tokens(x: Tensor) -> Tensor:
     return out.unsqueeze(1)
 
 
+# Token positions moved per copy on the way back ((B, N, C) -> (B, C, N)): each copy reads
+# one contiguous ~512 KiB run of tokens and writes C rows of it, which stays in L2; measured
+# 3.9 ms against 6.9 ms for one whole transposing copy (N = 16384, C = 256, 2 threads).
+_MAP_BLOCK_BYTES = 1 << 19
+
+
+def _maps_from_tokens(tokens: Tensor, h: int, w: int) -> Tensor:
+    """(B, N, C) contiguous -> (B, C, H, W) contiguous."""
+    b, n, c = tokens.shape
+    out = torch.empty((b, c, n), dtype=tokens.dtype, device=tokens.device)
+    step = max(64, _MAP_BLOCK_BYTES // max(1, c * tokens.element_size()))
+    for n0 in range(0, n, step):
+        out[:, :, n0:n0 + step].copy_(tokens[:, n0:n0 + step].transpose(1, 2))
+    return out.view(b, c, h, w)
+
+
 def _cpu_fused_channels_last(query: Tensor) -> bool:
     """The fused CPU path returns its tokens as a channels_last map (no copy) when the query
     is channels_last, and an NCHW-contiguous one otherwise (the output follows the query)."""
@@ -123,9 +139,10 @@ def _cpu_fused_forward(query: Tensor, key: Tensor, value: Tensor,
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         _tokens(query), _tokens(key), _tokens(value), 0.0, False, attn_mask=None, scale=scale
     )
-    out = out[:, 0].view(b, hq, wq, cv).permute(0, 3, 1, 2)  # a channels_last view
-    if not _cpu_fused_channels_last(query):
-        out = out.contiguous()
+    if _cpu_fused_channels_last(query):
+        out = out[:, 0].view(b, hq, wq, cv).permute(0, 3, 1, 2)  # a channels_last view
+    else:
+        out = _maps_from_tokens(out[:, 0], hq, wq)
     lse = lse[:, 0].to(_lse_dtype(query.dtype)).contiguous()
     return out, lse
 
