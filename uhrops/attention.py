@@ -91,10 +91,13 @@ def _use_cpu_fused(query: Tensor, value: Tensor) -> bool:
     )
 
 
-# Channels moved per copy when an NCHW map is turned into tokens: a plain transposing copy
-# writes one float per 1 KiB row and runs at ~1 GB/s on this class of CPU; 8 channels at a
-# time write 32 B runs and read whole rows, ~3x faster (measured, N = 16384, C = 256).
+# Channels moved per copy when an NCHW map is turned into tokens. One transposing copy reads
+# the channels at a stride of N floats; when that stride is a multiple of 2 KiB (64x64,
+# 128x128 maps) the reads alias in the cache and the copy crawls (8.5 ms for N = 16384,
+# C = 256); 8 channels at a time write 32 B runs and read whole rows (2.7 ms). For other
+# strides (89x89: 0.7 ms against 1.3 ms) and for small maps (per-copy overhead) one copy wins.
 _TOKEN_BLOCK = 8
+_TOKEN_BLOCK_MIN_BYTES = 1 << 20
 
 
 def _tokens(x: Tensor) -> Tensor:
@@ -103,6 +106,9 @@ def _tokens(x: Tensor) -> Tensor:
     if x.is_contiguous(memory_format=torch.channels_last):
         return x.permute(0, 2, 3, 1).reshape(b, 1, h * w, c)
     src = x.flatten(2)  # (B, C, N), a view for any NCHW-contiguous map
+    esize = x.element_size()
+    if x.numel() * esize <= _TOKEN_BLOCK_MIN_BYTES or (h * w * esize) % 2048 != 0:
+        return src.transpose(1, 2).contiguous().unsqueeze(1)
     out = torch.empty((b, h * w, c), dtype=x.dtype, device=x.device)
     for c0 in range(0, c, _TOKEN_BLOCK):
         c1 = min(c0 + _TOKEN_BLOCK, c)
