@@ -12,6 +12,8 @@ nothing):
 - ``bench:summary``: per machine and op family, the goal criterion (wavelets: time vs ptwt;
   pyramids: time vs kornia; tiling: time vs MONAI; attention: peak memory vs SDPA math) with
   the worst and best ratio over the cases, and our worst case against the fastest anchor.
+- ``bench:goals``: the CPU goals of the attention and tiling issues from the paired rounds of
+  ``python -m benchmarks.goals`` (section ``goals.cpu``): ratio, medians, rounds won, target.
 - ``bench:ops-cpu`` / ``bench:ops-gpu``: one table per op family and machine (GPU: "not
   measured" when there is no CUDA results file).
 - ``bench:models``: whole-model rows (every protocol variant), the papers' figures with our
@@ -39,7 +41,7 @@ from typing import Any, Iterable
 from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "ops-cpu", "ops-gpu", "models")
+BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "models")
 FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
 # family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
 CRITERIA: dict[str, tuple[str, str, str]] = {
@@ -317,6 +319,38 @@ def summary_block(docs: dict[str, dict[str, Any]]) -> str:
             "from one run; > 1x: uhrops wins.\n\n" + "\n\n".join(parts))
 
 
+def goals_block(docs: dict[str, dict[str, Any]]) -> str:
+    """Markdown of the goals block: the ``goals.cpu`` rows of every machine (not --quick)."""
+    parts = []
+    for tag, doc in docs.items():
+        sec = doc.get("sections", {}).get("goals.cpu")
+        if not sec or sec.get("metadata", {}).get("quick"):
+            continue
+        body = []
+        for r in sec.get("rows", []):
+            met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
+            if r.get("metric") == "time" and r.get("ratio") is not None:
+                result = (f"{fratio(r['ratio'])} ({fnum(r['anchor_ms'])} / {fnum(r['ours_ms'])} ms"
+                          f", faster in {r['wins']}/{r['rounds']})")
+                target = f">= {r['target']:g}x" if r.get("target") is not None else "(context)"
+                who = f"{r['anchor']} / {r['ours']}"
+            elif r.get("metric") == "memory":
+                result = f"{fnum(r.get('peak_mb'))} MiB"
+                target = f"< {r['target']:g} MiB"
+                who = str(r.get("ours"))
+            else:
+                result, target, who = str(r.get("note", "—")), "—", str(r.get("ours"))
+            body.append([str(r.get("issue", "")), str(r["goal"]), who, result, target, met])
+        if body:
+            parts.append(f"`{tag}`:\n\n" + md_table(
+                ["issue", "goal", "measured", "result", "target", "met"], body))
+    if not parts:
+        return "No goal measurements yet (`python -m benchmarks.goals`)."
+    return ("Time ratios are the median over paired rounds of anchor / uhrops (each round runs "
+            "both back to back; > 1x: uhrops faster), with the plain medians in ms.\n\n"
+            + "\n\n".join(parts))
+
+
 # ---- models ----------------------------------------------------------------------------------
 
 
@@ -465,7 +499,8 @@ def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None) -> dic
     models = models_block(docs)
     if plots_rel and any(model_rows(docs)):
         models = f"![model FPS vs peak memory]({plots_rel}/models-fps-memory.png)\n\n" + models
-    return {"summary": summary_block(docs), "ops-cpu": ops_block(docs, False, plots_rel),
+    return {"summary": summary_block(docs), "goals": goals_block(docs),
+            "ops-cpu": ops_block(docs, False, plots_rel),
             "ops-gpu": ops_block(docs, True, plots_rel), "models": models}
 
 

@@ -1,0 +1,225 @@
+"""The CPU "done when" goals of the attention and tiling issues, measured as paired rounds.
+
+``python -m benchmarks.goals [--only attention,tiling] [--rounds 15] [--quick] [--json PATH]
+[--threads N]``
+
+The op sections time each implementation in its own block of runs, so on a shared or
+throttling machine a slow spell can land on one side only; a goal stated as "no slower than"
+is then decided by the noise. Here every round runs ours and the anchor back to back (in
+alternating order), and the ratio of each round is kept:
+
+- ``attention fwd time``: ``context_attention`` forward on (1, 256, 128, 128) NCHW float32 maps
+  (N = 16384, scale 1) against SDPA's flash kernel on ready-made contiguous [1, 1, N, C]
+  tokens (the fastest SDPA backend on the CPU, its layout prepared outside the timer). Goal:
+  no slower (ratio >= 1). Two more pairs are recorded for context, not judged: SDPA flash
+  timed from the same maps (layout changes included) and our op on channels_last maps.
+- ``attention fwd memory``: peak extra memory of that forward (profiler allocation events);
+  goal < 256 MiB (the N x N matrix alone is 1 GiB).
+- ``sliding_window time``: identity ``fn`` over 1x3x2448x2448, 508 px windows at stride 381
+  (49 windows), batch 8, constant weights, against MONAI's ``sliding_window_inference`` on
+  the same windows (overlap 0.25). Goal: ratio >= 3.
+- ``streaming memory``: 1x3x10240x10240 through a 1-channel ``fn`` (FCtL grid) in a fresh
+  process; growth of the peak RSS beyond the input; goal < 700 MiB (the output alone is
+  400 MiB).
+
+For a time goal: ``ratio`` is the median over rounds of anchor_ms / ours_ms (paired),
+``ours_ms``/``anchor_ms`` the plain medians, ``wins`` the rounds ours was faster. ``met`` compares
+``ratio`` with ``target``. Results are merged into ``benchmarks/results/<tag>.json`` as section
+``goals.cpu`` (``--quick``: small shapes, written to the temporary folder, never judged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import machine_info, merge_section, metadata, peak_memory_mb, \
+    results_path
+
+GOALS = ("attention", "tiling")
+
+
+def paired_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Times (ms) of every fn over ``rounds`` rounds; each round runs all of them once, the
+    order reversed every other round (so neither side always runs first, after a pause)."""
+    names = list(fns)
+    for fn in fns.values():  # warm-up: first-call allocations, lazy imports, kernel caches
+        fn()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            gc.collect()
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def time_goal(goal: str, issue: int, ours: str, anchor: str, times: dict[str, list[float]],
+              target: float | None) -> dict[str, Any]:
+    """A time row: paired median ratio anchor / ours (> 1: ours faster)."""
+    a, o = times[anchor], times[ours]
+    ratio = statistics.median(x / y for x, y in zip(a, o))
+    return {"goal": goal, "issue": issue, "metric": "time", "ours": ours, "anchor": anchor,
+            "rounds": len(o), "ours_ms": statistics.median(o),
+            "anchor_ms": statistics.median(a), "ratio": ratio,
+            "wins": sum(y < x for x, y in zip(a, o)), "target": target,
+            "met": None if target is None else ratio >= target}
+
+
+def memory_goal(goal: str, issue: int, ours: str, mib: float | None, limit: float,
+                note: str) -> dict[str, Any]:
+    return {"goal": goal, "issue": issue, "metric": "memory", "ours": ours, "anchor": None,
+            "peak_mb": mib, "target": limit, "met": None if mib is None else mib < limit,
+            "note": note}
+
+
+def attention_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from uhrops._backend import use_backend
+    from uhrops.attention import context_attention
+
+    side, c = (16, 32) if quick else (128, 256)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, c, side, side, generator=gen) * (c ** -0.25 if i < 2 else 1.0)
+               for i in range(3))
+    tokens = tuple(t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (q, k, v))
+    maps_cl = tuple(t.contiguous(memory_format=torch.channels_last) for t in (q, k, v))
+
+    def ours(*maps):
+        with use_backend("torch"):
+            return context_attention(*maps, scale=1.0)
+
+    def sdpa(*tok):
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return F.scaled_dot_product_attention(*tok, scale=1.0)
+
+    def sdpa_from_maps():  # what a caller holding NCHW maps writes around SDPA
+        o = sdpa(*(t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (q, k, v)))
+        return o[:, 0].transpose(1, 2).reshape(1, c, side, side)
+
+    fns = {"uhrops-torch": lambda: ours(q, k, v), "sdpa-flash": lambda: sdpa(*tokens),
+           "sdpa-flash from maps": sdpa_from_maps,
+           "uhrops-torch channels_last": lambda: ours(*maps_cl)}
+    case = f"N={side * side} ({side}x{side}) C={c} float32"
+    with torch.no_grad():
+        times = paired_rounds(fns, rounds)
+        mib = peak_memory_mb(fns["uhrops-torch"], "cpu")
+    rows = [time_goal(f"attention fwd time, {case}", 4, "uhrops-torch", "sdpa-flash", times, 1.0),
+            time_goal(f"attention fwd time, {case}", 4, "uhrops-torch", "sdpa-flash from maps",
+                      times, None),
+            time_goal(f"attention fwd time, {case}", 4, "uhrops-torch channels_last",
+                      "sdpa-flash", times, None),
+            memory_goal(f"attention fwd memory, {case}", 4, "uhrops-torch", mib, 256.0,
+                        "profiler: peak of the CPU allocations during one call")]
+    return rows
+
+
+def tiling_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
+    from uhrops._backend import use_backend
+    from uhrops.tiling import PatchGrid, sliding_window
+
+    side, patch, stride = (128, 32, 24) if quick else (2448, 508, 381)
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    grid = PatchGrid.from_stride(side, patch, stride)
+    case = f"1x3x{side}x{side}, {len(grid)} windows of {patch} at stride {stride}, batch 8"
+
+    def ours():
+        with use_backend("torch"):
+            return sliding_window(lambda b: b, x, grid, 8)
+
+    fns: dict[str, Callable[[], Any]] = {"uhrops-torch": ours}
+    rows: list[dict[str, Any]] = []
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError as exc:
+        rows.append({"goal": f"sliding_window time, {case}", "issue": 5, "metric": "time",
+                     "ours": "uhrops-torch", "anchor": "monai", "met": None, "target": 3.0,
+                     "note": f"monai not importable: {exc}"})
+    else:
+        fns["monai"] = lambda: sliding_window_inference(x, (patch, patch), 8, lambda b: b,
+                                                        overlap=0.25, mode="constant")
+        with torch.no_grad():
+            diff = (fns["monai"]() - ours()).abs().max().item()
+            if diff > 1e-5:  # the two must compute the same thing for the ratio to mean much
+                raise RuntimeError(f"sliding_window and MONAI differ by {diff} on {case}")
+            times = paired_rounds(fns, rounds)
+        rows.append(time_goal(f"sliding_window time, {case}", 5, "uhrops-torch", "monai",
+                              times, 3.0))
+    if not quick:
+        from benchmarks.ops_tiling import _stream_row
+
+        r = _stream_row(10240, 508)
+        rows.append(memory_goal("streaming memory, 1x3x10240x10240 -> 1 channel", 5,
+                                "uhrops-torch", r.get("peak_mb"), 700.0,
+                                f"{r['case']}: {r.get('note', '')}"))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """Plain-text lines of the goal rows (console output)."""
+    out = []
+    for r in rows:
+        met = {True: "met", False: "NOT met", None: "info"}[r.get("met")]
+        if r["metric"] == "time" and r.get("ratio") is not None:
+            out.append(f"[{met}] {r['goal']}: {r['anchor']} / {r['ours']} = {r['ratio']:.3f}x "
+                       f"(paired median of {r['rounds']}; medians {r['anchor_ms']:.1f} / "
+                       f"{r['ours_ms']:.1f} ms; ours faster in {r['wins']}/{r['rounds']}; "
+                       f"target {r['target']})")
+        elif r["metric"] == "memory":
+            out.append(f"[{met}] {r['goal']}: {r.get('peak_mb')} MiB (limit {r['target']})")
+        else:
+            out.append(f"[{met}] {r['goal']}: {r.get('note')}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.goals",
+                                description="Paired measurements of the CPU goals of the "
+                                            "attention and tiling issues.")
+    p.add_argument("--only", default=",".join(GOALS),
+                   help="comma-separated: " + ", ".join(GOALS))
+    p.add_argument("--rounds", type=int, default=15, help="paired rounds per time goal")
+    p.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
+    p.add_argument("--json", default=None,
+                   help="results file to merge into (default benchmarks/results/<tag>.json)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--note", default=None, help="free text stored with the section")
+    args = p.parse_args(argv)
+    names = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [n for n in names if n not in GOALS]
+    if unknown:
+        p.error(f"--only: unknown goal group(s) {unknown}; choose from {', '.join(GOALS)}")
+    if args.rounds < 3:
+        p.error(f"--rounds {args.rounds}: use at least 3 (a median of fewer is not one)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows += {"attention": attention_goals, "tiling": tiling_goals}[name](args.rounds,
+                                                                             args.quick)
+    if args.quick:  # small shapes say nothing about the goals
+        for r in rows:
+            r["met"] = None
+    print(format_rows(rows))
+    path = results_path("cpu", args.json, args.quick)
+    meta = metadata("cpu")
+    meta.update({"quick": args.quick, "note": args.note, "command": " ".join(sys.argv),
+                 "rounds": args.rounds})
+    merge_section(path, "goals.cpu", rows, meta, key=("goal", "ours", "anchor"),
+                  machine=machine_info("cpu"))
+    print(f"merged into {path} [goals.cpu]\nregenerate the README tables with: "
+          f"python -m benchmarks.report")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
