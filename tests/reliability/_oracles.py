@@ -199,28 +199,6 @@ def local_context_correlation(module, local, context) -> torch.Tensor:
 # ---- tiling --------------------------------------------------------------------------------
 
 
-def stride_starts(size: int, p: int, stride: int) -> list[int]:
-    """mmsegmentation's slide_inference loop."""
-    n = max(size - p + stride - 1, 0) // stride + 1
-    starts = []
-    for i in range(n):
-        y1 = i * stride
-        y2 = min(y1 + p, size)
-        starts.append(max(y2 - p, 0))
-    return starts
-
-
-def min_overlap_starts(size: int, p: int, min_overlap: float) -> list[int]:
-    """GLNet's get_patch_info: the fewest patches overlapping by >= min_overlap."""
-    if size <= p:
-        return [0]
-    n = max(math.ceil(size / p), 2)
-    while p - (size - p) / (n - 1) < min_overlap:
-        n += 1
-    step = (size - p) / (n - 1)
-    return [int(round(i * step)) for i in range(n - 1)] + [size - p]
-
-
 def boxes(grid) -> list[tuple[int, int]]:
     return [(y, x) for y in grid.ys for x in grid.xs]
 

@@ -37,6 +37,7 @@ import uhrops
 from tests.conftest import triton_ready
 from tests.reliability import _oracles as O
 from tests.reliability._report import REPORT
+from tests.uhrops.test_tiling import glnet_starts, mmseg_starts  # the grid-rule oracles
 from uhrops import BackendUnavailableError, PatchGrid
 
 F64 = torch.float64
@@ -930,8 +931,8 @@ def case_patch_grid(data, module=False):
         if H != W else data.draw(st.sampled_from([H, (H, W)]))
     patch_size: Any = (ph, pw) if ph != pw else ph
     stride: Any = (sh, sw)
-    ys = tuple(O.stride_starts(H, ph, sh))
-    xs = tuple(O.stride_starts(W, pw, sw))
+    ys = tuple(mmseg_starts(H, ph, sh))
+    xs = tuple(mmseg_starts(W, pw, sw))
     expect = None
     if fault == "image_size":
         image_size = data.draw(st.sampled_from([0, (H, 0), (-3, W), (H, W, 1), 2.5, "big"]))
@@ -953,7 +954,7 @@ def case_patch_grid(data, module=False):
         kind = "explicit"
         H, W = max(H, ph + 2), max(W, pw + 2)
         image_size = (H, W)
-        ys, xs = tuple(O.stride_starts(H, ph, sh)), tuple(O.stride_starts(W, pw, sw))
+        ys, xs = tuple(mmseg_starts(H, ph, sh)), tuple(mmseg_starts(W, pw, sw))
         bad = data.draw(st.sampled_from(["unsorted", "past", "negative", "empty", "float"]))
         ys = {"unsorted": (H - ph, 0), "past": (0, H - ph + 1), "negative": (-1, 0),
               "empty": (), "float": (0.0, 1)}[bad]
@@ -969,9 +970,9 @@ def case_patch_grid(data, module=False):
     def check(grid):
         """Starts against the oracle rules, and the coverage of every pixel."""
         if kind == "stride":
-            want = (O.stride_starts(H, ph, sh), O.stride_starts(W, pw, sw))
+            want = (mmseg_starts(H, ph, sh), mmseg_starts(W, pw, sw))
         elif kind == "min_overlap":
-            want = (O.min_overlap_starts(H, ph, ov), O.min_overlap_starts(W, pw, ov))
+            want = (glnet_starts(H, ph, ov), glnet_starts(W, pw, ov))
         else:
             want = (list(ys), list(xs))
         assert (list(grid.ys), list(grid.xs)) == want, (grid, want)
