@@ -21,12 +21,14 @@ import contextlib
 import contextvars
 import functools
 import os
-from typing import Iterator, Literal
+import warnings
+from typing import Callable, Iterator, Literal, TypeVar
 
 import torch
 
 BackendName = Literal["auto", "torch", "triton"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
+T = TypeVar("T")
 
 _process_default: str = os.environ.get("UHROPS_BACKEND", "auto")
 _scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("uhrops_backend", default=None)
@@ -98,17 +100,42 @@ def interpreter_enabled() -> bool:
 
 
 def triton_unavailable_reason(device: torch.device | str) -> str | None:
-    """Why the Triton path cannot run on ``device``, or None when it can."""
+    """Why the Triton path cannot run on ``device``, or None when it can.
+
+    On a CUDA device where some kernels failed to compile or launch under "auto" (see
+    :func:`run_with_fallback`), the reason names those kernels and why; the other kernels
+    still run there.
+    """
     from uhrops._checks import check_device
 
     device = check_device(device, "device", "triton_unavailable_reason")
+    reason = _device_reason(device)
+    if reason is None and device.type == "cuda" and _failed:
+        listed = "; ".join(f"{name} {dict(key[0]) if key else ''}: {why}"
+                           for (name, key), why in sorted(_failed.items(), key=str))
+        return (f"these Triton kernels failed on this GPU and \"auto\" runs the PyTorch path "
+                f"for them: {listed}")
+    return reason
+
+
+# Set by the compile check (uhrops.kernels.compile_check) while it records the launches the
+# host code makes: CPU tensors then plan and "launch" as if on a GPU, and nothing runs.
+_recorder: contextvars.ContextVar = contextvars.ContextVar("uhrops_kernel_recorder", default=None)
+
+
+def recording_launches() -> bool:
+    """True inside the compile check's recording (launches are captured, not run)."""
+    return _recorder.get() is not None
+
+
+def _device_reason(device: torch.device) -> str | None:
     reason = _triton_import_error()
     if reason is not None:
         return reason
     if device.type == "cuda":
         return None
     if device.type == "cpu":
-        if interpreter_enabled():
+        if interpreter_enabled() or recording_launches():
             return None
         return (
             "the tensors are on the CPU and the Triton interpreter is off; set the environment "
@@ -122,7 +149,9 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
 
 
 def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
-    """Pick the path ("torch" or "triton") that ``op`` runs for ``tensors``.
+    """Pick the path that ``op`` runs for ``tensors``: "torch", "triton" (asked for: a kernel
+    failure raises) or ``AUTO_TRITON`` (chosen by "auto": a kernel failure falls back to
+    PyTorch with a warning, see :func:`run_with_fallback`).
 
     ``has_triton=False`` says the op has no Triton kernel for these arguments; "triton" then
     raises, "auto" quietly takes PyTorch.
@@ -142,15 +171,96 @@ def _resolve_for(op: str, device_type: str, has_triton: bool, what: str = "") ->
     if choice == "torch":
         return "torch"
     if choice == "auto":
-        if has_triton and device_type == "cuda" and _triton_import_error() is None:
-            return "triton"
+        if has_triton and (device_type == "cuda" or recording_launches()) \
+                and _triton_import_error() is None:
+            return AUTO_TRITON
         return "torch"
     if not has_triton:
         raise BackendUnavailableError(
             f"{op}: the Triton backend has no kernel for these arguments"
             f"{f' ({what})' if what else ''}; use uhrops.use_backend(\"torch\") or \"auto\""
         )
-    reason = triton_unavailable_reason(device_type)
+    reason = _device_reason(torch.device(device_type))
     if reason is not None:
         raise BackendUnavailableError(f"{op}: the Triton backend cannot run: {reason}")
     return "triton"
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel failures under "auto": warn once, run PyTorch instead.
+# --------------------------------------------------------------------------------------------
+# The backend string an op receives says who chose Triton. "triton" (asked for by the user)
+# raises on a kernel failure; AUTO_TRITON (chosen by "auto") falls back to PyTorch. The string
+# travels into the custom ops and their saved backward context, so a backward pass running on
+# autograd's device thread (where the caller's use_backend scope is not visible) keeps the
+# forward's policy.
+AUTO_TRITON = "auto:triton"
+
+STRICT_ENV = "UHROPS_STRICT_KERNELS"
+
+
+class KernelLaunchError(RuntimeError):
+    """A Triton kernel failed to compile or launch (compiler error, out of resources, an
+    architecture Triton does not support, a grid beyond CUDA's limits).
+
+    ``kernel`` names the Triton function, ``key`` identifies its specialisation (constexpr
+    values, warps, argument dtypes) and ``reason`` is the underlying error in one line.
+    """
+
+    def __init__(self, kernel: str, key: tuple, reason: str):
+        self.kernel, self.key, self.reason = kernel, key, reason
+        super().__init__(f"Triton kernel {kernel} failed: {reason}")
+
+
+def is_triton(backend: str) -> bool:
+    """True for both ways of running the Triton path ("triton" and "auto"'s choice)."""
+    return backend == "triton" or backend == AUTO_TRITON
+
+
+def strict_kernels() -> bool:
+    """``UHROPS_STRICT_KERNELS=1``: a kernel failure raises under "auto" too (tests, benchmarks)."""
+    return os.environ.get(STRICT_ENV, "0") not in ("", "0")
+
+
+# (kernel, specialisation key) -> one-line reason, for kernels that failed under "auto".
+_failed: dict[tuple[str, tuple], str] = {}
+
+
+def kernel_failed(kernel: str, key: tuple) -> str | None:
+    """The recorded reason when this specialisation already failed under "auto", else None."""
+    return _failed.get((kernel, key))
+
+
+def run_with_fallback(op: str, backend: str, run: "Callable[[str], T]",
+                      example: torch.Tensor | None = None) -> "T":
+    """``run(path)`` with path "triton", or with "torch" when "auto"'s kernel fails.
+
+    ``run`` must be pure (no mutated inputs), so running it again on the other path is safe.
+    The first failure of each (kernel, specialisation) warns, naming the kernel, the op's input
+    shape and dtype and the reason; later calls of the same specialisation fall back quietly
+    (the launcher does not retry the compiler).
+    """
+    if not is_triton(backend):
+        return run("torch")
+    try:
+        return run("triton")
+    except KernelLaunchError as exc:
+        if backend == "triton" or strict_kernels():
+            raise
+        where = "" if example is None else \
+            f" for input of shape {tuple(example.shape)} and dtype {example.dtype}"
+        if (exc.kernel, exc.key) not in _failed:
+            _failed[(exc.kernel, exc.key)] = exc.reason
+            warnings.warn(
+                f"uhrops.{op}: Triton kernel {exc.kernel} could not run{where} "
+                f"({exc.reason}); running the PyTorch path instead (same op, slower). Set "
+                f"{STRICT_ENV}=1 to make this an error, or use uhrops.use_backend(\"torch\") "
+                "to silence it.",
+                RuntimeWarning, stacklevel=3,
+            )
+        return run("torch")
+
+
+def failed_kernels() -> dict[tuple[str, tuple], str]:
+    """The kernels that failed under "auto" in this process (a copy), with their reasons."""
+    return dict(_failed)

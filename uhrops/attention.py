@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve
+from uhrops._backend import is_triton, resolve, run_with_fallback
 
 __all__ = ["context_attention", "LocalContextCorrelation"]
 
@@ -233,17 +233,20 @@ def _torch_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
 @torch.library.custom_op("uhrops::context_attention", mutates_args=())
 def _attention_op(query: Tensor, key: Tensor, value: Tensor, scale: float,
                   backend: str) -> tuple[Tensor, Tensor]:
-    if backend == "triton":
-        from uhrops.kernels import attention as _kernels
+    def run(path: str) -> tuple[Tensor, Tensor]:
+        if path == "triton":
+            from uhrops.kernels import attention as _kernels
 
-        return _kernels.attention_forward(query, key, value, scale)
-    return _torch_forward(query, key, value, scale)
+            return _kernels.attention_forward(query, key, value, scale)
+        return _torch_forward(query, key, value, scale)
+
+    return run_with_fallback("context_attention", backend, run, query)
 
 
 @_attention_op.register_fake
 def _(query, key, value, scale, backend):
     b, _, hq, wq = query.shape
-    fmt = torch.channels_last if backend != "triton" and _use_cpu_fused(query, value) \
+    fmt = torch.channels_last if not is_triton(backend) and _use_cpu_fused(query, value) \
         and _cpu_fused_channels_last(query) else torch.contiguous_format
     out = torch.empty((b, value.shape[1], hq, wq), dtype=value.dtype, device=query.device,
                       memory_format=fmt)
@@ -255,12 +258,15 @@ def _(query, key, value, scale, backend):
 def _attention_backward_op(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
                            key: Tensor, value: Tensor, out: Tensor, lse: Tensor, scale: float,
                            backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    if backend == "triton":
-        from uhrops.kernels import attention as _kernels
+    def run(path: str) -> tuple[Tensor, Tensor, Tensor]:
+        if path == "triton":
+            from uhrops.kernels import attention as _kernels
 
-        return _kernels.attention_backward(grad_out, grad_lse, query, key, value, out, lse,
-                                           scale)
-    return _torch_backward(grad_out, grad_lse, query, key, value, out, lse, scale)
+            return _kernels.attention_backward(grad_out, grad_lse, query, key, value, out, lse,
+                                               scale)
+        return _torch_backward(grad_out, grad_lse, query, key, value, out, lse, scale)
+
+    return run_with_fallback("context_attention backward", backend, run, query)
 
 
 @_attention_backward_op.register_fake

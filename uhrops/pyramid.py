@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve
+from uhrops._backend import resolve, run_with_fallback
 
 __all__ = [
     "pyr_down",
@@ -277,9 +277,8 @@ def _kernels():
 
 @torch.library.custom_op("uhrops::pyr_down", mutates_args=())
 def _pyr_down_op(x: Tensor, backend: str) -> Tensor:
-    if backend == "triton":
-        return _kernels().pyr_down(x)
-    return _torch_down(x)
+    return run_with_fallback("pyr_down", backend, lambda path: (
+        _kernels().pyr_down(x) if path == "triton" else _torch_down(x)), x)
 
 
 @_pyr_down_op.register_fake
@@ -290,9 +289,9 @@ def _(x, backend):
 
 @torch.library.custom_op("uhrops::pyr_down_adjoint", mutates_args=())
 def _pyr_down_adj_op(grad: Tensor, H: int, W: int, backend: str) -> Tensor:
-    if backend == "triton":
-        return _kernels().pyr_down_adjoint(grad, H, W)
-    return _torch_down_adjoint(grad, H, W)
+    return run_with_fallback("pyr_down_adjoint", backend, lambda path: (
+        _kernels().pyr_down_adjoint(grad, H, W) if path == "triton"
+        else _torch_down_adjoint(grad, H, W)), grad)
 
 
 @_pyr_down_adj_op.register_fake
@@ -303,9 +302,8 @@ def _(grad, H, W, backend):
 
 @torch.library.custom_op("uhrops::pyr_up", mutates_args=())
 def _pyr_up_op(x: Tensor, H: int, W: int, backend: str) -> Tensor:
-    if backend == "triton":
-        return _kernels().pyr_up(x, H, W)
-    return _torch_up(x, H, W)
+    return run_with_fallback("pyr_up", backend, lambda path: (
+        _kernels().pyr_up(x, H, W) if path == "triton" else _torch_up(x, H, W)), x)
 
 
 @_pyr_up_op.register_fake
@@ -316,9 +314,9 @@ def _(x, H, W, backend):
 
 @torch.library.custom_op("uhrops::pyr_up_adjoint", mutates_args=())
 def _pyr_up_adj_op(grad: Tensor, h: int, w: int, scale: float, backend: str) -> Tensor:
-    if backend == "triton":
-        return _kernels().pyr_up_adjoint(grad, h, w, scale)
-    return _torch_up_adjoint(grad, h, w, scale)
+    return run_with_fallback("pyr_up_adjoint", backend, lambda path: (
+        _kernels().pyr_up_adjoint(grad, h, w, scale) if path == "triton"
+        else _torch_up_adjoint(grad, h, w, scale)), grad)
 
 
 @_pyr_up_adj_op.register_fake
@@ -332,9 +330,9 @@ def _pyr_up_add_op(base: Tensor, coarse: Tensor, sign: float, backend: str) -> T
     """base + sign * pyr_up(coarse, base's size): a Laplacian level (sign -1) or a
     reconstruction step (sign +1) in one pass."""
     H, W = base.shape[-2:]
-    if backend == "triton":
-        return _kernels().pyr_up(coarse, H, W, base=base, sign=sign)
-    return _torch_up(coarse, H, W, base=base, sign=sign)
+    return run_with_fallback("pyr_up_add", backend, lambda path: (
+        _kernels().pyr_up(coarse, H, W, base=base, sign=sign) if path == "triton"
+        else _torch_up(coarse, H, W, base=base, sign=sign)), base)
 
 
 @_pyr_up_add_op.register_fake

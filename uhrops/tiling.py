@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve
+from uhrops._backend import resolve, run_with_fallback
 
 __all__ = [
     "PatchGrid",
@@ -722,9 +722,9 @@ def _scatter_triton(patches: Tensor, weight: Tensor | None, ys: List[int], xs: L
 @torch.library.custom_op("uhrops::tile_gather", mutates_args=())
 def _gather_op(image: Tensor, weight: Optional[Tensor], ys: List[int], xs: List[int], ph: int,
                pw: int, normalize: bool, backend: str) -> Tensor:
-    if backend == "triton":
-        return _gather_triton(image, weight, ys, xs, ph, pw, normalize)
-    return _gather_torch(image, weight, ys, xs, ph, pw, normalize)
+    return run_with_fallback("extract_patches", backend, lambda path: (
+        _gather_triton if path == "triton" else _gather_torch)(
+            image, weight, ys, xs, ph, pw, normalize), image)
 
 
 @_gather_op.register_fake
@@ -736,9 +736,9 @@ def _(image, weight, ys, xs, ph, pw, normalize, backend):
 @torch.library.custom_op("uhrops::tile_scatter", mutates_args=())
 def _scatter_op(patches: Tensor, weight: Optional[Tensor], ys: List[int], xs: List[int],
                 height: int, width: int, normalize: bool, backend: str) -> Tensor:
-    if backend == "triton":
-        return _scatter_triton(patches, weight, ys, xs, height, width, normalize)
-    return _scatter_torch(patches, weight, ys, xs, height, width, normalize)
+    return run_with_fallback("merge_patches", backend, lambda path: (
+        _scatter_triton if path == "triton" else _scatter_torch)(
+            patches, weight, ys, xs, height, width, normalize), patches)
 
 
 @_scatter_op.register_fake

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve
+from uhrops._backend import resolve, run_with_fallback
 
 __all__ = [
     "PAD_MODES",
@@ -255,6 +255,10 @@ def _waverec_impl(low: Tensor, highs: Sequence[Tensor], sizes: Sequence[tuple[in
 
 @torch.library.custom_op("uhrops::haar_dwt2d", mutates_args=())
 def _dwt_op(x: Tensor, pad: int, backend: str) -> Tensor:
+    return run_with_fallback("haar_dwt2d", backend, lambda path: _dwt_impl(x, pad, path), x)
+
+
+def _dwt_impl(x: Tensor, pad: int, backend: str) -> Tensor:
     B, C, H, W = x.shape
     y = x.new_empty(B, C, 4, _half_size(H), _half_size(W))
     _dwt_level(x, pad, backend, y[:, :, 0], y[:, :, 1:])
@@ -283,7 +287,8 @@ _dwt_op.register_autograd(_dwt_bwd, setup_context=_dwt_setup)
 
 @torch.library.custom_op("uhrops::haar_idwt2d", mutates_args=())
 def _idwt_op(y: Tensor, backend: str) -> Tensor:
-    return _idwt_level(y[:, :, 0], y[:, :, 1:], backend)
+    return run_with_fallback("haar_idwt2d", backend,
+                             lambda path: _idwt_level(y[:, :, 0], y[:, :, 1:], path), y)
 
 
 @_idwt_op.register_fake
@@ -305,7 +310,8 @@ _idwt_op.register_autograd(_idwt_bwd, setup_context=_idwt_setup)
 
 @torch.library.custom_op("uhrops::haar_wavedec2", mutates_args=())
 def _wavedec_op(x: Tensor, levels: int, pad: int, backend: str) -> list[Tensor]:
-    return _wavedec_impl(x, levels, pad, backend)
+    return run_with_fallback("haar_wavedec2", backend,
+                             lambda path: _wavedec_impl(x, levels, pad, path), x)
 
 
 @_wavedec_op.register_fake
@@ -349,7 +355,8 @@ def _waverec_op(low: Tensor, highs: list[Tensor], H: int, W: int, pad: int,
     """Reconstruct to (H, W); per level, extra samples are cropped (``pad`` = -1 or zero) or
     folded back onto their source (the adjoint of :func:`_wavedec_op`'s padding)."""
     sizes = _level_sizes(H, W, len(highs))
-    return _waverec_impl(low, highs, sizes, pad, backend)
+    return run_with_fallback("haar_waverec2", backend,
+                             lambda path: _waverec_impl(low, highs, sizes, pad, path), low)
 
 
 @_waverec_op.register_fake
@@ -374,6 +381,11 @@ _waverec_op.register_autograd(_waverec_bwd, setup_context=_waverec_setup)
 
 @torch.library.custom_op("uhrops::haar_packet2d", mutates_args=())
 def _packet_op(x: Tensor, levels: int, backend: str) -> Tensor:
+    return run_with_fallback("haar_packet2d", backend,
+                             lambda path: _packet_impl(x, levels, path), x)
+
+
+def _packet_impl(x: Tensor, levels: int, backend: str) -> Tensor:
     if backend == "triton":
         return _kernels().packet(x, levels)
     B, C, H, W = x.shape
@@ -395,6 +407,11 @@ def _(x, levels, backend):
 
 @torch.library.custom_op("uhrops::haar_ipacket2d", mutates_args=())
 def _ipacket_op(y: Tensor, levels: int, backend: str) -> Tensor:
+    return run_with_fallback("haar_ipacket2d", backend,
+                             lambda path: _ipacket_impl(y, levels, path), y)
+
+
+def _ipacket_impl(y: Tensor, levels: int, backend: str) -> Tensor:
     if backend == "triton":
         return _kernels().ipacket(y, levels)
     B, C, n, h, w = y.shape

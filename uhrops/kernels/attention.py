@@ -41,11 +41,13 @@ Nothing here imports torch.nn; argument checks are the caller's job (uhrops/atte
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from uhrops._backend import recording_launches
+from uhrops.kernels._launch import interpreted, launch
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
@@ -319,39 +321,40 @@ def _precision(dtype: torch.dtype) -> str:
 def _upcast(t: torch.Tensor) -> bool:
     # triton 3.9's interpreter computes tl.dot on bfloat16 operands wrongly (values ~1e10);
     # under the interpreter bf16 tiles are converted to fp32 before each dot instead.
-    return (t.dtype == torch.bfloat16 and t.device.type == "cpu"
-            and os.environ.get("TRITON_INTERPRET", "0") == "1")
+    return t.dtype == torch.bfloat16 and interpreted(t)
 
 
 def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> dict[str, int]:
     """Block sizes and warps for the kernels (powers of two, >= 16 so ``tl.dot`` compiles).
 
-    On CUDA (chosen by compiling every kernel for sm_90 with the bundled ptxas and reading
-    the register use; not yet timed on hardware):
+    On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
+    specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
+    timed on hardware):
       - fp16/bf16: forward 64x64 token blocks, 64-wide channel reduction tiles, value
-        chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps, no spills;
-        backward 64x64 token blocks, 32-wide reduction tiles, 128-wide output-channel
-        chunks, 8 warps, no spills.
+        chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps; backward 64x64
+        token blocks, 32-wide reduction tiles, 64-wide output-channel chunks (128 spilled
+        280 bytes in dK/dV on sm_90), 8 warps. No spills on sm_90.
       - fp32 ("ieee" products run on the FMA units, which need more registers): forward
-        64x64 blocks, 32-wide reduction tiles, value chunks up to 128, 8 warps (16 bytes of
-        spill); backward 64x32 blocks, 32-wide tiles, 64-wide output chunks, 8 warps.
+        64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps; backward
+        64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. No spills on
+        sm_90 (32-wide reduction tiles spilled 8-28 bytes).
     Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
     channel tiles keep the number of interpreted programs small.
     """
-    if device.type != "cuda":
+    if device.type != "cuda" and not recording_launches():
         return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(min(cq, cv), 16, 128),
                 "BLOCK_DV": _pow2(cv, 16, 128), "BLOCK_CO": _pow2(max(cq, cv), 16, 256),
                 "WARPS_FWD": 4, "WARPS_BWD": 4, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32,
                 "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
     if dtype == torch.float32:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 32, "BLOCK_DV": _pow2(cv, 16, 128),
-                "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 32,
-                "BLOCK_CO": _pow2(max(cq, cv), 16, 64), "WARPS_BWD": 8}
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 128),
+                "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 32, 64), "WARPS_BWD": 8}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
             "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
             "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
-            "BLOCK_CO": _pow2(max(cq, cv), 16, 128), "WARPS_BWD": 8}
+            "BLOCK_CO": _pow2(max(cq, cv), 16, 64), "WARPS_BWD": 8}
 
 
 # Tests may replace this with a function returning other (power-of-two) blocks.
@@ -388,18 +391,18 @@ def attention_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         return out.view(b, cv, hq, wq), lse
     cfg = _config(nq, nk, cq, cv, query.device, query.dtype)
     grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b, triton.cdiv(cv, cfg["BLOCK_DV"]))
-    _fwd_kernel[grid](
-        q, k, v, out, lse,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        nq, nk, cq, cv,
-        float(scale) * _LOG2E,
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-        BLOCK_CR=cfg["BLOCK_CR"], BLOCK_DV=cfg["BLOCK_DV"],
-        PREC=_precision(query.dtype), UPCAST=_upcast(query),
-        num_warps=cfg["WARPS_FWD"],
+    launch(_fwd_kernel, grid,
+           q, k, v, out, lse,
+           q.stride(0), q.stride(1), q.stride(2),
+           k.stride(0), k.stride(1), k.stride(2),
+           v.stride(0), v.stride(1), v.stride(2),
+           out.stride(0), out.stride(1), out.stride(2),
+           nq, nk, cq, cv,
+           float(scale) * _LOG2E,
+           BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+           BLOCK_CR=cfg["BLOCK_CR"], BLOCK_DV=cfg["BLOCK_DV"],
+           PREC=_precision(query.dtype), UPCAST=_upcast(query),
+           num_warps=cfg["WARPS_FWD"],
     )
     return out.view(b, cv, hq, wq), lse
 
@@ -429,39 +432,39 @@ def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
     delta = torch.empty((b, nq), dtype=torch.float32, device=dev)
     has_dlse = grad_lse is not None
     dlse = grad_lse.contiguous() if has_dlse else delta
-    _bwd_delta_kernel[(triton.cdiv(nq, bm), b)](
-        o, do, dlse, delta,
-        o.stride(0), o.stride(1), o.stride(2),
-        do.stride(0), do.stride(1), do.stride(2),
-        nq, cv,
-        HAS_DLSE=has_dlse, BLOCK_M=bm, BLOCK_C=cfg["BLOCK_CR_BWD"],
+    launch(_bwd_delta_kernel, (triton.cdiv(nq, bm), b),
+           o, do, dlse, delta,
+           o.stride(0), o.stride(1), o.stride(2),
+           do.stride(0), do.stride(1), do.stride(2),
+           nq, cv,
+           HAS_DLSE=has_dlse, BLOCK_M=bm, BLOCK_C=cfg["BLOCK_CR_BWD"],
     )
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_CR=cfg["BLOCK_CR_BWD"],
                   BLOCK_CO=cfg["BLOCK_CO"], PREC=prec, UPCAST=_upcast(query),
                   num_warps=cfg["WARPS_BWD"])
     grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
-    _bwd_dkdv_kernel[grid](
-        q, k, v, do, lse, delta, dk3, dv3,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        do.stride(0), do.stride(1), do.stride(2),
-        dk3.stride(0), dk3.stride(1), dk3.stride(2),
-        dv3.stride(0), dv3.stride(1), dv3.stride(2),
-        nq, nk, cq, cv,
-        float(scale) * _LOG2E, float(scale),
-        **common,
+    launch(_bwd_dkdv_kernel, grid,
+           q, k, v, do, lse, delta, dk3, dv3,
+           q.stride(0), q.stride(1), q.stride(2),
+           k.stride(0), k.stride(1), k.stride(2),
+           v.stride(0), v.stride(1), v.stride(2),
+           do.stride(0), do.stride(1), do.stride(2),
+           dk3.stride(0), dk3.stride(1), dk3.stride(2),
+           dv3.stride(0), dv3.stride(1), dv3.stride(2),
+           nq, nk, cq, cv,
+           float(scale) * _LOG2E, float(scale),
+           **common,
     )
     grid = (triton.cdiv(nq, bm), b, triton.cdiv(cq, cfg["BLOCK_CO"]))
-    _bwd_dq_kernel[grid](
-        q, k, v, do, lse, delta, dq3,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        do.stride(0), do.stride(1), do.stride(2),
-        dq3.stride(0), dq3.stride(1), dq3.stride(2),
-        nq, nk, cq, cv,
-        float(scale) * _LOG2E, float(scale),
-        **common,
+    launch(_bwd_dq_kernel, grid,
+           q, k, v, do, lse, delta, dq3,
+           q.stride(0), q.stride(1), q.stride(2),
+           k.stride(0), k.stride(1), k.stride(2),
+           v.stride(0), v.stride(1), v.stride(2),
+           do.stride(0), do.stride(1), do.stride(2),
+           dq3.stride(0), dq3.stride(1), dq3.stride(2),
+           nq, nk, cq, cv,
+           float(scale) * _LOG2E, float(scale),
+           **common,
     )
     return dq, dk, dv

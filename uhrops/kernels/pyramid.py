@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from uhrops.kernels._launch import launch
+
 # Output tile per program: 8 rows x 64 columns (row-contiguous stores, few programs for the
 # interpreter, enough independent loads per program on a GPU).
 _BLOCK_H = 8
@@ -294,9 +296,9 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     y = x.new_empty(B, C, Ho, Wo)
     total, n_th, n_tw = _grid(B, C, Ho, Wo)
     if total:
-        _down_kernel[(total,)](x, y, C, H, W, Ho, Wo, n_th, n_tw, *x.stride(), *y.stride(),
-                               ACC=_acc(x.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-                               num_warps=_NUM_WARPS)
+        launch(_down_kernel, (total,), x, y, C, H, W, Ho, Wo, n_th, n_tw, *x.stride(), *y.stride(),
+               ACC=_acc(x.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
+               num_warps=_NUM_WARPS)
     return y
 
 
@@ -308,10 +310,10 @@ def pyr_up(x: torch.Tensor, Ho: int, Wo: int, base: torch.Tensor | None = None,
     total, n_th, n_tw = _grid(B, C, Ho, Wo)
     if total:
         bt = base if base is not None else y
-        _up_kernel[(total,)](x, bt, y, C, h, w, Ho, Wo, n_th, n_tw, float(sign),
-                             *x.stride(), *bt.stride(), *y.stride(),
-                             HAS_BASE=base is not None, ACC=_acc(x.dtype),
-                             BH=_BLOCK_H, BW=_BLOCK_W, num_warps=_NUM_WARPS)
+        launch(_up_kernel, (total,), x, bt, y, C, h, w, Ho, Wo, n_th, n_tw, float(sign),
+               *x.stride(), *bt.stride(), *y.stride(),
+               HAS_BASE=base is not None, ACC=_acc(x.dtype),
+               BH=_BLOCK_H, BW=_BLOCK_W, num_warps=_NUM_WARPS)
     return y
 
 
@@ -321,9 +323,9 @@ def pyr_down_adjoint(g: torch.Tensor, H: int, W: int) -> torch.Tensor:
     y = g.new_empty(B, C, H, W)
     total, n_th, n_tw = _grid(B, C, H, W)
     if total:
-        _down_adj_kernel[(total,)](g, y, C, m, mw, H, W, n_th, n_tw, *g.stride(), *y.stride(),
-                                   ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-                                   num_warps=_NUM_WARPS)
+        launch(_down_adj_kernel, (total,), g, y, C, m, mw, H, W, n_th, n_tw, *g.stride(), *y.stride(),
+               ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
+               num_warps=_NUM_WARPS)
     return y
 
 
@@ -333,8 +335,8 @@ def pyr_up_adjoint(g: torch.Tensor, h: int, w: int, scale: float = 1.0) -> torch
     y = g.new_empty(B, C, h, w)
     total, n_th, n_tw = _grid(B, C, h, w)
     if total:
-        _up_adj_kernel[(total,)](g, y, C, Ho, Wo, h, w, n_th, n_tw, float(scale),
-                                 *g.stride(), *y.stride(),
-                                 ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-                                 num_warps=_NUM_WARPS)
+        launch(_up_adj_kernel, (total,), g, y, C, Ho, Wo, h, w, n_th, n_tw, float(scale),
+               *g.stride(), *y.stride(),
+               ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
+               num_warps=_NUM_WARPS)
     return y

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from uhrops.kernels._launch import launch
+
 GATHER_BLOCK = (32, 64)
 SCATTER_BLOCK = (32, 64)
 
@@ -34,13 +36,17 @@ def _gather_kernel(img_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
                    s_b, s_c, s_h, s_w,
                    HAS_W: tl.constexpr, HAS_N: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    pid = tl.program_id(0)  # over (b, k, c)
-    pid_t = tl.program_id(1)  # over tiles of the patch
+    # One grid axis over (b, k, c, patch tile), tiles fastest (a second axis would be capped
+    # at 65535 tiles, which a patch over ~11600^2 exceeds).
+    tiles_w = tl.cdiv(PW, BLOCK_W)
+    n_tiles = tl.cdiv(PH, BLOCK_H) * tiles_w
+    pid_all = tl.program_id(0)
+    pid_t = pid_all % n_tiles
+    pid = pid_all // n_tiles  # over (b, k, c)
     c = pid % C
     bk = pid // C
     k = bk % N
     b = bk // N
-    tiles_w = tl.cdiv(PW, BLOCK_W)
     r = (pid_t // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
     q = (pid_t % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
     y = tl.load(ys_ptr + k // NX) + r
@@ -65,11 +71,15 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
                     s_n, s_c, s_h, s_w,
                     HAS_W: tl.constexpr, NORMALIZE: tl.constexpr,
                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    pid_t = tl.program_id(0)  # over output tiles (axis 0: no 65535 limit)
-    pid = tl.program_id(1)  # over (b, c)
+    # One grid axis over (b, c, output tile), tiles fastest: CUDA caps axes 1 and 2 at 65535,
+    # which B * C (and the tiles of an image over ~11600^2) can exceed.
+    tiles_w = tl.cdiv(W, BLOCK_W)
+    n_tiles = tl.cdiv(H, BLOCK_H) * tiles_w
+    pid_all = tl.program_id(0)
+    pid_t = pid_all % n_tiles
+    pid = pid_all // n_tiles  # over (b, c)
     c = pid % C
     b = pid // C
-    tiles_w = tl.cdiv(W, BLOCK_W)
     th = pid_t // tiles_w
     tw = pid_t % tiles_w
     y = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
@@ -122,11 +132,11 @@ def gather(image: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[t
     w = weight.contiguous() if weight is not None else out
     nm = norm.contiguous() if norm is not None else out
     bh, bw = GATHER_BLOCK
-    grid = (B * n * C, triton.cdiv(ph, bh) * triton.cdiv(pw, bw))
-    _gather_kernel[grid](image, out, w, nm, _i32(ys, dev), _i32(xs, dev),
-                         C, H, W, n, nx, ph, pw, *image.stride(),
-                         HAS_W=weight is not None, HAS_N=norm is not None,
-                         BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+    grid = (B * n * C * triton.cdiv(ph, bh) * triton.cdiv(pw, bw),)
+    launch(_gather_kernel, grid, image, out, w, nm, _i32(ys, dev), _i32(xs, dev),
+           C, H, W, n, nx, ph, pw, *image.stride(),
+           HAS_W=weight is not None, HAS_N=norm is not None,
+           BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
     return out
 
 
@@ -151,10 +161,10 @@ def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], normalize: bo
     dev = patches.device
     w = weight.contiguous() if weight is not None else out
     bh, bw = SCATTER_BLOCK
-    grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw), B * C)
-    _scatter_kernel[grid](patches, out, w, _i32(ys, dev), _i32(xs, dev),
-                          _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
-                          C, H, W, n, nx, ph, pw, *patches.stride(),
-                          HAS_W=weight is not None, NORMALIZE=normalize,
-                          BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+    grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw) * B * C,)
+    launch(_scatter_kernel, grid, patches, out, w, _i32(ys, dev), _i32(xs, dev),
+           _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
+           C, H, W, n, nx, ph, pw, *patches.stride(),
+           HAS_W=weight is not None, NORMALIZE=normalize,
+           BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
     return out

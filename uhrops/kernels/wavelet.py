@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from uhrops.kernels._launch import launch
+
 # Rows/columns of input each program covers (all levels together), chosen so a program holds
 # about 8K elements: enough work per program on a GPU, few programs for the interpreter.
 _TILE_ROWS = 64
@@ -24,11 +26,17 @@ _TILE_COLS = 128
 
 @triton.jit
 def _haar4(a, b, c, d):
+    # Halve first: x * 0.5 is exact, so results are bit-identical to (a + b + c + d) / 2 and
+    # no intermediate overflows where the result is finite (a constant 3e38 gives V = 0).
+    a = a * 0.5
+    b = b * 0.5
+    c = c * 0.5
+    d = d * 0.5
     s = a + b
     t = c + d
     u = a - b
     v = c - d
-    return (s + t) * 0.5, (s - t) * 0.5, (u + v) * 0.5, (u - v) * 0.5
+    return s + t, s - t, u + v, u - v
 
 
 @triton.jit
@@ -102,6 +110,36 @@ def _load_plane(ptr, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr):
 
 
 @triton.jit
+def _dec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr):
+    """One level on an [RK, CK] tile: store its H, V, D bands ((h, w) planes), return A."""
+    a, b, c, d = _split2x2(t, RK, CK)
+    t, hh, vv, dd = _haar4(a, b, c, d)
+    base = hp + bc64 * sbc
+    r0 = ti * (RK // 2)
+    c0 = tj * (CK // 2)
+    _store_plane(base, hh, r0, c0, h, w, sh, RK // 2, CK // 2)
+    _store_plane(base + sband, vv, r0, c0, h, w, sh, RK // 2, CK // 2)
+    _store_plane(base + 2 * sband, dd, r0, c0, h, w, sh, RK // 2, CK // 2)
+    return t
+
+
+@triton.jit
+def _rec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr):
+    """Inverse of _dec_level: A tile [RK, CK] plus its (h, w) bands -> [2 RK, 2 CK]."""
+    base = hp + bc64 * sbc
+    r0 = ti * RK
+    c0 = tj * CK
+    hh = _load_plane(base, r0, c0, h, w, sh, RK, CK)
+    vv = _load_plane(base + sband, r0, c0, h, w, sh, RK, CK)
+    dd = _load_plane(base + 2 * sband, r0, c0, h, w, sh, RK, CK)
+    a, b, c, d = _haar4(t, hh, vv, dd)
+    return _join2x2(a, b, c, d, RK, CK)
+
+
+# The level chains below are written out under constexpr `if`s rather than a
+# tl.static_range loop: the tile shape changes from level to level, and Triton's compiler
+# (3.9) refuses a constexpr re-bound in each unrolled iteration (the interpreter accepts it).
+@triton.jit
 def _wavedec_kernel(
     x_ptr, C, H, W, sxb, sxc, sxh, sxw,
     lo_ptr, lo_sbc, lo_sh,
@@ -120,28 +158,18 @@ def _wavedec_kernel(
     t = _load_tile(x_ptr, bc, C, H, W, hL << LEVELS, wL << LEVELS, sxb, sxc, sxh, sxw,
                    ti * R, tj * CC, R, CC, PAD)
     bc64 = bc.to(tl.int64)
-    for k in tl.static_range(LEVELS):
-        RK: tl.constexpr = R >> k
-        CK: tl.constexpr = CC >> k
-        a, b, c, d = _split2x2(t, RK, CK)
-        t, hh, vv, dd = _haar4(a, b, c, d)
-        # Level k+1's bands: size (hL, wL) << (LEVELS - 1 - k); this tile's rows start at
-        # ti * RK / 2.
-        if k == 0:
-            hp, sbc, sband, sh = h1_ptr, h1_sbc, h1_sband, h1_sh
-        elif k == 1:
-            hp, sbc, sband, sh = h2_ptr, h2_sbc, h2_sband, h2_sh
-        elif k == 2:
-            hp, sbc, sband, sh = h3_ptr, h3_sbc, h3_sband, h3_sh
-        else:
-            hp, sbc, sband, sh = h4_ptr, h4_sbc, h4_sband, h4_sh
-        shift: tl.constexpr = LEVELS - 1 - k
-        base = hp + bc64 * sbc
-        r0 = ti * (RK // 2)
-        c0 = tj * (CK // 2)
-        _store_plane(base, hh, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
-        _store_plane(base + sband, vv, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
-        _store_plane(base + 2 * sband, dd, r0, c0, hL << shift, wL << shift, sh, RK // 2, CK // 2)
+    # Level j (1 = finest) works on an [R >> (j-1), CC >> (j-1)] tile; its bands are
+    # (hL, wL) << (LEVELS - j).
+    t = _dec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
+                   hL << (LEVELS - 1), wL << (LEVELS - 1), R, CC)
+    if LEVELS >= 2:
+        t = _dec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
+                       hL << (LEVELS - 2), wL << (LEVELS - 2), R >> 1, CC >> 1)
+    if LEVELS >= 3:
+        t = _dec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
+                       hL << (LEVELS - 3), wL << (LEVELS - 3), R >> 2, CC >> 2)
+    if LEVELS >= 4:
+        t = _dec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, R >> 3, CC >> 3)
     _store_plane(lo_ptr + bc64 * lo_sbc, t, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
 
 
@@ -160,32 +188,55 @@ def _waverec_kernel(
     tj = tl.program_id(2)
     bc64 = bc.to(tl.int64)
     t = _load_plane(lo_ptr + bc64 * lo_sbc, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
-    for k in tl.static_range(LEVELS):
-        # Coarsest first: level index LEVELS - k (1-based), bands of size (hL, wL) << k.
-        lev: tl.constexpr = LEVELS - 1 - k
-        if lev == 0:
-            hp, sbc, sband, sh = h1_ptr, h1_sbc, h1_sband, h1_sh
-        elif lev == 1:
-            hp, sbc, sband, sh = h2_ptr, h2_sbc, h2_sband, h2_sh
-        elif lev == 2:
-            hp, sbc, sband, sh = h3_ptr, h3_sbc, h3_sband, h3_sh
-        else:
-            hp, sbc, sband, sh = h4_ptr, h4_sbc, h4_sband, h4_sh
-        RK: tl.constexpr = BH << k
-        CK: tl.constexpr = BW << k
-        base = hp + bc64 * sbc
-        r0 = ti * RK
-        c0 = tj * CK
-        hh = _load_plane(base, r0, c0, hL << k, wL << k, sh, RK, CK)
-        vv = _load_plane(base + sband, r0, c0, hL << k, wL << k, sh, RK, CK)
-        dd = _load_plane(base + 2 * sband, r0, c0, hL << k, wL << k, sh, RK, CK)
-        a, b, c, d = _haar4(t, hh, vv, dd)
-        t = _join2x2(a, b, c, d, RK, CK)
+    # Coarsest first: level j's bands are (hL, wL) << (LEVELS - j), its A tile
+    # [BH, BW] << (LEVELS - j).
+    if LEVELS >= 4:
+        t = _rec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, BH, BW)
+    if LEVELS >= 3:
+        t = _rec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
+                       hL << (LEVELS - 3), wL << (LEVELS - 3), BH << (LEVELS - 3),
+                       BW << (LEVELS - 3))
+    if LEVELS >= 2:
+        t = _rec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
+                       hL << (LEVELS - 2), wL << (LEVELS - 2), BH << (LEVELS - 2),
+                       BW << (LEVELS - 2))
+    t = _rec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
+                   hL << (LEVELS - 1), wL << (LEVELS - 1), BH << (LEVELS - 1),
+                   BW << (LEVELS - 1))
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
     H = hL << LEVELS
     W = wL << LEVELS
     _store_plane(out_ptr + bc64 * H * W, t, ti * R, tj * CC, H, W, W, R, CC)
+
+
+@triton.jit
+def _packet_level(t, NB: tl.constexpr, RK: tl.constexpr, CK: tl.constexpr):
+    """Split each of NB [RK, CK] bands into four: [NB, RK, CK] -> [4 NB, RK/2, CK/2], the new
+    band index being 4 * old + j1 + 2 * j2 (j1: row phase, j2: column phase)."""
+    t5 = tl.reshape(t, [NB, RK // 2, 2, CK // 2, 2])
+    t5 = tl.permute(t5, [0, 1, 3, 2, 4])  # [NB, R/2, C/2, row, col]
+    col0, col1 = tl.split(t5)
+    a, c = tl.split(col0)
+    b, d = tl.split(col1)
+    aa, hh, vv, dd = _haar4(a, b, c, d)
+    t = tl.join(tl.join(aa, hh), tl.join(vv, dd))  # [NB, R/2, C/2, j1, j2]; band j1 + 2 j2
+    t = tl.permute(t, [0, 4, 3, 1, 2])  # [NB, j2, j1, R/2, C/2]
+    return tl.reshape(t, [NB * 4, RK // 2, CK // 2])
+
+
+@triton.jit
+def _ipacket_level(t, NB: tl.constexpr, RK: tl.constexpr, CK: tl.constexpr):
+    """Inverse of _packet_level: [NB, RK, CK] -> [NB / 4, 2 RK, 2 CK]."""
+    t5 = tl.reshape(t, [NB // 4, 2, 2, RK, CK])  # [NB/4, j2, j1, R, C]
+    t5 = tl.permute(t5, [0, 3, 4, 2, 1])  # [NB/4, R, C, j1, j2]
+    ah, vd = tl.split(t5)
+    aa, hh = tl.split(ah)
+    vv, dd = tl.split(vd)
+    a, b, c, d = _haar4(aa, hh, vv, dd)
+    t = tl.join(tl.join(a, b), tl.join(c, d))  # [NB/4, R, C, col, row]
+    t = tl.permute(t, [0, 1, 4, 2, 3])  # [NB/4, R, row, C, col]
+    return tl.reshape(t, [NB // 4, 2 * RK, 2 * CK])
 
 
 @triton.jit
@@ -198,19 +249,13 @@ def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
     CC: tl.constexpr = BW << LEVELS
     t = _load_tile(x_ptr, bc, C, H, W, H, W, sxb, sxc, sxh, sxw, ti * R, tj * CC, R, CC, -1)
     t = tl.reshape(t, [1, R, CC])
-    for k in tl.static_range(LEVELS):
-        NB: tl.constexpr = 1 << (2 * k)
-        RK: tl.constexpr = R >> k
-        CK: tl.constexpr = CC >> k
-        t5 = tl.reshape(t, [NB, RK // 2, 2, CK // 2, 2])
-        t5 = tl.permute(t5, [0, 1, 3, 2, 4])  # [NB, R/2, C/2, row, col]
-        col0, col1 = tl.split(t5)
-        a, c = tl.split(col0)
-        b, d = tl.split(col1)
-        aa, hh, vv, dd = _haar4(a, b, c, d)
-        t = tl.join(tl.join(aa, hh), tl.join(vv, dd))  # [NB, R/2, C/2, j1, j2]; band j1 + 2 j2
-        t = tl.permute(t, [0, 4, 3, 1, 2])  # [NB, j2, j1, R/2, C/2]
-        t = tl.reshape(t, [NB * 4, RK // 2, CK // 2])
+    t = _packet_level(t, 1, R, CC)
+    if LEVELS >= 2:
+        t = _packet_level(t, 4, R >> 1, CC >> 1)
+    if LEVELS >= 3:
+        t = _packet_level(t, 16, R >> 2, CC >> 2)
+    if LEVELS >= 4:
+        t = _packet_level(t, 64, R >> 3, CC >> 3)
     NBL: tl.constexpr = 1 << (2 * LEVELS)
     bands = tl.arange(0, NBL)
     rows = ti * BH + tl.arange(0, BH)
@@ -236,19 +281,14 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
     ptrs = (y_ptr + bc.to(tl.int64) * sy_bc + bands[:, None, None].to(tl.int64) * sy_band
             + rows[None, :, None].to(tl.int64) * sy_h + cols[None, None, :].to(tl.int64) * sy_w)
     t = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    for k in tl.static_range(LEVELS):
-        NB: tl.constexpr = 1 << (2 * (LEVELS - k))
-        RK: tl.constexpr = BH << k
-        CK: tl.constexpr = BW << k
-        t5 = tl.reshape(t, [NB // 4, 2, 2, RK, CK])  # [NB/4, j2, j1, R, C]
-        t5 = tl.permute(t5, [0, 3, 4, 2, 1])  # [NB/4, R, C, j1, j2]
-        ah, vd = tl.split(t5)
-        aa, hh = tl.split(ah)
-        vv, dd = tl.split(vd)
-        a, b, c, d = _haar4(aa, hh, vv, dd)
-        t = tl.join(tl.join(a, b), tl.join(c, d))  # [NB/4, R, C, col, row]
-        t = tl.permute(t, [0, 1, 4, 2, 3])  # [NB/4, R, row, C, col]
-        t = tl.reshape(t, [NB // 4, 2 * RK, 2 * CK])
+    # Level k (0 = coarsest) turns 4^(LEVELS - k) bands of [BH, BW] << k into a quarter as many.
+    if LEVELS >= 4:
+        t = _ipacket_level(t, 256, BH, BW)
+    if LEVELS >= 3:
+        t = _ipacket_level(t, 64, BH << (LEVELS - 3), BW << (LEVELS - 3))
+    if LEVELS >= 2:
+        t = _ipacket_level(t, 16, BH << (LEVELS - 2), BW << (LEVELS - 2))
+    t = _ipacket_level(t, 4, BH << (LEVELS - 1), BW << (LEVELS - 1))
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
     t = tl.reshape(t, [R, CC])
@@ -260,6 +300,12 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
 # --------------------------------------------------------------------------------------------
 # Launchers. Shapes and checks are the caller's (uhrops/wavelet.py) job.
 # --------------------------------------------------------------------------------------------
+
+
+def _warps(levels: int) -> int:
+    # Four fused levels keep the most intermediates live: at 8 warps ptxas spills 24 bytes on
+    # sm_90 (compile check), at 16 it needs 58 registers and spills nothing.
+    return 16 if levels >= 4 else 8
 
 
 def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
@@ -301,11 +347,11 @@ def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
     for h in hs:
         args.extend([h, *_plane_strides(h, bands=True)])
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
-    _wavedec_kernel[grid](
-        x, C, H, W, *x.stride(),
-        low, *_plane_strides(low, bands=False),
-        *args, hL, wL,
-        LEVELS=levels, PAD=pad, BH=bh, BW=bw, num_warps=8,
+    launch(_wavedec_kernel, grid,
+           x, C, H, W, *x.stride(),
+           low, *_plane_strides(low, bands=False),
+           *args, hL, wL,
+           LEVELS=levels, PAD=pad, BH=bh, BW=bw, num_warps=_warps(levels),
     )
 
 
@@ -329,9 +375,9 @@ def waverec(low: torch.Tensor, highs: list[torch.Tensor]) -> torch.Tensor:
     if B > 1 and low.stride(0) != C * low.stride(1):
         low = low.contiguous()
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
-    _waverec_kernel[grid](
-        low, *_plane_strides(low, bands=False), *args, out, hL, wL,
-        LEVELS=levels, BH=bh, BW=bw, num_warps=8,
+    launch(_waverec_kernel, grid,
+           low, *_plane_strides(low, bands=False), *args, out, hL, wL,
+           LEVELS=levels, BH=bh, BW=bw, num_warps=8,
     )
     return out
 
@@ -362,8 +408,8 @@ def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
         return y
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    _packet_kernel[grid](x, y, C, H, W, *x.stride(), h, w,
-                         LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+    launch(_packet_kernel, grid, x, y, C, H, W, *x.stride(), h, w,
+           LEVELS=levels, BH=bh, BW=bw, num_warps=8)
     return y
 
 
@@ -391,6 +437,6 @@ def _ipacket_once(y: torch.Tensor, levels: int) -> torch.Tensor:
         y = y.contiguous()
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    _ipacket_kernel[grid](y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
-                          LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+    launch(_ipacket_kernel, grid, y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
+           LEVELS=levels, BH=bh, BW=bw, num_warps=8)
     return x

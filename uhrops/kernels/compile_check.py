@@ -1,0 +1,573 @@
+"""Compile every Triton kernel specialisation uhrops launches, ahead of time, for real GPUs.
+
+The Triton interpreter (how CI runs the kernels on a CPU) accepts programs the GPU compiler
+refuses, so values checked there say nothing about whether a kernel builds for a GPU. This
+module closes that gap without a GPU:
+
+1. **Record.** Representative calls of every public op (forward and backward; float32,
+   float16, bfloat16 and float64 where a kernel takes it; NCHW and channels_last; sizes on
+   and off the block grid, 2448 and 5000-class images, 1 to 5 levels) run on CPU tensors
+   under the default backend ("auto") while :mod:`uhrops.kernels._launch` records each launch
+   instead of running it. The host code makes the choices it makes on a CUDA device (block
+   sizes, warps), not the interpreter's.
+2. **Specialise.** Each launch is bound exactly as ``JITFunction.run`` binds it on a GPU
+   (Triton's own binder: argument dtypes, integer and pointer-alignment specialisation,
+   constexprs, options), once per target architecture.
+3. **Compile.** Each distinct specialisation goes through Triton's full pipeline down to
+   ptxas and a cubin for ``GPUTarget("cuda", arch, 32)``. ptxas' ``-v`` report gives
+   registers, spill bytes and stack; Triton's metadata gives shared memory; the PTX gives
+   the MMA instructions and the vector width of every global load and store.
+
+Run ``python -m uhrops.kernels.compile_check --arch 80,90,100`` for the full matrix (it writes
+``benchmarks/results/kernels-sm<arch>.json``), or ``--suite quick`` for one representative
+set per kernel (what the default test run compiles). The process must not have
+``TRITON_INTERPRET=1`` set: under the interpreter ``triton.jit`` builds no compilable kernels.
+
+Convention:
+    Limits asserted (:func:`problems`): every specialisation compiles; grids within CUDA's
+    limits; shared memory within the architecture's per-block opt-in limit (sm_80: 163 KiB,
+    sm_90 and sm_100: 227 KiB); no spill bytes on sm_90 except where ``SPILL_BUDGET`` names
+    a deliberate, documented trade; ``tl.dot`` lowered to tensor-core instructions (mma or
+    wgmma) for float16/bfloat16 attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+
+# Shared memory a block may opt in to, per architecture (CUDA programming guide, compute
+# capabilities table): 163 KiB on sm_80, 227 KiB on sm_90 and sm_100.
+SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024,
+                100: 227 * 1024, 120: 99 * 1024}
+
+# Spill bytes (stores) allowed on sm_90 per kernel, where a spill is a deliberate trade.
+# Empty: no kernel may spill on sm_90 at the specialisations a default call picks.
+SPILL_BUDGET: dict[str, int] = {}
+
+# Kernels whose float16/bfloat16 specialisations must use tensor cores.
+MMA_KERNELS = ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")
+
+FAMILIES = {
+    "uhrops.kernels.wavelet": "wavelet",
+    "uhrops.kernels.pyramid": "pyramid",
+    "uhrops.kernels.attention": "attention",
+    "uhrops.kernels.tiling": "tiling",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Recording the launches of representative calls
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Launch:
+    kernel: Any  # a triton JITFunction
+    grid: tuple[int, ...]
+    args: tuple
+    meta: dict
+    case: str
+
+
+@contextlib.contextmanager
+def recording(sink: list[Launch], case: str):
+    """Inside, every uhrops kernel launch is appended to ``sink`` instead of running."""
+    from uhrops import _backend
+
+    def record(kernel, grid, args, meta):
+        sink.append(Launch(kernel, grid, args, dict(meta), case))
+
+    token = _backend._recorder.set(record)
+    try:
+        with _backend.use_backend("auto"):  # what a default call on a GPU runs
+            yield
+    finally:
+        _backend._recorder.reset(token)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    run: Callable[[], None]
+    quick: bool = False  # part of the quick suite (the default test run)
+
+
+def _image(shape, dtype, channels_last=False, grad=True):
+    x = torch.randn(shape, dtype=torch.float32).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(grad)
+
+
+def _backward(out) -> None:
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    flat = []
+    for o in outs:
+        flat.extend(o if isinstance(o, (list, tuple)) else [o])
+    total = sum(o.float().sum() for o in flat if o.requires_grad)
+    total.backward()
+
+
+def _wavelet_cases() -> list[Case]:
+    import uhrops
+
+    cases = []
+    dtypes = [torch.float32, torch.float16, torch.bfloat16]
+    for dt in dtypes:
+        name = str(dt).replace("torch.", "")
+        quick = dt in (torch.float32, torch.bfloat16)
+        for cl in (False, True):
+            fmt = "cl" if cl else "nchw"
+            cases.append(Case(f"haar_dwt2d/{name}/{fmt}/64x96", lambda dt=dt, cl=cl: _backward(
+                uhrops.haar_dwt2d(_image((2, 3, 64, 96), dt, cl))), quick=quick and not cl))
+            cases.append(Case(f"haar_idwt2d/{name}/{fmt}/50x30", lambda dt=dt, cl=cl: _backward(
+                uhrops.haar_idwt2d(_image((1, 2, 4, 25, 15), dt)))))
+        for mode in ("zero", "symmetric", "reflect", "periodic"):
+            cases.append(Case(f"haar_dwt2d/{name}/{mode}/33x47", lambda dt=dt, m=mode: _backward(
+                uhrops.haar_dwt2d(_image((1, 3, 33, 47), dt), pad_mode=m)),
+                quick=quick and mode == "symmetric"))
+        for levels in (1, 2, 3, 4, 5):
+            for size in ((2448, 2448), (96, 160), (40, 72)):
+                if levels >= 4 and size == (40, 72) or (size == (2448, 2448) and dt != torch.float32
+                                                         and levels not in (1, 4)):
+                    continue
+                b = 1 if size[0] > 1000 else 2
+                label = f"{name}/L{levels}/{size[0]}x{size[1]}"
+                cases.append(Case(f"haar_wavedec2/{label}", lambda dt=dt, L=levels, s=size, b=b:
+                                  _backward(uhrops.haar_waverec2(*uhrops.haar_wavedec2(
+                                      _image((b, 3, *s), dt), L))),
+                                  quick=quick and size == (96, 160) and levels in (1, 2, 4)))
+                if size[0] % (1 << levels) == 0 and size[1] % (1 << levels) == 0:
+                    cases.append(Case(f"haar_packet2d/{label}", lambda dt=dt, L=levels, s=size, b=b:
+                                      _backward(uhrops.haar_ipacket2d(uhrops.haar_packet2d(
+                                          _image((b, 3, *s), dt), L))),
+                                      quick=quick and size == (96, 160) and levels in (1, 2, 4)))
+        cases.append(Case(f"haar_wavedec2/{name}/L3/odd-101x67", lambda dt=dt: _backward(
+            uhrops.haar_waverec2(*uhrops.haar_wavedec2(_image((1, 2, 101, 67), dt), 3,
+                                                       pad_mode="reflect")))))
+        cases.append(Case(f"haar_wavedec2/{name}/L2/cl-5000x5000", lambda dt=dt: _backward(
+            uhrops.haar_wavedec2(_image((1, 3, 5000, 5000), dt, True), 2))))
+    return cases
+
+
+def _pyramid_cases() -> list[Case]:
+    import uhrops
+
+    cases = []
+    for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        name = str(dt).replace("torch.", "")
+        quick = dt in (torch.float32, torch.bfloat16, torch.float64)
+        for cl in (False, True):
+            fmt = "cl" if cl else "nchw"
+            cases.append(Case(f"pyr_down/{name}/{fmt}/37x50", lambda dt=dt, cl=cl: _backward(
+                uhrops.pyr_down(_image((2, 3, 37, 50), dt, cl))), quick=quick and not cl))
+            cases.append(Case(f"pyr_up/{name}/{fmt}/19x25->37x50", lambda dt=dt, cl=cl: _backward(
+                uhrops.pyr_up(_image((2, 3, 19, 25), dt, cl), size=(37, 50))),
+                quick=quick and not cl))
+        cases.append(Case(f"laplacian_pyramid/{name}/2448/L4", lambda dt=dt: _backward(
+            uhrops.laplacian_reconstruct(uhrops.laplacian_pyramid(
+                _image((1, 3, 2448, 2448), dt), 4))), quick=quick))
+        cases.append(Case(f"gaussian_pyramid/{name}/5000x4999/L3", lambda dt=dt: _backward(
+            uhrops.gaussian_pyramid(_image((1, 1, 5000, 4999), dt), 3))))
+    return cases
+
+
+def _attention_cases() -> list[Case]:
+    import uhrops
+
+    cases = []
+    shapes = [  # (C, (Hq, Wq), (Hk, Wk))
+        (512, (23, 23), (23, 23)),  # FCtL's pool5 at 508 px patches
+        (256, (64, 64), (32, 32)),
+        (64, (37, 41), (29, 31)),  # N % 16 != 0, Nq != Nk
+        (32, (128, 128), (128, 128)),  # N = 16384
+        (16, (5, 3), (7, 2)),
+        (384, (12, 12), (12, 12)),
+    ]
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        name = str(dt).replace("torch.", "")
+        for c, q_hw, k_hw in shapes:
+            for cl in (False, True):
+                fmt = "cl" if cl else "nchw"
+                quick = (dt != torch.float16 and not cl and c in (512, 64, 16))
+                cases.append(Case(
+                    f"context_attention/{name}/{fmt}/C{c}/{q_hw[0]}x{q_hw[1]}<-{k_hw[0]}x{k_hw[1]}",
+                    lambda dt=dt, c=c, q_hw=q_hw, k_hw=k_hw, cl=cl: _backward(
+                        uhrops.context_attention(_image((1, c, *q_hw), dt, cl),
+                                                 _image((1, c, *k_hw), dt, cl),
+                                                 _image((1, c, *k_hw), dt, cl),
+                                                 scale=c ** -0.5, center=c == 512)),
+                    quick=quick))
+        cases.append(Case(f"context_attention/{name}/Cq64-Cv256/16x16", lambda dt=dt: _backward(
+            uhrops.context_attention(_image((2, 64, 16, 16), dt), _image((2, 64, 16, 16), dt),
+                                     _image((2, 256, 16, 16), dt)))))
+    return cases
+
+
+def _tiling_cases() -> list[Case]:
+    import uhrops
+
+    cases = []
+    grid_2448 = uhrops.PatchGrid.from_min_overlap((2448, 2448), (508, 508), min_overlap=50)
+    grid_odd = uhrops.PatchGrid.from_stride((101, 77), (32, 24), (20, 17))
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        name = str(dt).replace("torch.", "")
+        quick = dt in (torch.float32, torch.bfloat16)
+        for cl in (False, True):
+            fmt = "cl" if cl else "nchw"
+            cases.append(Case(f"extract_patches/{name}/{fmt}/2448-508", lambda dt=dt, cl=cl:
+                              _backward(uhrops.extract_patches(
+                                  _image((1, 3, 2448, 2448), dt, cl), grid_2448)),
+                              quick=quick and not cl))
+        for reduction, weight in (("mean", None), ("sum", None), ("mean", "gaussian")):
+            cases.append(Case(f"merge_patches/{name}/{reduction}-{weight}/2448-508",
+                              lambda dt=dt, r=reduction, w=weight: _backward(
+                                  uhrops.merge_patches(_image((36, 2, 508, 508), dt), grid_2448,
+                                                       reduction=r, weight=w)),
+                              quick=quick))
+            cases.append(Case(f"merge_patches/{name}/{reduction}-{weight}/odd-101x77",
+                              lambda dt=dt, r=reduction, w=weight: _backward(
+                                  uhrops.merge_patches(
+                                      _image((2 * len(grid_odd), 3, 32, 24), dt), grid_odd,
+                                      reduction=r, weight=w))))
+        for antialias in (True, False):
+            cases.append(Case(f"extract_contexts/{name}/aa={antialias}/odd-101x77",
+                              lambda dt=dt, a=antialias: _backward(uhrops.extract_contexts(
+                                  _image((1, 3, 101, 77), dt), grid_odd, 2.0, antialias=a)),
+                              quick=quick and antialias))
+        cases.append(Case(f"sliding_window/{name}/2448-508", lambda dt=dt: _backward(
+            uhrops.sliding_window(lambda p: p * 2, _image((1, 3, 2448, 2448), dt), grid_2448,
+                                  batch_size=8))))
+    # Shapes at CUDA's grid limits: B * C over 65535 planes (axis 1 before the fix).
+    tiny = uhrops.PatchGrid.from_stride((4, 4), (2, 2), (2, 2))
+    cases.append(Case("merge_patches/float32/B*C=70000", lambda: _backward(
+        uhrops.merge_patches(_image((4, 70000, 2, 2), torch.float32), tiny)), quick=True))
+    cases.append(Case("extract_patches/float32/B*C=70000", lambda: _backward(
+        uhrops.extract_patches(_image((1, 70000, 4, 4), torch.float32), tiny)), quick=True))
+    return cases
+
+
+def cases(suite: str = "full", families: Iterable[str] | None = None) -> list[Case]:
+    """The representative calls: ``suite`` "full" (every case) or "quick" (a subset that still
+    launches every kernel at least once)."""
+    makers = {"wavelet": _wavelet_cases, "pyramid": _pyramid_cases,
+              "attention": _attention_cases, "tiling": _tiling_cases}
+    wanted = list(makers) if families is None else list(families)
+    out: list[Case] = []
+    for fam in wanted:
+        out.extend(c for c in makers[fam]() if suite == "full" or c.quick)
+    return out
+
+
+def record(selected: list[Case]) -> list[Launch]:
+    launches: list[Launch] = []
+    torch.manual_seed(0)
+    for case in selected:
+        with recording(launches, case.name):
+            case.run()
+    return launches
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Specialising a launch the way Triton does on a GPU of the given architecture
+# --------------------------------------------------------------------------------------------
+_binders: dict[tuple[int, int], Any] = {}
+
+
+def _target(arch: int):
+    from triton.backends.compiler import GPUTarget
+
+    return GPUTarget("cuda", arch, 32)
+
+
+def specialise(launch: Launch, arch: int):
+    """(ASTSource, options) that ``launch`` would compile to on an sm_<arch> GPU."""
+    from triton import knobs
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = launch.kernel
+    slot = (id(kernel), arch)
+    if slot not in _binders:
+        backend = make_backend(_target(arch))
+        _binders[slot] = (backend, create_function_from_signature(kernel.signature,
+                                                                  kernel.params, backend))
+    backend, binder = _binders[slot]
+    kwargs = dict(launch.meta)
+    # The same extra options JITFunction.run adds before binding.
+    kwargs["debug"] = kwargs.get("debug", kernel.debug) or knobs.runtime.debug
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
+    bound_args, specialization, options = binder(*launch.args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args,
+                                                              specialization, options)
+    return ASTSource(kernel, signature, constexprs, attrs), options
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Compiling and reading the resource figures
+# --------------------------------------------------------------------------------------------
+_PTXAS_FN = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def _ptxas_report(ptx: str, arch: int, log: str | None) -> dict[str, int]:
+    """Registers, spills and stack from ptxas -v: the log of Triton's own ptxas run when the
+    compile ran it, else a second ptxas run on the same PTX with Triton's flags."""
+    if not log or "Used" not in log:
+        from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "k.ptx")
+            with open(src, "w") as f:
+                f.write(ptx)
+            cmd = [get_ptxas(arch).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
+                   f"--gpu-name={sm_arch_from_capability(arch)}", src,
+                   "-o", os.path.join(tmp, "k.o")]
+            log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    fn = _PTXAS_FN.search(log)
+    regs = _PTXAS_REGS.search(log)
+    smem = _PTXAS_SMEM.search(log)
+    return {"registers": int(regs.group(1)) if regs else -1,
+            "stack_bytes": int(fn.group(1)) if fn else -1,
+            "spill_store_bytes": int(fn.group(2)) if fn else -1,
+            "spill_load_bytes": int(fn.group(3)) if fn else -1,
+            "static_shared_bytes": int(smem.group(1)) if smem else 0}
+
+
+# An instruction at the start of a PTX line, after an optional guard predicate (@%p3 / @!%p3).
+_GUARD = r"^\s*(?:@!?%p\d+\s+)?"
+_LD = re.compile(_GUARD + r"ld\.global[.\w:]*?(?:\.v(\d))?\.(b|f|u|s)(\d+)\s", re.M)
+_ST = re.compile(_GUARD + r"st\.global[.\w:]*?(?:\.v(\d))?\.(b|f|u|s)(\d+)\s", re.M)
+
+
+def _count(op: str, ptx: str) -> int:
+    return len(re.findall(_GUARD + re.escape(op), ptx, re.M))
+
+
+def _widths(pattern: re.Pattern, ptx: str) -> dict[str, int]:
+    """Count of global memory instructions by access width in bits ("32", "64", "128")."""
+    out: dict[str, int] = {}
+    for m in pattern.finditer(ptx):
+        bits = int(m.group(1) or 1) * int(m.group(3))
+        out[str(bits)] = out.get(str(bits), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def ptx_figures(ptx: str) -> dict[str, Any]:
+    """Static instruction counts read from the PTX (each instruction once, loops not unrolled
+    by ptxas counted once)."""
+    return {
+        "mma": _count("mma.sync", ptx),
+        "wgmma": _count("wgmma.mma_async", ptx),
+        "tcgen05_mma": _count("tcgen05.mma.", ptx),
+        "fma_f32": _count("fma.rn.f32", ptx),
+        "global_loads": _widths(_LD, ptx),
+        "global_stores": _widths(_ST, ptx),
+    }
+
+
+def _describe(src, options) -> dict[str, Any]:
+    consts = {str(k[0] if isinstance(k, tuple) and len(k) == 1 else k): (
+        v if isinstance(v, (bool, int, float, str)) else str(v))
+        for k, v in src.constants.items()}
+    names = list(src.fn.arg_names)
+    named = {}
+    for path, value in consts.items():
+        try:
+            named[names[int(path)]] = value
+        except (ValueError, IndexError):
+            named[path] = value
+    pointers = sorted({v for v in src.signature.values() if isinstance(v, str) and
+                       v.startswith("*")})
+    return {"constexprs": named, "num_warps": options.num_warps,
+            "num_stages": options.num_stages, "pointer_types": pointers}
+
+
+def compile_launch(src, options, arch: int) -> dict[str, Any]:
+    """Compile one specialisation; returns its figures or its error."""
+    import triton
+    from triton import knobs
+
+    start = time.perf_counter()
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), knobs.nvidia.scope():
+            knobs.nvidia.dump_ptxas_log = True
+            compiled = triton.compile(src, target=_target(arch), options=options.__dict__)
+    except Exception as exc:  # the compiler's error is the finding
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return {"ok": False, "error": text[:600], "compile_s": time.perf_counter() - start}
+    ptx = compiled.asm["ptx"]
+    figures = {"ok": True, "shared_bytes": int(compiled.metadata.shared)}
+    figures.update(_ptxas_report(ptx, arch, buf.getvalue()))
+    figures.update(ptx_figures(ptx))
+    figures["compile_s"] = round(time.perf_counter() - start, 3)
+    return figures
+
+
+def _spec_key(src, options, arch: int) -> str:
+    h = hashlib.sha256()
+    h.update(src.hash().encode())
+    h.update(repr(sorted((k, str(v)) for k, v in options.__dict__.items())).encode())
+    h.update(str(arch).encode())
+    return h.hexdigest()[:16]
+
+
+def check(archs: list[int], suite: str = "full", families: Iterable[str] | None = None,
+          log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Record, specialise and compile; returns {"specialisations": [...], "launch_problems":
+    [...]} with one entry per distinct (kernel, specialisation, arch)."""
+    from uhrops.kernels._launch import grid_problem, kernel_name
+
+    selected = cases(suite, families)
+    launches = record(selected)
+    log(f"{len(selected)} cases recorded {len(launches)} launches")
+    specs: dict[str, dict[str, Any]] = {}
+    launch_problems = []
+    for launch in launches:
+        name = kernel_name(launch.kernel)
+        problem = grid_problem(launch.grid)
+        if problem is not None:
+            launch_problems.append({"kernel": name, "case": launch.case, "grid": launch.grid,
+                                    "problem": problem})
+        for arch in archs:
+            src, options = specialise(launch, arch)
+            key = _spec_key(src, options, arch)
+            if key in specs:
+                specs[key]["cases"].append(launch.case)
+                continue
+            entry = {"kernel": name, "family": FAMILIES.get(launch.kernel.module, "?"),
+                     "arch": arch, **_describe(src, options), "cases": [launch.case],
+                     "grid_example": list(launch.grid)}
+            entry.update(compile_launch(src, options, arch))
+            specs[key] = entry
+            log(f"sm_{arch} {name} {entry['constexprs']} -> "
+                + ("ok" if entry["ok"] else "FAILED: " + entry["error"][:160]))
+    return {"specialisations": list(specs.values()), "launch_problems": launch_problems,
+            "cases": [c.name for c in selected]}
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """Every violated limit, one line each (empty when all hold)."""
+    out = [f"{p['kernel']} ({p['case']}): {p['problem']}" for p in result["launch_problems"]]
+    for s in result["specialisations"]:
+        what = f"sm_{s['arch']} {s['kernel']} {s['constexprs']} warps={s['num_warps']}"
+        if not s["ok"]:
+            out.append(f"{what}: does not compile: {s['error'][:300]}")
+            continue
+        shared = s["shared_bytes"] + s["static_shared_bytes"]
+        limit = SHARED_LIMIT.get(s["arch"])
+        if limit is not None and shared > limit:
+            out.append(f"{what}: {shared} bytes of shared memory, over sm_{s['arch']}'s {limit}")
+        if s["arch"] == 90 and s["spill_store_bytes"] > SPILL_BUDGET.get(s["kernel"], 0):
+            out.append(f"{what}: spills {s['spill_store_bytes']} bytes on sm_90 (budget "
+                       f"{SPILL_BUDGET.get(s['kernel'], 0)})")
+        half = any(t in ("*fp16", "*bf16") for t in s["pointer_types"])
+        if s["kernel"] in MMA_KERNELS and half and s["mma"] + s["wgmma"] + s["tcgen05_mma"] == 0:
+            out.append(f"{what}: no tensor-core (mma/wgmma/tcgen05) instruction for a 16-bit "
+                       "input")
+    return out
+
+
+def summary(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per kernel and arch: specialisations, compiled, max registers, max spill, max shared."""
+    table: dict[str, dict[str, Any]] = {}
+    for s in result["specialisations"]:
+        row = table.setdefault(f"{s['kernel']}@sm_{s['arch']}", {
+            "family": s["family"], "specialisations": 0, "compiled": 0, "max_registers": 0,
+            "max_spill_store_bytes": 0, "max_shared_bytes": 0})
+        row["specialisations"] += 1
+        if s["ok"]:
+            row["compiled"] += 1
+            row["max_registers"] = max(row["max_registers"], s["registers"])
+            row["max_spill_store_bytes"] = max(row["max_spill_store_bytes"],
+                                               s["spill_store_bytes"])
+            row["max_shared_bytes"] = max(row["max_shared_bytes"],
+                                          s["shared_bytes"] + s["static_shared_bytes"])
+    return dict(sorted(table.items()))
+
+
+def _metadata() -> dict[str, Any]:
+    import triton
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"triton": triton.__version__, "torch": torch.__version__, "commit": commit,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uhrops.kernels.compile_check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="80,90,100",
+                        help="comma-separated compute capabilities (default 80,90,100)")
+    parser.add_argument("--suite", choices=("full", "quick"), default="full")
+    parser.add_argument("--family", action="append", choices=sorted(set(FAMILIES.values())),
+                        help="only these op families (repeatable)")
+    parser.add_argument("--json", help="write the whole result here")
+    parser.add_argument("--results-dir", default=None,
+                        help="write kernels-sm<arch>.json here (default benchmarks/results "
+                             "for the full suite, nothing for quick)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        parser.error("TRITON_INTERPRET=1 is set: the interpreter builds no compilable kernels; "
+                     "run this command without it")
+    archs = [int(a) for a in args.arch.split(",") if a.strip()]
+    start = time.perf_counter()
+    result = check(archs, args.suite, args.family,
+                   log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+    result["metadata"] = {**_metadata(), "suite": args.suite, "archs": archs,
+                          "seconds": round(time.perf_counter() - start, 1)}
+    result["summary"] = summary(result)
+    found = problems(result)
+    result["problems"] = found
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    results_dir = args.results_dir
+    if results_dir is None and args.suite == "full" and not args.family:
+        results_dir = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results")
+    if results_dir:
+        for arch in archs:
+            path = os.path.join(results_dir, f"kernels-sm{arch}.json")
+            per_arch = {"metadata": result["metadata"] | {"arch": arch},
+                        "summary": {k: v for k, v in result["summary"].items()
+                                    if k.endswith(f"@sm_{arch}")},
+                        "specialisations": [s for s in result["specialisations"]
+                                            if s["arch"] == arch],
+                        "problems": [p for p in found if p.startswith(f"sm_{arch} ")]}
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(per_arch, f, indent=1)
+            os.replace(tmp, path)
+    print(f"{len(result['specialisations'])} specialisations for sm_{','.join(map(str, archs))} "
+          f"from {len(result['cases'])} cases in {result['metadata']['seconds']} s")
+    for key, row in result["summary"].items():
+        print(f"  {key:34s} {row['compiled']}/{row['specialisations']} compiled, "
+              f"max {row['max_registers']} regs, spill {row['max_spill_store_bytes']} B, "
+              f"shared {row['max_shared_bytes']} B")
+    for line in found:
+        print("PROBLEM:", line)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
