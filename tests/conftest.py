@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("UHROPS_TEST_NO_INTERPRET") else "1")
+# A kernel that fails to compile or launch is a test failure, never a quiet PyTorch fallback.
+os.environ.setdefault("UHROPS_STRICT_KERNELS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

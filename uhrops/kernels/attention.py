@@ -47,7 +47,7 @@ import triton
 import triton.language as tl
 
 from uhrops._backend import recording_launches
-from uhrops.kernels._launch import interpreted, launch
+from uhrops.kernels._launch import GRID_LIMITS, interpreted, launch
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
@@ -390,6 +390,20 @@ def attention_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     if out.numel() == 0:  # empty batch or query map (the caller rejects empty keys/channels)
         return out.view(b, cv, hq, wq), lse
     cfg = _config(nq, nk, cq, cv, query.device, query.dtype)
+    for b0, b1 in _batch_chunks(b):
+        _launch_fwd(q[b0:b1], k[b0:b1], v[b0:b1], out[b0:b1], lse[b0:b1], nq, nk, cq, cv,
+                    scale, cfg, query)
+    return out.view(b, cv, hq, wq), lse
+
+
+def _batch_chunks(b: int) -> list[tuple[int, int]]:
+    """Batch ranges of at most 65535 items: the batch is grid axis 1, which CUDA caps there.
+    Slicing the batch keeps every stride, so each range is launched on views."""
+    return [(b0, min(b, b0 + GRID_LIMITS[1])) for b0 in range(0, b, GRID_LIMITS[1])]
+
+
+def _launch_fwd(q, k, v, out, lse, nq, nk, cq, cv, scale, cfg, query) -> None:
+    b = q.shape[0]
     grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b, triton.cdiv(cv, cfg["BLOCK_DV"]))
     launch(_fwd_kernel, grid,
            q, k, v, out, lse,
@@ -404,7 +418,6 @@ def attention_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
            PREC=_precision(query.dtype), UPCAST=_upcast(query),
            num_warps=cfg["WARPS_FWD"],
     )
-    return out.view(b, cv, hq, wq), lse
 
 
 def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
@@ -426,12 +439,23 @@ def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
     dq3, dk3, dv3 = _flat(dq), _flat(dk), _flat(dv)
     lse = lse.to(torch.float32).contiguous()
     cfg = _config(nq, nk, cq, cv, dev, query.dtype)
-    bm, bn = cfg["BLOCK_M_BWD"], cfg["BLOCK_N_BWD"]
     prec = _precision(query.dtype)
 
     delta = torch.empty((b, nq), dtype=torch.float32, device=dev)
     has_dlse = grad_lse is not None
     dlse = grad_lse.contiguous() if has_dlse else delta
+    for b0, b1 in _batch_chunks(b):
+        part = slice(b0, b1)
+        _launch_bwd(q[part], k[part], v[part], do[part], o[part], lse[part], dlse[part],
+                    delta[part], dq3[part], dk3[part], dv3[part], has_dlse, nq, nk, cq, cv,
+                    scale, cfg, prec, query)
+    return dq, dk, dv
+
+
+def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, nk, cq, cv,
+                scale, cfg, prec, query) -> None:
+    b = q.shape[0]
+    bm, bn = cfg["BLOCK_M_BWD"], cfg["BLOCK_N_BWD"]
     launch(_bwd_delta_kernel, (triton.cdiv(nq, bm), b),
            o, do, dlse, delta,
            o.stride(0), o.stride(1), o.stride(2),
@@ -467,4 +491,3 @@ def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
            float(scale) * _LOG2E, float(scale),
            **common,
     )
-    return dq, dk, dv

@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     results_dir = args.results_dir
-    if results_dir is None and args.suite == "full" and not args.family:
+    if results_dir is None and args.suite == "full" and not args.family:  # "" writes nothing
         results_dir = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results")
     if results_dir:
         for arch in archs:
