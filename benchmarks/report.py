@@ -16,6 +16,9 @@ nothing):
   ``python -m benchmarks.goals`` (section ``goals.cpu``): ratio, medians, rounds won, target.
 - ``bench:ops-cpu`` / ``bench:ops-gpu``: one table per op family and machine (GPU: "not
   measured" when there is no CUDA results file).
+- ``bench:kernels``: the compiled kernels per architecture, from ``kernels-sm<arch>.json``
+  (``python -m uhrops.kernels.compile_check``): specialisations compiled, registers, spills,
+  shared memory, tensor-core instructions and the widest global load/store.
 - ``bench:models``: whole-model rows (every protocol variant), the papers' figures with our
   ratio, and the GPU goals (rows read "not measured" without a CUDA run).
 
@@ -41,7 +44,7 @@ from typing import Any, Iterable
 from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "models")
+BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "models")
 FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
 # family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
 CRITERIA: dict[str, tuple[str, str, str]] = {
@@ -98,6 +101,8 @@ def load_all(results_dir: str, warn: bool = True) -> dict[str, dict[str, Any]]:
     """Every results file of ``results_dir`` keyed by device tag (sorted: CPU first)."""
     docs: dict[str, dict[str, Any]] = {}
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        if os.path.basename(path).startswith("kernels-"):
+            continue  # compile-check reports: see load_kernel_reports
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -112,6 +117,67 @@ def load_all(results_dir: str, warn: bool = True) -> dict[str, dict[str, Any]]:
         tag = doc.get("device_tag") or os.path.splitext(os.path.basename(path))[0]
         docs[tag] = doc
     return dict(sorted(docs.items(), key=lambda kv: (not kv[0].startswith("cpu"), kv[0])))
+
+
+def load_kernel_reports(results_dir: str) -> dict[int, dict[str, Any]]:
+    """``kernels-sm<arch>.json`` files (the compile check's output) keyed by arch."""
+    reports: dict[int, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(results_dir, "kernels-sm*.json"))):
+        m = re.search(r"kernels-sm(\d+)\.json$", path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"report: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if m and isinstance(doc, dict) and "specialisations" in doc:
+            reports[int(m.group(1))] = doc
+    return reports
+
+
+def _widest(counts: dict[str, int]) -> str:
+    return f"{max(int(k) for k in counts)}" if counts else "—"
+
+
+def kernels_block(reports: dict[int, dict[str, Any]]) -> str:
+    """Per kernel and architecture: what the compile check found in the compiled code."""
+    if not reports:
+        return ("Compiled kernels: **no report** (run `python -m uhrops.kernels.compile_check "
+                "--arch 80,90,100`).")
+    out = []
+    for arch, doc in sorted(reports.items()):
+        meta = doc.get("metadata", {})
+        specs = doc["specialisations"]
+        out.append(f"**sm_{arch}** (Triton {meta.get('triton', '?')}, commit "
+                   f"{meta.get('commit', '?')}, {meta.get('date', '?')}; ahead-of-time "
+                   f"compile, no GPU needed): {sum(s['ok'] for s in specs)} of {len(specs)} "
+                   f"specialisations compile; problems: {len(doc.get('problems', []))}.")
+        out.append("")
+        body = []
+        for kernel in sorted({s["kernel"] for s in specs}):
+            mine = [s for s in specs if s["kernel"] == kernel]
+            ok = [s for s in mine if s["ok"]]
+            regs = [s["registers"] for s in ok]
+            tc = sum(s.get("mma", 0) + s.get("wgmma", 0) + s.get("tcgen05_mma", 0) for s in ok)
+            loads: dict[str, int] = {}
+            stores: dict[str, int] = {}
+            for s in ok:
+                for k, v in s["global_loads"].items():
+                    loads[k] = loads.get(k, 0) + v
+                for k, v in s["global_stores"].items():
+                    stores[k] = stores.get(k, 0) + v
+            body.append([
+                f"`{kernel}`", mine[0]["family"], f"{len(ok)}/{len(mine)}",
+                f"{min(regs)}–{max(regs)}" if regs else "—",
+                str(max((s["spill_store_bytes"] for s in ok), default=0)),
+                fnum(max((s["shared_bytes"] + s["static_shared_bytes"] for s in ok),
+                         default=0) / 1024),
+                "yes" if tc else "no", _widest(loads), _widest(stores)])
+        out.append(md_table(["kernel", "family", "compiled", "registers", "max spill (B)",
+                             "max shared (KiB)", "tensor cores", "widest load (bit)",
+                             "widest store (bit)"], body))
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def is_gpu(tag: str) -> bool:
@@ -494,14 +560,16 @@ def goals_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 # ---- README blocks ---------------------------------------------------------------------------
 
 
-def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None) -> dict[str, str]:
+def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
+                  kernels: dict[int, dict[str, Any]] | None = None) -> dict[str, str]:
     """The markdown content of every block, keyed by block name."""
     models = models_block(docs)
     if plots_rel and any(model_rows(docs)):
         models = f"![model FPS vs peak memory]({plots_rel}/models-fps-memory.png)\n\n" + models
     return {"summary": summary_block(docs), "goals": goals_block(docs),
             "ops-cpu": ops_block(docs, False, plots_rel),
-            "ops-gpu": ops_block(docs, True, plots_rel), "models": models}
+            "ops-gpu": ops_block(docs, True, plots_rel),
+            "kernels": kernels_block(kernels or {}), "models": models}
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -643,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     plots_rel = os.path.relpath(os.path.abspath(plots_dir), REPO_ROOT).replace(os.sep, "/")
     if plots_rel.startswith(".."):
         plots_rel = os.path.abspath(plots_dir).replace(os.sep, "/")
-    blocks = render_blocks(docs, None if args.no_plots else plots_rel)
+    blocks = render_blocks(docs, None if args.no_plots else plots_rel,
+                           load_kernel_reports(args.results_dir))
     try:
         with open(args.readme, encoding="utf-8") as f:
             old = f.read()

@@ -7,6 +7,7 @@ picks between them; see :mod:`uhrops._backend`.
 
 from uhrops._backend import (
     BackendUnavailableError,
+    KernelLaunchError,
     get_backend,
     set_backend,
     triton_unavailable_reason,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "KernelLaunchError",
     "get_backend",
     "set_backend",
     "triton_unavailable_reason",

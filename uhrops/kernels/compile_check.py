@@ -145,11 +145,13 @@ def _wavelet_cases() -> list[Case]:
                     continue
                 b = 1 if size[0] > 1000 else 2
                 label = f"{name}/L{levels}/{size[0]}x{size[1]}"
-                cases.append(Case(f"haar_wavedec2/{label}", lambda dt=dt, L=levels, s=size, b=b:
-                                  _backward(uhrops.haar_waverec2(*uhrops.haar_wavedec2(
-                                      _image((b, 3, *s), dt), L))),
+                divides = size[0] % (1 << levels) == 0 and size[1] % (1 << levels) == 0
+                pad = None if divides else "symmetric"
+                cases.append(Case(f"haar_wavedec2/{label}", lambda dt=dt, L=levels, s=size, b=b,
+                                  pad=pad: _backward(uhrops.haar_waverec2(*uhrops.haar_wavedec2(
+                                      _image((b, 3, *s), dt), L, pad_mode=pad))),
                                   quick=quick and size == (96, 160) and levels in (1, 2, 4)))
-                if size[0] % (1 << levels) == 0 and size[1] % (1 << levels) == 0:
+                if divides:
                     cases.append(Case(f"haar_packet2d/{label}", lambda dt=dt, L=levels, s=size, b=b:
                                       _backward(uhrops.haar_ipacket2d(uhrops.haar_packet2d(
                                           _image((b, 3, *s), dt), L))),
