@@ -73,12 +73,31 @@ def _pad_src(idx, n, PAD: tl.constexpr):
 
 
 @triton.jit
+def _cols_below(cols, n, VEC: tl.constexpr):
+    """cols < n, written so that the mask is visibly constant over each group of VEC columns
+    (equal to cols < n when VEC divides n and the first column).
+
+    With it, the offsets hint ``max_contiguous(multiple_of(off, (1, VEC)), (1, VEC))`` (kept
+    inline in each load and store: through a helper call the compiler lost it) lets Triton
+    use VEC-wide accesses. On its own Triton infers this only for sizes and strides divisible
+    by 16 elements; a 2448 image's bands are 1224 wide, a multiple of 8 (the host checks, see
+    ``_vector``)."""
+    if VEC > 1:
+        return (cols // VEC) * VEC < n
+    else:
+        return cols < n
+
+
+@triton.jit
 def _load_tile(x_ptr, bc, C, H, W, Hp, Wp, sxb, sxc, sxh, sxw, r0, c0,
-               R: tl.constexpr, CC: tl.constexpr, PAD: tl.constexpr):
-    """Load rows [r0, r0+R) x cols [c0, c0+CC) of plane ``bc`` of the padded (Hp, Wp) image."""
+               R: tl.constexpr, CC: tl.constexpr, PAD: tl.constexpr, VEC: tl.constexpr):
+    """Load rows [r0, r0+R) x cols [c0, c0+CC) of plane ``bc`` of the padded (Hp, Wp) image.
+
+    ``VEC`` > 1 only without padding (PAD == -1), unit column stride, and Wp, sxb, sxc, sxh
+    multiples of VEC (the host checks)."""
     rows = r0 + tl.arange(0, R)
     cols = c0 + tl.arange(0, CC)
-    mask = (rows[:, None] < Hp) & (cols[None, :] < Wp)
+    mask = (rows[:, None] < Hp) & _cols_below(cols[None, :], Wp, VEC)
     if PAD == 0:  # zero padding: the padded sample is simply not loaded
         mask = mask & (rows[:, None] < H) & (cols[None, :] < W)
     else:
@@ -86,52 +105,63 @@ def _load_tile(x_ptr, bc, C, H, W, Hp, Wp, sxb, sxc, sxh, sxw, r0, c0,
         cols = _pad_src(cols, W, PAD)
     b = bc // C
     c = bc % C
-    base = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
-    ptrs = base + rows[:, None].to(tl.int64) * sxh + cols[None, :].to(tl.int64) * sxw
-    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    off = (b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
+           + rows[:, None].to(tl.int64) * sxh + cols[None, :].to(tl.int64) * sxw)
+    if VEC > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, VEC)), (1, VEC))
+    return tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _store_plane(ptr, vals, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr):
+def _store_plane(ptr, base, vals, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr,
+                 VEC: tl.constexpr):
+    """Store an [R, CC] tile at rows r0.., cols c0.. of the (h, w) plane at ptr + base."""
     rows = r0 + tl.arange(0, R)
     cols = c0 + tl.arange(0, CC)
-    mask = (rows[:, None] < h) & (cols[None, :] < w)
-    ptrs = ptr + rows[:, None].to(tl.int64) * sh + cols[None, :]
-    tl.store(ptrs, vals.to(ptr.dtype.element_ty), mask=mask)
+    mask = (rows[:, None] < h) & _cols_below(cols[None, :], w, VEC)
+    off = base + rows[:, None].to(tl.int64) * sh + cols[None, :]
+    if VEC > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, VEC)), (1, VEC))
+    tl.store(ptr + off, vals.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _load_plane(ptr, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr):
+def _load_plane(ptr, base, r0, c0, h, w, sh, R: tl.constexpr, CC: tl.constexpr,
+                VEC: tl.constexpr):
     rows = r0 + tl.arange(0, R)
     cols = c0 + tl.arange(0, CC)
-    mask = (rows[:, None] < h) & (cols[None, :] < w)
-    ptrs = ptr + rows[:, None].to(tl.int64) * sh + cols[None, :]
-    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    mask = (rows[:, None] < h) & _cols_below(cols[None, :], w, VEC)
+    off = base + rows[:, None].to(tl.int64) * sh + cols[None, :]
+    if VEC > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, VEC)), (1, VEC))
+    return tl.load(ptr + off, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _dec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr):
+def _dec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr,
+               VEC: tl.constexpr):
     """One level on an [RK, CK] tile: store its H, V, D bands ((h, w) planes), return A."""
     a, b, c, d = _split2x2(t, RK, CK)
     t, hh, vv, dd = _haar4(a, b, c, d)
-    base = hp + bc64 * sbc
+    base = bc64 * sbc
     r0 = ti * (RK // 2)
     c0 = tj * (CK // 2)
-    _store_plane(base, hh, r0, c0, h, w, sh, RK // 2, CK // 2)
-    _store_plane(base + sband, vv, r0, c0, h, w, sh, RK // 2, CK // 2)
-    _store_plane(base + 2 * sband, dd, r0, c0, h, w, sh, RK // 2, CK // 2)
+    _store_plane(hp, base, hh, r0, c0, h, w, sh, RK // 2, CK // 2, VEC)
+    _store_plane(hp, base + sband, vv, r0, c0, h, w, sh, RK // 2, CK // 2, VEC)
+    _store_plane(hp, base + 2 * sband, dd, r0, c0, h, w, sh, RK // 2, CK // 2, VEC)
     return t
 
 
 @triton.jit
-def _rec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr):
+def _rec_level(t, hp, sbc, sband, sh, bc64, ti, tj, h, w, RK: tl.constexpr, CK: tl.constexpr,
+               VEC: tl.constexpr):
     """Inverse of _dec_level: A tile [RK, CK] plus its (h, w) bands -> [2 RK, 2 CK]."""
-    base = hp + bc64 * sbc
+    base = bc64 * sbc
     r0 = ti * RK
     c0 = tj * CK
-    hh = _load_plane(base, r0, c0, h, w, sh, RK, CK)
-    vv = _load_plane(base + sband, r0, c0, h, w, sh, RK, CK)
-    dd = _load_plane(base + 2 * sband, r0, c0, h, w, sh, RK, CK)
+    hh = _load_plane(hp, base, r0, c0, h, w, sh, RK, CK, VEC)
+    vv = _load_plane(hp, base + sband, r0, c0, h, w, sh, RK, CK, VEC)
+    dd = _load_plane(hp, base + 2 * sband, r0, c0, h, w, sh, RK, CK, VEC)
     a, b, c, d = _haar4(t, hh, vv, dd)
     return _join2x2(a, b, c, d, RK, CK)
 
@@ -149,6 +179,7 @@ def _wavedec_kernel(
     h4_ptr, h4_sbc, h4_sband, h4_sh,
     hL, wL,
     LEVELS: tl.constexpr, PAD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr,
 ):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
@@ -156,21 +187,22 @@ def _wavedec_kernel(
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
     t = _load_tile(x_ptr, bc, C, H, W, hL << LEVELS, wL << LEVELS, sxb, sxc, sxh, sxw,
-                   ti * R, tj * CC, R, CC, PAD)
+                   ti * R, tj * CC, R, CC, PAD, VEC_IN)
     bc64 = bc.to(tl.int64)
     # Level j (1 = finest) works on an [R >> (j-1), CC >> (j-1)] tile; its bands are
     # (hL, wL) << (LEVELS - j).
     t = _dec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
-                   hL << (LEVELS - 1), wL << (LEVELS - 1), R, CC)
+                   hL << (LEVELS - 1), wL << (LEVELS - 1), R, CC, VEC_OUT)
     if LEVELS >= 2:
         t = _dec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
-                       hL << (LEVELS - 2), wL << (LEVELS - 2), R >> 1, CC >> 1)
+                       hL << (LEVELS - 2), wL << (LEVELS - 2), R >> 1, CC >> 1, VEC_OUT)
     if LEVELS >= 3:
         t = _dec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
-                       hL << (LEVELS - 3), wL << (LEVELS - 3), R >> 2, CC >> 2)
+                       hL << (LEVELS - 3), wL << (LEVELS - 3), R >> 2, CC >> 2, VEC_OUT)
     if LEVELS >= 4:
-        t = _dec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, R >> 3, CC >> 3)
-    _store_plane(lo_ptr + bc64 * lo_sbc, t, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
+        t = _dec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, R >> 3, CC >> 3,
+                       VEC_OUT)
+    _store_plane(lo_ptr, bc64 * lo_sbc, t, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW, VEC_OUT)
 
 
 @triton.jit
@@ -182,32 +214,33 @@ def _waverec_kernel(
     h4_ptr, h4_sbc, h4_sband, h4_sh,
     out_ptr, hL, wL,
     LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr,
 ):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
     bc64 = bc.to(tl.int64)
-    t = _load_plane(lo_ptr + bc64 * lo_sbc, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW)
+    t = _load_plane(lo_ptr, bc64 * lo_sbc, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW, VEC_IN)
     # Coarsest first: level j's bands are (hL, wL) << (LEVELS - j), its A tile
     # [BH, BW] << (LEVELS - j).
     if LEVELS >= 4:
-        t = _rec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, BH, BW)
+        t = _rec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, BH, BW, VEC_IN)
     if LEVELS >= 3:
         t = _rec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
                        hL << (LEVELS - 3), wL << (LEVELS - 3), BH << (LEVELS - 3),
-                       BW << (LEVELS - 3))
+                       BW << (LEVELS - 3), VEC_IN)
     if LEVELS >= 2:
         t = _rec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
                        hL << (LEVELS - 2), wL << (LEVELS - 2), BH << (LEVELS - 2),
-                       BW << (LEVELS - 2))
+                       BW << (LEVELS - 2), VEC_IN)
     t = _rec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
                    hL << (LEVELS - 1), wL << (LEVELS - 1), BH << (LEVELS - 1),
-                   BW << (LEVELS - 1))
+                   BW << (LEVELS - 1), VEC_IN)
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
     H = hL << LEVELS
     W = wL << LEVELS
-    _store_plane(out_ptr + bc64 * H * W, t, ti * R, tj * CC, H, W, W, R, CC)
+    _store_plane(out_ptr, bc64 * H * W, t, ti * R, tj * CC, H, W, W, R, CC, VEC_OUT)
 
 
 @triton.jit
@@ -241,13 +274,15 @@ def _ipacket_level(t, NB: tl.constexpr, RK: tl.constexpr, CK: tl.constexpr):
 
 @triton.jit
 def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
-                   LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+                   LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+                   VEC_IN: tl.constexpr):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
-    t = _load_tile(x_ptr, bc, C, H, W, H, W, sxb, sxc, sxh, sxw, ti * R, tj * CC, R, CC, -1)
+    t = _load_tile(x_ptr, bc, C, H, W, H, W, sxb, sxc, sxh, sxw, ti * R, tj * CC, R, CC, -1,
+                   VEC_IN)
     t = tl.reshape(t, [1, R, CC])
     t = _packet_level(t, 1, R, CC)
     if LEVELS >= 2:
@@ -269,7 +304,8 @@ def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
 
 @triton.jit
 def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
-                    LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+                    LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+                    VEC_OUT: tl.constexpr):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
@@ -294,7 +330,7 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
     t = tl.reshape(t, [R, CC])
     H = h << LEVELS
     W = w << LEVELS
-    _store_plane(x_ptr + bc.to(tl.int64) * H * W, t, ti * R, tj * CC, H, W, W, R, CC)
+    _store_plane(x_ptr, bc.to(tl.int64) * H * W, t, ti * R, tj * CC, H, W, W, R, CC, VEC_OUT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,9 +339,10 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
 
 
 def _warps(levels: int) -> int:
-    # Four fused levels keep the most intermediates live: at 8 warps ptxas spills 24 bytes on
-    # sm_90 (compile check), at 16 it needs 58 registers and spills nothing.
-    return 16 if levels >= 4 else 8
+    # Two or more fused levels keep more intermediates live: at 8 warps ptxas spills 8-24
+    # bytes on sm_90 (compile check: L4 at any size, L2 with 128-bit band stores); at 16
+    # nothing spills.
+    return 16 if levels >= 2 else 8
 
 
 def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
@@ -315,6 +352,18 @@ def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
     bh = min(bh, triton.next_power_of_2(max(h, 1)))
     bw = min(bw, triton.next_power_of_2(max(w, 1)))
     return bh, bw
+
+
+def _vector(t: torch.Tensor, tile_cols: int, *steps: int) -> int:
+    """The widest vector (in elements: 16 bytes at most, and no wider than a tile row) that
+    divides every width and stride in ``steps`` and the tensor's storage offset, so each
+    group of that many columns starts 16-byte aligned whenever the allocation does (Triton
+    checks the pointer itself). Triton infers this alone only for multiples of 16 elements."""
+    vec = max(1, 16 // t.element_size())
+    values = [int(v) for v in steps] + [t.storage_offset()]
+    while vec > 1 and (vec > tile_cols or any(v % vec for v in values)):
+        vec //= 2
+    return vec
 
 
 def _plane_strides(t: torch.Tensor, bands: bool) -> tuple[int, ...]:
@@ -347,11 +396,18 @@ def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
     for h in hs:
         args.extend([h, *_plane_strides(h, bands=True)])
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
+    low_strides = _plane_strides(low, bands=False)
+    # Vector widths: every width and stride the kernel steps by must be a multiple (a padded
+    # odd side remaps its last index, so padding loads stay scalar).
+    vec_in = _vector(x, bw << levels, W, *x.stride()[:3]) \
+        if pad == -1 and x.stride(3) == 1 else 1
+    vec_out = _vector(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
     launch(_wavedec_kernel, grid,
            x, C, H, W, *x.stride(),
-           low, *_plane_strides(low, bands=False),
+           low, *low_strides,
            *args, hL, wL,
-           LEVELS=levels, PAD=pad, BH=bh, BW=bw, num_warps=_warps(levels),
+           LEVELS=levels, PAD=pad, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out,
+           num_warps=_warps(levels),
     )
 
 
@@ -375,9 +431,12 @@ def waverec(low: torch.Tensor, highs: list[torch.Tensor]) -> torch.Tensor:
     if B > 1 and low.stride(0) != C * low.stride(1):
         low = low.contiguous()
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
+    low_strides = _plane_strides(low, bands=False)
+    vec_in = _vector(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
+    vec_out = _vector(out, bw << levels, wL << levels, (hL * wL) << (2 * levels))
     launch(_waverec_kernel, grid,
-           low, *_plane_strides(low, bands=False), *args, out, hL, wL,
-           LEVELS=levels, BH=bh, BW=bw, num_warps=8,
+           low, *low_strides, *args, out, hL, wL,
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, num_warps=8,
     )
     return out
 
@@ -408,8 +467,9 @@ def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
         return y
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    vec_in = _vector(x, bw << levels, W, *x.stride()[:3]) if x.stride(3) == 1 else 1
     launch(_packet_kernel, grid, x, y, C, H, W, *x.stride(), h, w,
-           LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, num_warps=8)
     return y
 
 
@@ -437,6 +497,7 @@ def _ipacket_once(y: torch.Tensor, levels: int) -> torch.Tensor:
         y = y.contiguous()
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    vec_out = _vector(x, bw << levels, w << levels, (h * w) << (2 * levels))
     launch(_ipacket_kernel, grid, y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
-           LEVELS=levels, BH=bh, BW=bw, num_warps=8)
+           LEVELS=levels, BH=bh, BW=bw, VEC_OUT=vec_out, num_warps=8)
     return x
