@@ -29,6 +29,7 @@ the first touch of a fresh multi-MB buffer several times cheaper; nothing else c
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve
+from uhrops._backend import get_backend, resolve, use_backend
 
 __all__ = [
     "PatchGrid",
@@ -1081,6 +1082,17 @@ def _contexts_boxes(image: Tensor, grid: PatchGrid, starts: Sequence[tuple[int, 
     return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
+def _torch_where_no_kernel(has_triton: bool) -> Any:
+    """use_backend("torch") where "triton" is selected but the op has no kernel for the call.
+
+    sliding_window has no kernel of its own and its no-grad path is plain PyTorch under every
+    backend, so its differentiable path must not refuse (float64, contexts) what that path
+    accepts."""
+    if not has_triton and get_backend() == "triton":
+        return use_backend("torch")
+    return contextlib.nullcontext()
+
+
 def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, batch_size: int,
                    contexts: Sequence[Union[float, Callable[[Tensor, Tensor], Tensor]]] = (),
                    out_device: torch.device | str | None = None, progress: bool = False, *,
@@ -1111,7 +1123,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           float32. If ``fn``'s output requires grad (grad mode on and ``fn`` has trainable
           parameters, or ``image`` requires grad), the outputs are kept and merged with the
           differentiable :func:`merge_patches` instead, which holds all patch outputs (the
-          autograd graph holds them anyway).
+          autograd graph holds them anyway). Under ``use_backend("triton")`` the steps that
+          have no Triton kernel (float64, contexts) take the PyTorch path in both modes.
 
     Args:
         fn: callable on a batch of patches (and contexts).
@@ -1172,9 +1185,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     differentiable = torch.is_grad_enabled() and image.requires_grad
 
     if differentiable:  # through the custom ops, so the image gets its gradient
-        all_patches = extract_patches(image, grid)
-        all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
-                   for c in ctx_specs]
+        with _torch_where_no_kernel(image.dtype != torch.float64):
+            all_patches = extract_patches(image, grid)
+        with _torch_where_no_kernel(False):
+            all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
+                       for c in ctx_specs]
 
     bar = None
     if progress:
@@ -1300,7 +1315,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
             bar.close()
 
     if outs is not None:
-        return merge_patches(torch.cat(outs, 0), grid, reduction, weight)
+        merged = torch.cat(outs, 0)
+        with _torch_where_no_kernel(merged.dtype != torch.float64):
+            return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
     return acc if acc.dtype == out_dtype else acc.to(out_dtype)
 

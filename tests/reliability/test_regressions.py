@@ -246,6 +246,36 @@ def test_sliding_window_fn_may_modify_its_batch_in_place():
     torch.testing.assert_close(xg.grad, xo.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype, contexts", [(torch.float64, ()), (torch.float32, (2.0,))])
+def test_sliding_window_under_triton_accepts_with_gradients_what_it_accepts_without(dtype,
+                                                                                     contexts):
+    """Found by the property suite once it drew images that require grad: under
+    use_backend("triton") the differentiable path raised BackendUnavailableError for float64
+    and for contexts (no kernel), while the no-grad path (plain PyTorch) computed them."""
+    if triton_ready("cpu"):
+        pytest.skip(triton_ready("cpu"))
+    g = PatchGrid.from_stride((7, 9), 4, 3)
+    x = torch.rand(2, 2, 7, 9, dtype=dtype)
+
+    def fn(p, *c):
+        return 2 * p + sum(t.mean(1, keepdim=True) for t in c) if c else 2 * p
+
+    want = O.sliding(fn, x.double(), g, contexts)
+    xg = x.clone().requires_grad_()
+    with uhrops.use_backend("triton"):
+        with torch.no_grad():
+            plain = uhrops.sliding_window(fn, x, g, 3, contexts=contexts)
+        got = uhrops.sliding_window(fn, xg, g, 3, contexts=contexts)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(plain.double(), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(got.detach().double(), want, rtol=tol, atol=tol)
+    got.sum().backward()
+    xo = x.double().requires_grad_()
+    O.sliding(fn, xo, g, contexts).sum().backward()
+    torch.testing.assert_close(xg.grad.double(), xo.grad, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("image, patch, min_overlap", [
     ((10, 10), (3, 3), 2.999),  # was a 49-million-patch grid of repeated starts
     ((10, 10), (3, 3), 2.999999),  # asked for 7e15 bytes
