@@ -1171,6 +1171,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         out_device, "out_device", op, usable=True)
     device = image.device if device is None else _checks.check_device(device, "device", op,
                                                                       usable=True)
+    # the weight is checked now, not at the first batch (no-grad) or in the final
+    # merge_patches (with gradients: after every batch has run, under merge_patches' name)
+    _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device), op)
     if image.shape[0] == 0:
         raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
                          f"there is no patch to run `fn` on, so the output channels are unknown. "

@@ -276,6 +276,25 @@ def test_sliding_window_under_triton_accepts_with_gradients_what_it_accepts_with
     torch.testing.assert_close(xg.grad.double(), xo.grad, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("weight", ["gauss", "wrong shape"])
+def test_sliding_window_checks_its_weight_before_running_fn(weight, grad):
+    """Found by the property suite once it drew images that require grad: a bad weight was
+    reported by merge_patches after fn had run on every batch (and at the first batch
+    without gradients)."""
+    g = PatchGrid.from_stride(8, 4, 2)
+    calls = []
+
+    def fn(p):
+        calls.append(p.shape[0])
+        return p
+
+    w = torch.ones(3, 4) if weight == "wrong shape" else weight
+    with pytest.raises(ValueError, match=r"sliding_window\(\): `weight`"):
+        uhrops.sliding_window(fn, torch.rand(1, 1, 8, 8, requires_grad=grad), g, 4, weight=w)
+    assert calls == []
+
+
 @pytest.mark.parametrize("image, patch, min_overlap", [
     ((10, 10), (3, 3), 2.999),  # was a 49-million-patch grid of repeated starts
     ((10, 10), (3, 3), 2.999999),  # asked for 7e15 bytes
