@@ -1111,10 +1111,10 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           :func:`extract_contexts` with its defaults: patch-sized output, black padding,
           antialiased); a callable ``c(image_b, boxes)`` gets one image (1, C, H, W) and the
           (k, 4) int64 boxes of its patches in the batch and returns a (k, ...) tensor.
-        - ``fn`` returns (k, C_out, ph, pw), with the same C_out, dtype and device for
-          every batch (a change raises ValueError naming the batch). Its output is only read (never modified in
-          place, unlike MONAI 1.6.1 which multiplies the predictor's output in place) and is
-          accumulated into a (B, C_out, H, W) output on ``out_device`` (default
+        - ``fn`` returns (k, C_out, ph, pw), with the same C_out, dtype and device for every
+          batch (a change raises ValueError naming the batch). Its output is only read (never
+          modified in place, unlike MONAI 1.6.1 which multiplies the predictor's output in
+          place) and is accumulated into a (B, C_out, H, W) output on ``out_device`` (default
           ``image.device``) with per-pixel factors w/Σw (Σw derived from the grid for one row
           of patches at a time, so no full-size normaliser is ever built); the result equals
           ``merge_patches(fn(extract_patches(image, grid)), grid, reduction, weight)``.
@@ -1210,7 +1210,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     acc: Tensor | None = None
     w_acc: Tensor | None = None
     out_dtype: torch.dtype | None = None
-    first: tuple[int, torch.dtype, torch.device] | None = None  # fn's first output: C, dtype, device
+    first: tuple[int, torch.dtype, torch.device] | None = None  # batch 0's C, dtype, device
     try:
         for k0 in range(0, total, batch_size):
             k1 = min(k0 + batch_size, total)
