@@ -227,6 +227,32 @@ def _torch_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
             dv.to(value.dtype).view(value.shape))
 
 
+def _differentiable_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
+                             key: Tensor, value: Tensor,
+                             scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of both paths written with differentiable PyTorch ops, for
+    ``create_graph=True`` (double backward): autograd records it, so it holds the B x Nq x Nk
+    probabilities (the price of a second derivative; the first-order backward never does).
+    P is recomputed from q and k rather than read from the saved out/lse, so the graph does not
+    loop back through the custom op."""
+    cdt = _compute_dtype(query.dtype)
+    q = query.flatten(2).to(cdt)  # (B, Cq, Nq)
+    k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
+    v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
+    do = grad_out.flatten(2).to(cdt)  # (B, Cv, Nq)
+    p = torch.softmax(scale * torch.bmm(q.transpose(1, 2), k), dim=-1)  # (B, Nq, Nk)
+    dv = torch.bmm(do, p)
+    dp = torch.bmm(do.transpose(1, 2), v)
+    delta = (dp * p).sum(-1, keepdim=True)  # rowsum(dO * O)
+    if grad_lse is not None:  # d lse / d logits = P
+        delta = delta - grad_lse.to(cdt).unsqueeze(-1)
+    ds = p * (dp - delta) * scale
+    dq = torch.bmm(k, ds.transpose(1, 2))
+    dk = torch.bmm(q, ds)
+    return (dq.to(query.dtype).view(query.shape), dk.to(key.dtype).view(key.shape),
+            dv.to(value.dtype).view(value.shape))
+
+
 # --------------------------------------------------------------------------------------------
 # custom ops
 # --------------------------------------------------------------------------------------------
@@ -287,6 +313,9 @@ def _attention_bwd(ctx, grad_out, grad_lse):
     query, key, value, out, lse = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
+    if torch.is_grad_enabled():  # backward(create_graph=True): the backward must be differentiable
+        dq, dk, dv = _differentiable_backward(grad_out, grad_lse, query, key, value, ctx.scale)
+        return dq, dk, dv, None, None
     dq, dk, dv = _attention_backward_op(grad_out, grad_lse, query, key, value, out, lse,
                                         ctx.scale, ctx.backend)
     return dq, dk, dv, None, None
@@ -356,9 +385,10 @@ def context_attention(query: Tensor, key: Tensor, value: Tensor, *, scale: float
         ``out[b, :, i] = sum_j softmax_j(scale * <q_i, k_j>) v_j`` with ``q_i = query[b, :, i]``
         over the flattened positions (row-major, N = H * W), the softmax taken over the
         **keys** j. query (B, Cq, Hq, Wq), key (B, Cq, Hk, Wk), value (B, Cv, Hk, Wk) ->
-        out (B, Cv, Hq, Wq), NCHW-contiguous (channels_last when ``query`` is channels_last
-        and the fused CPU kernel runs: the kernel's token layout, returned without a copy;
-        channels_last inputs also skip the layout change on the way in). Nq != Nk and Cq != Cv are allowed; any channel
+        out (B, Cv, Hq, Wq) in the memory format of ``query`` on every path: channels_last
+        when ``query`` is channels_last (the fused CPU kernel's token layout, returned without
+        a copy; the other paths copy once), NCHW-contiguous otherwise; channels_last inputs
+        also skip the layout change on the way in. Nq != Nk and Cq != Cv are allowed; any channel
         count (FCtL uses 512). ``scale=1.0`` is FCtL's unscaled correlation; pass
         ``C ** -0.5`` for transformer-style attention. ``center=True`` first subtracts from
         query and key their per-channel mean over positions (FCtL's DeepGlobe variant, DNL
@@ -375,6 +405,10 @@ def context_attention(query: Tensor, key: Tensor, value: Tensor, *, scale: float
         product with the values (error ~ the dtype's epsilon). Large logits (e.g. 1e5) are
         safe: the softmax subtracts the running row maximum. NaN/Inf in the inputs propagate.
         Non-contiguous and channels_last inputs give the same result.
+
+        Differentiable to any order: the first backward is the O(N * C) recomputation;
+        ``backward(create_graph=True)`` (double backward, e.g. gradient penalties) switches to
+        a plain differentiable PyTorch formulation that holds the B x Nq x Nk probabilities.
 
     Args:
         query: (B, Cq, Hq, Wq) floating tensor, e.g. projected local-patch features.
@@ -401,10 +435,13 @@ def context_attention(query: Tensor, key: Tensor, value: Tensor, *, scale: float
     """
     _check_inputs(query, key, value, scale, center)
     backend = resolve(_OP, query, key, value, has_triton=query.dtype != torch.float64)
+    channels_last = _cpu_fused_channels_last(query)
     if center:
         query = _center(query)
         key = _center(key)
     out, _ = _attention_op(query, key, value, float(scale), backend)
+    if channels_last:  # the query's layout on every path (a no-op after the fused kernel)
+        out = out.contiguous(memory_format=torch.channels_last)
     return out
 
 

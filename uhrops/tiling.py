@@ -29,6 +29,7 @@ the first touch of a fresh multi-MB buffer several times cheaper; nothing else c
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import _checks
-from uhrops._backend import resolve, run_with_fallback
+from uhrops._backend import get_backend, resolve, run_with_fallback, use_backend
 
 __all__ = [
     "PatchGrid",
@@ -61,7 +62,7 @@ IntPair = Union[int, Sequence[int]]
 # --------------------------------------------------------------------------------------------
 
 
-def _pair(value: object, name: str, op: str, minimum: int = 1) -> tuple[int, int]:
+def _pair(value: object, name: str, op: str, minimum: int | None = 1) -> tuple[int, int]:
     """An int or a 2-sequence of ints, as (h, w)."""
     if isinstance(value, torch.Size):
         value = tuple(value)
@@ -152,6 +153,13 @@ class PatchGrid:
                     f"{op}(): `{name}` must be sorted starts in [0, {hi}] (image {size}, patch "
                     f"{p}); got {starts}. Fix: build the grid with PatchGrid.from_min_overlap "
                     "or PatchGrid.from_stride.")
+            # a repeated start is a stride of 0: the same patch twice, run and merged twice
+            dup = next((a for a, b in zip(starts, starts[1:]) if a == b), None)
+            if dup is not None:
+                raise ValueError(
+                    f"{op}(): `{name}` repeats the start {dup} (a stride of 0 pixels: the same "
+                    f"patch twice); got {starts}. Fix: pass strictly increasing starts, e.g. "
+                    f"sorted(set({name})).")
             object.__setattr__(self, name, starts)
 
     @classmethod
@@ -164,13 +172,16 @@ class PatchGrid:
             p - (S - p)/(n - 1) >= min_overlap; starts are round(i·(S - p)/(n - 1)) for
             i < n - 1 and the last one is S - p (flush with the border). S <= p gives one
             patch at 0 (padded). 2448/508 -> 6 starts at stride 388 (overlap 120);
-            5000/508 -> 11 starts at stride 449.2 (rounded per patch).
+            5000/508 -> 11 starts at stride 449.2 (rounded per patch). The stride
+            (S - p)/(n - 1) is at most p - min_overlap, so ``min_overlap`` above p - 1 would
+            make it less than one pixel (repeated starts; 2.999 on 3-pixel patches of a
+            10x10 image asked for 49 million patches): it is refused.
 
         Args:
             image_size: H or (H, W).
             patch_size: p or (ph, pw).
-            min_overlap: minimal overlap in pixels, 0 <= min_overlap < patch (checked
-                along the axes that need more than one patch).
+            min_overlap: minimal overlap in pixels, 0 <= min_overlap <= patch - 1
+                (checked along the axes that need more than one patch).
 
         Returns:
             The grid.
@@ -191,6 +202,14 @@ class PatchGrid:
             raise ValueError(f"{op}(): `min_overlap` must be in [0, {limit}) (below the patch "
                              f"size {patch} along axes the image {size} exceeds); got "
                              f"{min_overlap}. Fix: use a smaller overlap or a larger patch.")
+        # The rule's stride is <= patch - min_overlap: below one pixel the starts repeat and
+        # the patch count explodes (2.999 on a 3-pixel patch: 7000 starts per axis).
+        if min_overlap > limit - 1:
+            raise ValueError(f"{op}(): `min_overlap` {min_overlap} leaves a stride of at most "
+                             f"{limit} - {min_overlap} = {limit - min_overlap:.3g} pixels "
+                             f"between patches of {limit} (below one pixel, the starts repeat); "
+                             f"got image {size}, patch {patch}. Fix: use "
+                             f"min_overlap <= {limit - 1} (stride 1) or a larger patch.")
         return cls(size, patch, _axis_min_overlap(size[0], patch[0], min_overlap),
                    _axis_min_overlap(size[1], patch[1], min_overlap))
 
@@ -210,7 +229,8 @@ class PatchGrid:
         Args:
             image_size: H or (H, W).
             patch_size: p or (ph, pw).
-            stride: s or (sh, sw), 1 <= stride <= patch (a larger stride leaves gaps).
+            stride: s or (sh, sw), 1 <= stride <= patch (a larger stride leaves gaps; a
+                stride below one pixel would repeat starts).
 
         Returns:
             The grid.
@@ -222,7 +242,11 @@ class PatchGrid:
         op = "PatchGrid.from_stride"
         size = _pair(image_size, "image_size", op)
         patch = _pair(patch_size, "patch_size", op)
-        st = _pair(stride, "stride", op)
+        st = _pair(stride, "stride", op, minimum=None)
+        if st[0] < 1 or st[1] < 1:
+            raise ValueError(f"{op}(): `stride` {st} has a step below one pixel (every patch "
+                             "would start at the same place, or move backwards). Fix: use "
+                             "1 <= stride <= patch_size (1 = a patch at every pixel).")
         if st[0] > patch[0] or st[1] > patch[1]:
             raise ValueError(f"{op}(): `stride` {st} is larger than `patch_size` {patch}, which "
                              "would leave pixels uncovered. Fix: use stride <= patch_size.")
@@ -319,8 +343,14 @@ def gaussian_weight(patch_size: IntPair, sigma_scale: float = 0.125, *,
     return w.to(device=device, dtype=dtype)
 
 
-def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str) -> Tensor | None:
-    """None, "gaussian" or a (ph, pw) tensor -> None or a weight tensor on ref's device."""
+def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str,
+                mean: bool = False) -> Tensor | None:
+    """None, "gaussian" or a (ph, pw) tensor -> None or a weight tensor on ref's device.
+
+    ``mean``: the weights only enter as w/Σw, so a tensor is rescaled by a power of two that
+    brings its maximum into [0.5, 1): exact, so results are unchanged wherever they were
+    right, but Σw no longer overflows (a constant 1e38 gave 0) and 1/Σw no longer does
+    (a constant 1e-39 gave NaN), and float64 weights far outside float32 survive the cast."""
     wdtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
     if weight is None or (isinstance(weight, str) and weight == "constant"):
         return None
@@ -339,7 +369,14 @@ def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str) ->
         raise ValueError(f"{op}(): `weight` must hold finite, non-negative weights; got values "
                          f"in [{float(w.min())}, {float(w.max())}]. Fix: e.g. weight.clamp(min=0) "
                          f"or weight=\"gaussian\".")
-    return w.detach().to(wdtype).contiguous()
+    w = w.detach()
+    if mean and w.device.type != "meta" and w.numel():
+        top = float(w.max())
+        if top > 0:
+            e = -math.frexp(top)[1]  # top * 2**e is in [0.5, 1)
+            # in float64, in two factors: 2**1074 (a subnormal maximum) overflows as one
+            w = w.to(torch.float64) * 2.0 ** (e // 2) * 2.0 ** (e - e // 2)
+    return w.to(wdtype).contiguous()
 
 
 def _axis_counts(starts: Sequence[int], p: int, size: int, dtype: torch.dtype,
@@ -919,7 +956,7 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
         raise ValueError(f"{op}(): `patches` holds {patches.shape[0]} patches, which is not a "
                          f"positive multiple of the grid's {n} patches. Fix: pass B*{n} "
                          "patches in the order extract_patches returns them.")
-    w = _weight_map(weight, grid.patch_size, patches, op)
+    w = _weight_map(weight, grid.patch_size, patches, op, mean=reduction == "mean")
     backend = resolve(op, patches, has_triton=patches.dtype != torch.float64)
     H, W = grid.image_size
     return _scatter_op(patches, w, list(grid.ys), list(grid.xs), H, W, reduction == "mean",
@@ -1045,6 +1082,17 @@ def _contexts_boxes(image: Tensor, grid: PatchGrid, starts: Sequence[tuple[int, 
     return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
+def _torch_where_no_kernel(has_triton: bool) -> Any:
+    """use_backend("torch") where "triton" is selected but the op has no kernel for the call.
+
+    sliding_window has no kernel of its own and its no-grad path is plain PyTorch under every
+    backend, so its differentiable path must not refuse (float64, contexts) what that path
+    accepts."""
+    if not has_triton and get_backend() == "triton":
+        return use_backend("torch")
+    return contextlib.nullcontext()
+
+
 def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, batch_size: int,
                    contexts: Sequence[Union[float, Callable[[Tensor, Tensor], Tensor]]] = (),
                    out_device: torch.device | str | None = None, progress: bool = False, *,
@@ -1055,16 +1103,18 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     Convention:
         - Patches are taken in the order of :func:`extract_patches` (batch-major, row-major)
           and sent to ``fn`` ``batch_size`` at a time (a batch may span two images). Each
-          batch is a fresh tensor on ``device`` (default ``image.device``), so ``fn`` may
-          modify it freely; ``image`` itself is never written to.
+          batch is a fresh tensor on ``device`` (default ``image.device``), never a view, so
+          ``fn`` may modify it freely (in place too, with or without gradients; with
+          gradients the change is part of the graph); ``image`` itself is never written to.
         - ``contexts``: for each entry the matching batch is passed as an extra argument,
           ``fn(patches, ctx_1, ctx_2, ...)``. A number is a context scale (as in
           :func:`extract_contexts` with its defaults: patch-sized output, black padding,
           antialiased); a callable ``c(image_b, boxes)`` gets one image (1, C, H, W) and the
           (k, 4) int64 boxes of its patches in the batch and returns a (k, ...) tensor.
-        - ``fn`` returns (k, C_out, ph, pw). Its output is only read (never modified in
-          place, unlike MONAI 1.6.1 which multiplies the predictor's output in place) and is
-          accumulated into a (B, C_out, H, W) output on ``out_device`` (default
+        - ``fn`` returns (k, C_out, ph, pw), with the same C_out, dtype and device for every
+          batch (a change raises ValueError naming the batch). Its output is only read (never
+          modified in place, unlike MONAI 1.6.1 which multiplies the predictor's output in
+          place) and is accumulated into a (B, C_out, H, W) output on ``out_device`` (default
           ``image.device``) with per-pixel factors w/Σw (Σw derived from the grid for one row
           of patches at a time, so no full-size normaliser is ever built); the result equals
           ``merge_patches(fn(extract_patches(image, grid)), grid, reduction, weight)``.
@@ -1073,7 +1123,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           float32. If ``fn``'s output requires grad (grad mode on and ``fn`` has trainable
           parameters, or ``image`` requires grad), the outputs are kept and merged with the
           differentiable :func:`merge_patches` instead, which holds all patch outputs (the
-          autograd graph holds them anyway).
+          autograd graph holds them anyway). Under ``use_backend("triton")`` the steps that
+          have no Triton kernel (float64, contexts) take the PyTorch path in both modes.
 
     Args:
         fn: callable on a batch of patches (and contexts).
@@ -1120,6 +1171,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         out_device, "out_device", op, usable=True)
     device = image.device if device is None else _checks.check_device(device, "device", op,
                                                                       usable=True)
+    # the weight is checked now, not at the first batch (no-grad) or in the final
+    # merge_patches (with gradients: after every batch has run, under merge_patches' name)
+    _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device), op)
     if image.shape[0] == 0:
         raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
                          f"there is no patch to run `fn` on, so the output channels are unknown. "
@@ -1134,9 +1188,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     differentiable = torch.is_grad_enabled() and image.requires_grad
 
     if differentiable:  # through the custom ops, so the image gets its gradient
-        all_patches = extract_patches(image, grid)
-        all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
-                   for c in ctx_specs]
+        with _torch_where_no_kernel(image.dtype != torch.float64):
+            all_patches = extract_patches(image, grid)
+        with _torch_where_no_kernel(False):
+            all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
+                       for c in ctx_specs]
 
     bar = None
     if progress:
@@ -1154,6 +1210,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     acc: Tensor | None = None
     w_acc: Tensor | None = None
     out_dtype: torch.dtype | None = None
+    first: tuple[int, torch.dtype, torch.device] | None = None  # batch 0's C, dtype, device
     try:
         for k0 in range(0, total, batch_size):
             k1 = min(k0 + batch_size, total)
@@ -1165,7 +1222,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                 else:
                     segs.append((b, [i]))
             if differentiable:
-                batch = all_patches[k0:k1].to(device)
+                # a copy, not a slice: autograd forbids in-place changes to a view of a custom
+                # op's output, and fn may modify its batch (one batch of extra memory)
+                batch = all_patches[k0:k1].to(device, copy=True)
             else:
                 with torch.no_grad():
                     if spare is not None and spare.shape[0] == k1 - k0:
@@ -1182,7 +1241,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
             extra = []
             for j, c in enumerate(ctx_specs):
                 if not callable(c) and differentiable:
-                    extra.append(all_ctx[j][k0:k1].to(device))
+                    extra.append(all_ctx[j][k0:k1].to(device, copy=True))  # as for the batch
                     continue
                 parts = []
                 for b, idx in segs:
@@ -1202,6 +1261,22 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                                  f"for a batch of k={k1 - k0} patches; got {got}. Fix: "
                                  "resize the network output to the patch size inside fn.")
             _checks.check_float(y, "fn(...) output", op)
+            # Every batch must match the first: the output is allocated from it, and a later
+            # batch with fewer channels left memory unwritten, with more it failed in a
+            # broadcast, and another dtype was silently cast to the first one's.
+            now = (y.shape[1], y.dtype, y.device)
+            if first is None:
+                first = now
+            elif now != first:
+                what = [f"{u} {a} -> {b}" for a, b, u in zip(first, now,
+                                                              ("channels", "dtype", "device"))
+                        if a != b]
+                raise ValueError(
+                    f"{op}(): `fn`'s output for batch {k0 // batch_size} (patches {k0}..{k1 - 1} "
+                    f"of {total}) differs from batch 0's: {'; '.join(what)}. The merged "
+                    "output has one channel count, dtype and device. "
+                    "Fix: make fn return the same number of channels, dtype and device for "
+                    "every batch (e.g. end it with .float()).")
             if outs is None and acc is None:
                 out_dtype = y.dtype
                 if torch.is_grad_enabled() and y.requires_grad:
@@ -1210,7 +1285,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
                     acc = _empty((B, y.shape[1], H, W), acc_dtype, out_device)
                     _zero_gaps(acc, grid.ys, grid.xs, ph, pw)
-                    w_acc = _weight_map(weight, (ph, pw), acc, op)
+                    w_acc = _weight_map(weight, (ph, pw), acc, op, mean=mean)
             if outs is not None:
                 outs.append(y.to(out_device))
             else:
@@ -1243,7 +1318,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
             bar.close()
 
     if outs is not None:
-        return merge_patches(torch.cat(outs, 0), grid, reduction, weight)
+        merged = torch.cat(outs, 0)
+        with _torch_where_no_kernel(merged.dtype != torch.float64):
+            return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
     return acc if acc.dtype == out_dtype else acc.to(out_dtype)
 

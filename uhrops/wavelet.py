@@ -80,14 +80,17 @@ _MAX_FUSED_LEVELS = 4
 def _torch_dwt_into(x: Tensor, low: Tensor, high: Tensor) -> None:
     """One level on an even-sized x (B, C, H, W): A into ``low``, H/V/D into ``high[:, :, 0:3]``."""
     B, C, H, W = x.shape
+    # The 1/2 of the orthonormal scale is applied to the samples before any sum (s = e/2 +
+    # o/2, t = e/2 - o/2): halving is exact, so normal results are bit-identical to (e+o)/2,
+    # but e + o no longer overflows where the bands are finite (a constant 3e38 gave
+    # inf - inf = NaN in H, V, D). Rows first so both row halves are contiguous.
+    # (x.add_(y, alpha=0.5) rounds once, like the sum of the halves: no full-size temporary.)
     if x.dtype in _HALF:
         x = x.float()
     rows = x.reshape(B, C, H // 2, 2, W)
     even, odd = rows[:, :, :, 0], rows[:, :, :, 1]
-    # Rows first so both row halves are contiguous, and the 1/2 of the orthonormal scale
-    # goes into the first butterfly (s = (e+o)/2, t = (e-o)/2) on half-size temporaries.
-    s = (even + odd).mul_(0.5).view(B, C, H // 2, W // 2, 2)
-    t = (even - odd).mul_(0.5).view(B, C, H // 2, W // 2, 2)
+    s = torch.mul(even, 0.5).add_(odd, alpha=0.5).view(B, C, H // 2, W // 2, 2)
+    t = torch.mul(even, 0.5).sub_(odd, alpha=0.5).view(B, C, H // 2, W // 2, 2)
     _write(low, torch.add, s[..., 0], s[..., 1])
     _write(high[:, :, 0], torch.add, t[..., 0], t[..., 1])
     _write(high[:, :, 1], torch.sub, s[..., 0], s[..., 1])
@@ -105,19 +108,21 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     """Inverse of one level: low (B, C, h, w) and high (B, C, 3, h, w) -> (B, C, 2h, 2w)."""
     B, C, h, w = low.shape
     dtype = low.dtype
+    # Halve the bands first, as in the forward: exact, and A + H cannot overflow where the
+    # output is finite (A = H = 3e38 reconstructs 3e38, not inf).
     if dtype in _HALF:
         low, high = low.float(), high.float()
     hh, vv, dd = high.unbind(2)
-    s = low + hh  # a + b = A + H
-    t = low - hh  # c + d = A - H
-    u = vv + dd  # a - b = V + D
-    v = vv - dd  # c - d = V - D
+    s = torch.mul(low, 0.5).add_(hh, alpha=0.5)  # (a + b)/2 = (A + H)/2
+    t = torch.mul(low, 0.5).sub_(hh, alpha=0.5)  # (c + d)/2 = (A - H)/2
+    u = torch.mul(vv, 0.5).add_(dd, alpha=0.5)  # (a - b)/2 = (V + D)/2
+    v = torch.mul(vv, 0.5).sub_(dd, alpha=0.5)  # (c - d)/2 = (V - D)/2
     out = low.new_empty(B, C, h, 2, w, 2)
     torch.add(s, u, out=out[:, :, :, 0, :, 0])
     torch.sub(s, u, out=out[:, :, :, 0, :, 1])
     torch.add(t, v, out=out[:, :, :, 1, :, 0])
     torch.sub(t, v, out=out[:, :, :, 1, :, 1])
-    out = out.view(B, C, 2 * h, 2 * w).mul_(0.5)
+    out = out.view(B, C, 2 * h, 2 * w)
     return out.to(dtype) if dtype in _HALF else out
 
 

@@ -924,8 +924,10 @@ def case_patch_grid(data, module=False):
     H, W = data.draw(st.integers(1, 300)), data.draw(st.integers(1, 300))
     ph, pw = data.draw(st.integers(1, 80)), data.draw(st.integers(1, 80))
     sh, sw = data.draw(st.integers(1, ph)), data.draw(st.integers(1, pw))
-    ov = data.draw(st.sampled_from([0, 0.5, 1, 7, 20.25]))
-    if ov >= min(ph, pw):
+    ov = data.draw(st.sampled_from([0, 0.5, 1, 7, 20.25, "edge"]))
+    if ov == "edge":  # the largest legal overlap: a stride of exactly one pixel
+        ov = min(ph, pw) - 1
+    if ov > min(ph, pw) - 1:  # a stride below one pixel is refused (the "min_overlap" fault)
         ov = 0
     image_size: Any = data.draw(st.sampled_from([(H, W), [H, W], torch.Size([H, W])])) \
         if H != W else data.draw(st.sampled_from([H, (H, W)]))
@@ -942,22 +944,28 @@ def case_patch_grid(data, module=False):
         expect = ((TypeError, ValueError), ("patch_size", "patch_size[0]", "patch_size[1]"))
     elif fault == "stride":
         kind = "stride"
-        stride = data.draw(st.sampled_from([0, (ph + 1, sw), (sh, pw + 1), 1.5, (sh, -1)]))
+        stride = data.draw(st.sampled_from([0, (ph + 1, sw), (sh, pw + 1), 1.5, (sh, -1),
+                                            (sh, 0), -1]))
         expect = ((TypeError, ValueError), ("stride", "stride[0]", "stride[1]"))
     elif fault == "min_overlap":
         kind = "min_overlap"
         H, W = max(H, ph + 1), max(W, pw + 1)
         image_size = (H, W)
-        ov = data.draw(st.sampled_from([-1, min(ph, pw), math.nan, math.inf, "5", None]))
+        # just past the edge: a stride below one pixel (2.999 on 3-pixel patches was a
+        # 49-million-patch grid of repeated starts)
+        ov = data.draw(st.sampled_from([-1, min(ph, pw), math.nan, math.inf, "5", None,
+                                        min(ph, pw) - 0.5, min(ph, pw) - 1e-6,
+                                        min(ph, pw) - 1 + 1e-9]))
         expect = ((TypeError, ValueError), ("min_overlap",))
     elif fault == "starts":
         kind = "explicit"
         H, W = max(H, ph + 2), max(W, pw + 2)
         image_size = (H, W)
         ys, xs = tuple(mmseg_starts(H, ph, sh)), tuple(mmseg_starts(W, pw, sw))
-        bad = data.draw(st.sampled_from(["unsorted", "past", "negative", "empty", "float"]))
+        bad = data.draw(st.sampled_from(["unsorted", "past", "negative", "empty", "float",
+                                         "repeated"]))
         ys = {"unsorted": (H - ph, 0), "past": (0, H - ph + 1), "negative": (-1, 0),
-              "empty": (), "float": (0.0, 1)}[bad]
+              "empty": (), "float": (0.0, 1), "repeated": (0, H - ph, H - ph)}[bad]
         expect = ((TypeError, ValueError), ("ys", "ys[i]"))
 
     def call():
@@ -1017,6 +1025,12 @@ def case_extract_patches(data, module=False):
                 expect, backend, dtype, meta=device == "meta", note=dict(fault=fault, grid=grid))
 
 
+# weight scales for a weighted mean (weights in [0.01, 1.01) times these): Σw overflowed
+# float32 at 1e38, 1/Σw at 1e-39; float64 weights far outside float32 became 0 or inf
+WEIGHT_SCALES = {torch.float32: (1.0, 1.0, 1.0, 1e38, 1e-39, 1e-45),
+                 torch.float64: (1.0, 1.0, 1e38, 1e-39, 1e-300, 1e300)}
+
+
 def case_merge_patches(data, module=False):
     fault = data.draw(st.sampled_from([None] * 5 + ["patches", "grid", "count", "psize",
                                                     "reduction", "weight_str", "weight_shape",
@@ -1039,9 +1053,12 @@ def case_merge_patches(data, module=False):
     reduction = data.draw(st.sampled_from(["mean", "sum"]))
     wkind = data.draw(st.sampled_from([None, "constant", "gaussian", "tensor"]))
     weight: Any = wkind
+    wscale = 1.0
     if wkind == "tensor":
-        weight = TSpec((ph, pw), data.draw(st.sampled_from([torch.float32, torch.float64])),
-                       "contiguous", "uniform", data.draw(st.integers(0, 99)))
+        wdtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+        weight = TSpec((ph, pw), wdtype, "contiguous", "uniform", data.draw(st.integers(0, 99)))
+        if reduction == "mean":  # only ratios matter: any finite scale gives the same mean
+            wscale = data.draw(st.sampled_from(WEIGHT_SCALES[wdtype]), label="weight scale")
     p: Any = spec
     g: Any = grid
     expect = None
@@ -1087,6 +1104,7 @@ def case_merge_patches(data, module=False):
         wt = materialize(weight, device if isinstance(weight, TSpec) else "cpu")
         if isinstance(weight, TSpec) and fault not in ("weight_shape", "weight_dtype"):
             wt = wt.abs() + 0.01 if device != "meta" else wt  # valid weights are >= 0
+            wt = wt * wscale
 
     def call():
         if module:
@@ -1098,7 +1116,8 @@ def case_merge_patches(data, module=False):
         return O.merge(reference(pt), grid, reduction, w)
 
     return Case(call, oracle, expect, backend, dtype, tol_scale=4.0, meta=device == "meta",
-                note=dict(fault=fault, grid=grid, reduction=reduction, weight=wkind))
+                note=dict(fault=fault, grid=grid, reduction=reduction, weight=wkind,
+                          wscale=wscale))
 
 
 def case_extract_contexts(data, module=False):
@@ -1185,15 +1204,25 @@ def case_gaussian_weight(data, module=False):
 
 class _Fn:
     """A deterministic stand-in network for sliding_window: out = 2 p[:, :c] + 0.25 (+ the mean
-    of each context). The oracle applies the same formula to the oracle's patches."""
+    of each context). The oracle applies the same formula to the oracle's patches.
+    ``inplace``: the same values computed in place in the batch (allowed by the contract);
+    ``bad="channels"/"dtype"``: one more channel, or another dtype, from the second call on."""
 
-    def __init__(self, c_out: int, bad: str | None = None) -> None:
-        self.c_out, self.bad = c_out, bad
+    def __init__(self, c_out: int, bad: str | None = None, inplace: bool = False) -> None:
+        self.c_out, self.bad, self.inplace, self.calls = c_out, bad, inplace, 0
 
     def __call__(self, p, *ctx):
-        y = 2 * p[:, : self.c_out] + 0.25
+        self.calls += 1
+        if self.inplace:
+            y = p.mul_(2).add_(0.25)[:, : self.c_out]
+        else:
+            y = 2 * p[:, : self.c_out] + 0.25
         for c in ctx:
             y = y + c.mean(dim=1, keepdim=True)
+        if self.bad == "channels" and self.calls > 1:
+            return torch.cat([y, y[:, :1]], 1)
+        if self.bad == "dtype" and self.calls > 1:
+            return y.float() if y.dtype == F64 else y.double()
         if self.bad == "shape":
             return y[..., :-1]
         if self.bad == "int":
@@ -1206,8 +1235,9 @@ class _Fn:
 def case_sliding_window(data, module=False):
     fault = data.draw(st.sampled_from([None] * 6 + ["fn", "image", "grid", "batch_size",
                                                     "contexts", "context_entry", "fn_shape",
-                                                    "fn_dtype", "reduction", "weight",
-                                                    "out_device", "device", "empty"]))
+                                                    "fn_dtype", "fn_changes", "reduction",
+                                                    "weight", "out_device", "device",
+                                                    "empty"]))
     dtype = data.draw(st.sampled_from((torch.float32, torch.float64, torch.bfloat16)))
     backend = data.draw(st.sampled_from(["torch", "auto"] + (["triton"] if TRITON else [])))
     B = data.draw(st.integers(1, 2))
@@ -1217,10 +1247,18 @@ def case_sliding_window(data, module=False):
     scales = data.draw(st.sampled_from([(), (2.0,), (1.5, 3)]))
     spec = draw_tspec(data, (B, C, H, W), dtype, allow_special=not scales)
     c_out = data.draw(st.integers(1, C))
-    fn: Any = _Fn(c_out)
+    inplace = data.draw(st.booleans(), label="fn in place")
+    grad = data.draw(st.booleans(), label="image requires grad")  # the autograd path
+    fn: Any = _Fn(c_out, inplace=inplace)
     batch_size: Any = data.draw(st.integers(1, 5))
     reduction: Any = data.draw(st.sampled_from(["mean", "sum"]))
-    weight: Any = data.draw(st.sampled_from([None, "gaussian"]))
+    weight: Any = data.draw(st.sampled_from([None, "gaussian", "tensor"]))
+    if weight == "tensor":  # a weight pattern at an extreme scale (for a mean)
+        wdtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+        wscale = data.draw(st.sampled_from(WEIGHT_SCALES[wdtype])) if reduction == "mean" \
+            else 1.0
+        weight = (torch.rand(grid.patch_size, generator=torch.Generator().manual_seed(
+            data.draw(st.integers(0, 99))), dtype=F64) + 0.01).to(wdtype) * wscale
     contexts: Any = scales
     out_device: Any = data.draw(st.sampled_from([None, "cpu", torch.device("cpu")]))
     device: Any = None
@@ -1251,6 +1289,14 @@ def case_sliding_window(data, module=False):
     elif fault == "fn_dtype":
         fn = _Fn(c_out, "int")
         expect = (TypeError, ("fn",))
+    elif fault == "fn_changes":  # refused at the second batch: make sure there is one
+        fn = _Fn(c_out, data.draw(st.sampled_from(["channels", "dtype"])), inplace=inplace)
+        batch_size = 1
+        if len(grid) == 1:
+            B = 2
+            spec = draw_tspec(data, (B, C, H, W), dtype, allow_special=not scales)
+            x = spec
+        expect = (ValueError, ("fn",))
     elif fault == "reduction":
         reduction = data.draw(st.sampled_from(["max", None]))
         expect = (ValueError, ("reduction",))
@@ -1270,6 +1316,8 @@ def case_sliding_window(data, module=False):
         x = TSpec((0, C, H, W), dtype)
         expect = (ValueError, ("image",))
     xt = materialize(x, "cpu")
+    if grad and isinstance(xt, torch.Tensor) and xt.dtype.is_floating_point:
+        xt = xt.detach().requires_grad_()
 
     def call():
         return uhrops.sliding_window(fn, xt, g, batch_size, contexts, out_device,
@@ -1280,7 +1328,8 @@ def case_sliding_window(data, module=False):
                          reduction, weight)
 
     return Case(call, oracle, expect, backend, dtype, tol_scale=8.0,
-                note=dict(fault=fault, grid=grid, scales=scales, batch=batch_size))
+                note=dict(fault=fault, grid=grid, scales=scales, batch=batch_size,
+                          inplace=inplace, grad=grad, weight=type(weight).__name__))
 
 
 def case_backend(data, module=False):
