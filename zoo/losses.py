@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 
 __all__ = ["focal_loss", "FocalLoss"]
 
@@ -46,10 +46,10 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 
         tensor(0.0866)
     """
     op = "focal_loss"
-    logits = _checks.check_image(logits, "logits", op)
-    target = _checks.check_tensor(target, "target", op)
-    _checks.check_rank(target, "target", op, 3, "(B, H, W)")
-    _checks.check_choice(reduction, "reduction", op, ("mean", "sum", "none"))
+    logits = checks.check_image(logits, "logits", op)
+    target = checks.check_tensor(target, "target", op)
+    checks.check_rank(target, "target", op, 3, "(B, H, W)")
+    checks.check_choice(reduction, "reduction", op, ("mean", "sum", "none"))
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise TypeError(f"{op}(): `target` must hold integer class indices; got {target.dtype}. "
                         "Fix: target.long().")
@@ -85,7 +85,7 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 3.0, eps: float = 1e-7, ignore_index: int | None = 255,
                  reduction: str = "mean") -> None:
         super().__init__()
-        _checks.check_choice(reduction, "reduction", "FocalLoss", ("mean", "sum", "none"))
+        checks.check_choice(reduction, "reduction", "FocalLoss", ("mean", "sum", "none"))
         self.gamma = float(gamma)
         self.eps = float(eps)
         self.ignore_index = ignore_index
