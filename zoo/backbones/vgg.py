@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import checks
-from zoo.backbones._weights import read_state_dict
+from zoo.core.weights import read_state_dict, strip_prefixes
 
 __all__ = ["VGG16", "VGG16_CONFIG", "load_vgg16_imagenet", "load_state_file"]
 
@@ -200,7 +200,7 @@ def load_vgg16_imagenet(model: VGG16, weights: str | os.PathLike | Mapping[str, 
         src = dict(weights)
     else:
         src = load_state_file(weights)
-    src = {(k[7:] if k.startswith("module.") else k): v for k, v in src.items()}
+    src = strip_prefixes(src, ("module.",), repeat=False)
     wanted: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, p in model.state_dict().items():
         if name.startswith("features."):

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from uhrops import checks
 from uhrops.attention import LocalContextCorrelation
 from zoo.backbones.vgg import VGG16, load_state_file
+from zoo.core.weights import strip_prefixes
 
 __all__ = [
     "FCtL",
@@ -408,7 +409,7 @@ class FCtL(nn.Module):
             else:
                 raise TypeError(f"{op}(): `{name}` must be an FCtL, a VGG16, a state dict or "
                                 f"a path; got {type(src).__name__}.")
-            state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+            state = strip_prefixes(state, ("module.",), repeat=False)
             if any(k.startswith("encoder.features.") for k in state):
                 state = {k[len("encoder."):]: v for k, v in state.items()
                          if k.startswith("encoder.features.")}

@@ -234,9 +234,11 @@ def structure_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def _cross_entropy(logits: Tensor, mask: Tensor, ignore_index: int) -> Tensor:
-    if not bool((mask != ignore_index).any()):
-        return logits.sum() * 0.0  # every pixel ignored: zero, still connected to the graph
-    return F.cross_entropy(logits, mask, ignore_index=ignore_index)
+    # The mean over the labelled pixels written as sum / count on the device: asking whether
+    # any pixel is labelled would cost a device-to-host sync every step. With none labelled
+    # the sum is 0 (still connected to the graph) and the count is clamped to 1.
+    total = F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="sum")
+    return total / (mask != ignore_index).sum().clamp(min=1)
 
 
 class WSDNetLoss(nn.Module):
