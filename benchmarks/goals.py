@@ -84,7 +84,7 @@ def memory_goal(goal: str, issue: int, ours: str, mib: float | None, limit: floa
 def attention_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from uhrops._backend import use_backend
+    from uhrops import use_backend
     from uhrops.attention import context_attention
 
     side, c = (16, 32) if quick else (128, 256)
@@ -124,7 +124,7 @@ def attention_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
 
 
 def tiling_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
-    from uhrops._backend import use_backend
+    from uhrops import use_backend
     from uhrops.tiling import PatchGrid, sliding_window
 
     side, patch, stride = (128, 32, 24) if quick else (2448, 508, 381)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import peak_memory_mb, time_fn
-from uhrops._backend import triton_unavailable_reason, use_backend
+from uhrops import triton_unavailable_reason, use_backend
 from uhrops.attention import context_attention
 
 CASES = [(23, 512), (64, 512), (89, 256), (128, 256)]  # (side, C): N = side ** 2

@@ -117,7 +117,7 @@ def _sanity(device: str) -> None:
 
 
 def run(device: str, quick: bool) -> list[dict[str, Any]]:
-    from uhrops._backend import use_backend
+    from uhrops import use_backend
     from uhrops.pyramid import laplacian_pyramid, laplacian_reconstruct
 
     _sanity(device)

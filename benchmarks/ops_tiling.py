@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import peak_memory_mb, time_fn
-from uhrops._backend import triton_unavailable_reason, use_backend
+from uhrops import triton_unavailable_reason, use_backend
 from uhrops.tiling import PatchGrid, extract_contexts, extract_patches, merge_patches, \
     sliding_window
 

@@ -13,6 +13,7 @@ from uhrops._backend import (
     triton_unavailable_reason,
     use_backend,
 )
+from uhrops import checks  # the argument checks, a module (so not in __all__, which lists ops)
 from uhrops.attention import LocalContextCorrelation, context_attention
 from uhrops.pyramid import (
     GaussianPyramid,

@@ -6,7 +6,9 @@ value of the same type, except inside the free-form sections ``model.kwargs`` an
 name ``base: other.yaml`` (a path relative to itself, or the name of a shipped config); the
 file's keys are merged over the base's. ``--set a.b=value`` overrides parse ``value`` as YAML.
 
-Errors name the file or override, the key, what was given and what is expected.
+Errors name the file or override, the key, what was given and what is expected. The
+families (``family``) and datasets (``data.dataset``) a config may name are those of their
+registries, :mod:`zoo.engine.families` and :mod:`zoo.data.registry`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from typing import Any, Mapping
 
 import yaml
 
+from zoo.core.atomic import atomic_write_text
+from zoo.core.errors import ConfigError
+from zoo.data.registry import dataset_names
+from zoo.engine.families import family_names
+
+__all__ = ["CONFIG_DIR", "ConfigError", "DEFAULTS", "FREE_FORM", "NULLABLE", "apply_overrides",
+           "config_hash", "dump_config", "load_config", "resolve_path"]
+
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 # The schema: every key with its default. None means "optional string/number, default unset".
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "family": "wsdnet",  # "wsdnet" (whole-image crops) | "fctl" (patches with contexts)
-    # | "fctl_refine" (FCtL's CSRN trained on crude masks of an early local model)
+    # | "fctl_refine" (FCtL's CSRN trained on crude masks of an early local model); the
+    # names are those of zoo.engine.families
     "model": {
         "num_classes": 7,
         "kwargs": {},  # free-form: passed to the model constructor
@@ -36,11 +47,21 @@ DEFAULTS: dict[str, Any] = {
         "kwargs": {},  # free-form: passed to the loss constructor
     },
     "data": {
-        "dataset": "synthetic",  # synthetic | deepglobe | inria | urur | folder
+        "dataset": "synthetic",  # synthetic | deepglobe | inria | urur | folder (the names of
+        # zoo.data.registry)
         "root": None,
         "train_split": "train",
         "val_split": "val",
         "test_split": "test",
+        "missing": "error",  # error | skip: use only the pairs present (a partial download)
+        "split_files": {},  # split -> text file of image ids, replacing that split's list
+        # The rules of a folder dataset (null: inherited from `like`, else the default):
+        "like": None,  # a declared dataset whose rules a folder dataset takes, e.g. deepglobe
+        "classes": None,  # class names, e.g. [background, building]
+        "palette": None,  # one [R, G, B] per class; colour masks (mask_encoding palette)
+        "ignore_index": None,  # mask value of unlabelled pixels (folder default: none declared)
+        "exclude_from_mean": None,  # classes left out of the mean IoU, e.g. [0]
+        "mask_encoding": None,  # index | palette | binary (0/255) | rgb_binarised (DeepGlobe)
         "synthetic_train": 64,  # scenes in the synthetic training set
         "synthetic_val": 8,  # held-out synthetic scenes (other seeds)
         "synthetic_size": [512, 512],
@@ -104,19 +125,25 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-FREE_FORM = {("model", "kwargs"), ("model", "pretrained"), ("loss", "kwargs")}
+FREE_FORM = {("model", "kwargs"), ("model", "pretrained"), ("loss", "kwargs"),
+             ("data", "split_files")}
 # keys with a non-null default that also take null (documented meaning)
 NULLABLE = {("data", "crop_size")}  # null: whole images, no crop (FCtL's training)
 _CHOICES = {
-    ("family",): ("wsdnet", "fctl", "fctl_refine"),
-    ("data", "dataset"): ("synthetic", "deepglobe", "inria", "urur", "folder"),
+    ("data", "missing"): ("error", "skip"),
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
     ("train", "amp"): ("none", "bf16", "fp16"),
 }
 
 
-class ConfigError(ValueError):
-    """A config file, key or value is invalid; the message names it and the fix."""
+def _choices(key: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The values ``key`` may take (None: any of its type); families and datasets come from
+    their registries, so a new one is declared in one place."""
+    if key == ("family",):
+        return family_names()
+    if key == ("data", "dataset"):
+        return dataset_names()
+    return _CHOICES.get(key)
 
 
 def _type_ok(default: Any, value: Any) -> bool:
@@ -165,8 +192,9 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], schema: Mapping[str, A
                     f"{default!r}); got {type(value).__name__} {value!r}.")
             if isinstance(default, float) and isinstance(value, int):
                 value = float(value)
-            if full in _CHOICES and value not in _CHOICES[full]:
-                raise ConfigError(f"{where}: {dotted!r} must be one of {_CHOICES[full]}; "
+            choices = _choices(full)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{where}: {dotted!r} must be one of {choices}; "
                                   f"got {value!r}.")
             base[key] = copy.deepcopy(value)
 
@@ -244,6 +272,4 @@ def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = ("family", "mode
 
 
 def dump_config(cfg: Mapping[str, Any], path: str) -> None:
-    from zoo.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))

@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 
 __all__ = ["focal_loss", "FocalLoss"]
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 1e-7,
-               ignore_index: int | None = 255, reduction: str = "mean") -> Tensor:
+               ignore_index: int | None = 255, reduction: str = "mean",
+               check_labels: bool = True) -> Tensor:
     """Multi-class focal loss on raw logits, as FCtL/GLNet compute it.
 
     Convention:
@@ -28,7 +29,10 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 
           ``size_average=True``); ``"sum"`` sums them; ``"none"`` returns (B, H, W) with 0 at
           ignored pixels. All pixels ignored gives 0 for "mean".
         - The softmax is computed in float32 for fp16/bf16 logits (result in float32).
-        - Target values outside [0, C) other than ``ignore_index`` raise ValueError.
+        - Target values outside [0, C) other than ``ignore_index`` raise ValueError when
+          ``check_labels`` (the default). That check reads the labels on the host (a
+          device-to-host sync); the trainer turns it off because its masks were checked when
+          they were read (:meth:`zoo.data.base.SegmentationDataset.load_mask`).
 
     Args:
         logits: (B, C, H, W) floating tensor.
@@ -37,6 +41,7 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 
         eps: probability clamp.
         ignore_index: label to leave out (None: none).
         reduction: "mean", "sum" or "none".
+        check_labels: refuse out-of-range labels (syncs with the device).
 
     Returns:
         A scalar (or (B, H, W) for "none").
@@ -46,10 +51,10 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 
         tensor(0.0866)
     """
     op = "focal_loss"
-    logits = _checks.check_image(logits, "logits", op)
-    target = _checks.check_tensor(target, "target", op)
-    _checks.check_rank(target, "target", op, 3, "(B, H, W)")
-    _checks.check_choice(reduction, "reduction", op, ("mean", "sum", "none"))
+    logits = checks.check_image(logits, "logits", op)
+    target = checks.check_tensor(target, "target", op)
+    checks.check_rank(target, "target", op, 3, "(B, H, W)")
+    checks.check_choice(reduction, "reduction", op, ("mean", "sum", "none"))
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise TypeError(f"{op}(): `target` must hold integer class indices; got {target.dtype}. "
                         "Fix: target.long().")
@@ -61,8 +66,8 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 3.0, eps: float = 
     target = target.long()
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None \
         else target != ignore_index
-    bad = valid & ((target < 0) | (target >= n))
-    if bool(bad.any()):
+    bad = valid & ((target < 0) | (target >= n)) if check_labels else None
+    if bad is not None and bool(bad.any()):
         raise ValueError(f"{op}(): `target` holds labels outside [0, {n}) (e.g. "
                          f"{int(target[bad][0])}) that are not ignore_index={ignore_index}. Fix: "
                          "map them to class indices (RGB masks must be converted first).")
@@ -83,17 +88,18 @@ class FocalLoss(nn.Module):
     """Module form of :func:`focal_loss` (stores gamma, eps, ignore_index, reduction)."""
 
     def __init__(self, gamma: float = 3.0, eps: float = 1e-7, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", check_labels: bool = True) -> None:
         super().__init__()
-        _checks.check_choice(reduction, "reduction", "FocalLoss", ("mean", "sum", "none"))
+        checks.check_choice(reduction, "reduction", "FocalLoss", ("mean", "sum", "none"))
         self.gamma = float(gamma)
         self.eps = float(eps)
         self.ignore_index = ignore_index
         self.reduction = reduction
+        self.check_labels = bool(check_labels)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return focal_loss(logits, target, self.gamma, self.eps, self.ignore_index,
-                          self.reduction)
+                          self.reduction, self.check_labels)
 
     def extra_repr(self) -> str:
         return (f"gamma={self.gamma}, eps={self.eps}, ignore_index={self.ignore_index}, "

@@ -15,7 +15,7 @@ N-th (1-based) occurrence of:
 ============================  ==================================================================
 
 Nothing of the trainer is replaced: the hooks wrap ``os.fdopen`` / ``os.replace`` (as seen by
-``zoo.io``'s atomic writer), the log's ``open`` and the learning-rate schedule, and pass every
+``zoo.core.atomic``'s writer), the log's ``open`` and the learning-rate schedule, and pass every
 call through to the real function until the fault fires.
 
 ``UHROPS_FAULT_WORKER`` = ``RANK:ITER:exit|hang`` (distributed tests) makes the process of
@@ -80,8 +80,8 @@ def arm(spec: str) -> None:
         count["n"] += 1
         return count["n"] == target
 
-    import zoo.io
-    import zoo.train
+    import zoo.engine.runlog
+    import zoo.engine.trainer
 
     real_fdopen, real_replace = os.fdopen, os.replace
 
@@ -115,26 +115,26 @@ def arm(spec: str) -> None:
                 return _HalfWriter(f)
             return f
 
-        zoo.train.open = log_open  # the module's global shadows the builtin
+        zoo.engine.runlog.open = log_open  # the module's global shadows the builtin
 
     if kind == "iter":
-        real_lr = zoo.train.poly_lr
+        real_lr = zoo.engine.trainer.poly_lr
 
         def poly_lr(base_lr, it, *args, **kwargs):
             if it + 1 == target:
                 _die()
             return real_lr(base_lr, it, *args, **kwargs)
 
-        zoo.train.poly_lr = poly_lr
+        zoo.engine.trainer.poly_lr = poly_lr
 
 
 def arm_worker(spec: str) -> None:
     rank_s, it_s, how = spec.split(":")
     if int(os.environ.get("RANK", "0")) != int(rank_s):
         return
-    import zoo.train
+    import zoo.engine.trainer
 
-    real_lr = zoo.train.poly_lr
+    real_lr = zoo.engine.trainer.poly_lr
 
     def poly_lr(base_lr, it, *args, **kwargs):
         if it + 1 == int(it_s):
@@ -146,7 +146,7 @@ def arm_worker(spec: str) -> None:
             time.sleep(3600)
         return real_lr(base_lr, it, *args, **kwargs)
 
-    zoo.train.poly_lr = poly_lr
+    zoo.engine.trainer.poly_lr = poly_lr
 
 
 def main() -> int:

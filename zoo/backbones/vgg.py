@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
-from zoo.backbones._weights import read_state_dict
+from uhrops import checks
+from zoo.core.weights import read_state_dict, strip_prefixes
 
 __all__ = ["VGG16", "VGG16_CONFIG", "load_vgg16_imagenet", "load_state_file"]
 
@@ -74,7 +74,7 @@ class VGG16(nn.Module):
                  dropout: float = 0.5) -> None:
         super().__init__()
         op = "VGG16"
-        _checks.check_int(conv1_padding, "conv1_padding", op, 0)
+        checks.check_int(conv1_padding, "conv1_padding", op, 0)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"{op}(): `dropout` must be in [0, 1); got {dropout}.")
         self.conv1_padding = conv1_padding
@@ -123,7 +123,7 @@ class VGG16(nn.Module):
         return self.features[_TAPS[1]:_TAPS[2]]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = _checks.check_image(x, "x", "VGG16")
+        x = checks.check_image(x, "x", "VGG16")
         if x.shape[1] != 3:
             raise ValueError(f"VGG16(): `x` must have 3 channels (RGB); got {x.shape[1]}.")
         f = self.features
@@ -200,7 +200,7 @@ def load_vgg16_imagenet(model: VGG16, weights: str | os.PathLike | Mapping[str, 
         src = dict(weights)
     else:
         src = load_state_file(weights)
-    src = {(k[7:] if k.startswith("module.") else k): v for k, v in src.items()}
+    src = strip_prefixes(src, ("module.",), repeat=False)
     wanted: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, p in model.state_dict().items():
         if name.startswith("features."):

@@ -21,8 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from zoo.core.errors import DataFileError, DataNotFoundError  # DataFileError re-exported
+
 __all__ = [
     "DataFileError",
+    "DataNotFoundError",
     "IMAGE_EXTENSIONS",
     "SegmentationDataset",
     "colorize",
@@ -36,11 +39,10 @@ Sample = dict
 Transform = Callable[[Sample], Sample]
 
 
-class DataFileError(OSError):
-    """A dataset file is missing, cannot be decoded, or does not agree with its partner.
-
-    The message always names the path(s) involved and the fix.
-    """
+# How a command-line user points the zoo at a dataset; quoted in the fixes of data errors.
+ROOT_FIX = "pass the dataset folder with --data-root DIR (data.root; root= in Python)"
+SKIP_FIX = ("use only the pairs present with --set data.missing=skip (missing='skip' in "
+            "Python)")
 
 
 @contextmanager
@@ -58,7 +60,8 @@ def _no_pixel_limit() -> Iterator[None]:
 def _open_array(path: str) -> tuple[np.ndarray, str]:
     """Decode `path` fully; returns (array, PIL mode). Raises DataFileError naming the path."""
     if not os.path.isfile(path):
-        raise DataFileError(f"file not found: {path}. Fix: check the dataset root and layout.")
+        raise DataFileError(f"file not found: {path}. Fix: {ROOT_FIX}, or complete the "
+                            f"download.")
     try:
         with _no_pixel_limit(), Image.open(path) as im:
             im.load()
@@ -154,7 +157,8 @@ def read_mask_array(path: str) -> tuple[np.ndarray, str]:
 def image_size(path: str) -> tuple[int, int]:
     """(H, W) of an image file from its header, without decoding the pixels."""
     if not os.path.isfile(path):
-        raise DataFileError(f"file not found: {path}. Fix: check the dataset root and layout.")
+        raise DataFileError(f"file not found: {path}. Fix: {ROOT_FIX}, or complete the "
+                            f"download.")
     try:
         with _no_pixel_limit(), Image.open(path) as im:
             w, h = im.size
@@ -198,7 +202,25 @@ def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]],
     return lut[m]
 
 
-def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: str) -> None:
+def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: str,
+                       ignore_declared: bool = True) -> None:
+    """DataFileError unless every value is a class index or ``ignore_index``.
+
+    With ``ignore_declared=False`` (the ignore value is a default, not the dataset's rule) a
+    two-class mask holding the ignore value and no pixel of class 1 is refused too: that is
+    a 0/255 binary mask, whose foreground would silently become "ignore".
+    """
+    if not ignore_declared and num_classes == 2 and mask.size:
+        present = np.unique(mask) if mask.dtype != np.uint8 else \
+            np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+        if ignore_index in present and 1 not in present:
+            raise DataFileError(
+                f"mask {path} holds the values {present[:10].tolist()}: read as class indices "
+                f"that is class 0 and 'ignore' ({ignore_index}) only, which is how a binary "
+                f"0/{ignore_index} mask (e.g. Inria's gt) would lose every foreground pixel. "
+                f"Fix: for 0/255 masks --set data.mask_encoding=binary (or --set "
+                f"data.like=inria); if {ignore_index} really marks unlabelled pixels, declare "
+                f"it with --set data.ignore_index={ignore_index}.")
     if mask.dtype == np.uint8:
         present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
     else:
@@ -211,7 +233,9 @@ def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, pa
         raise DataFileError(
             f"mask {path} holds values {bad[:10].tolist()} outside the classes "
             f"0..{num_classes - 1} (and ignore {ignore_index}). Fix: convert the mask to class "
-            f"indices (or check that this is the right dataset / num_classes)."
+            f"indices, or declare its encoding: --set data.mask_encoding=binary for 0/255 "
+            f"masks, --set data.palette=[[R, G, B], ...] for colour masks, --set "
+            f"model.num_classes=N for more classes (or check that this is the right dataset)."
         )
 
 
@@ -246,10 +270,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """File array -> (H, W) class indices (uint8 or int64). Override per dataset."""
         raise NotImplementedError
 
+    #: False when ``ignore_index`` is a default rather than the dataset's declared rule; then
+    #: a two-class mask that holds it and no class 1 is refused as a 0/255 binary mask.
+    ignore_declared: bool = True
+
     def load_mask(self, path: str) -> torch.Tensor:
         arr, mode = read_mask_array(path)
         index = self.decode_mask(arr, mode, path)
-        _check_mask_values(index, self.num_classes, self.ignore_index, path)
+        _check_mask_values(index, self.num_classes, self.ignore_index, path,
+                           self.ignore_declared)
         return torch.from_numpy(np.ascontiguousarray(index).astype(np.int64))
 
     def load(self, i: int) -> Sample:
@@ -284,8 +313,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
 def check_root(root: str, op: str) -> str:
     root = os.fspath(root)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{op}: dataset root {root!r} does not exist or is not a "
-                                f"folder. Fix: pass the folder holding the downloaded dataset.")
+        raise DataNotFoundError(f"{op}: dataset root {root!r} does not exist or is not a "
+                                f"folder. Fix: {ROOT_FIX}.")
     return root
 
 
@@ -358,24 +387,40 @@ def resolve_pairs(op: str, root: str, wanted: Sequence[str],
             continue
         samples.append((sid, imgs[0], masks[0]))
     if not samples:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{op}: no image/mask pairs of the {split_desc} ({len(wanted)} ids) found under "
-            f"{root}. Expected files like {example}. Fix: check root= and the layout in the "
-            f"class docstring.")
+            f"{root}. Expected files like {example}. Fix: {ROOT_FIX}; the layouts accepted "
+            f"are in the README's dataset section.")
     if absent and missing == "error":
         shown = ", ".join(f"{sid} ({what})" for sid, what in absent[:5])
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{op}: {len(absent)} of the {len(wanted)} ids of the {split_desc} are missing under "
             f"{root} (found {len(samples)}); first: {shown}. Fix: complete the download, or "
-            f"pass missing='skip' to use only the pairs present.")
+            f"{SKIP_FIX}.")
     return samples
 
 
 def read_split_list(dataset: str, split_file: str) -> list[str]:
     """Lines of a split list shipped in zoo/data/splits/<dataset>/<split_file>."""
     path = os.path.join(os.path.dirname(__file__), "splits", dataset, split_file)
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    return read_id_file(path, f"the shipped {dataset} split list")
+
+
+def read_id_file(path: str, what: str) -> list[str]:
+    """The ids of a split list file: one per line (file names or stems), blank lines and
+    ``#`` comments left out; DataNotFoundError naming ``what`` when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split("#", 1)[0].strip() for line in f]
+    except OSError as exc:
+        raise DataNotFoundError(f"{what}: cannot read {path} ({exc.strerror or exc}). Fix: "
+                                f"give the path of a text file with one image id or file "
+                                f"name per line.") from None
+    ids = [line for line in lines if line]
+    if not ids:
+        raise DataNotFoundError(f"{what}: {path} lists no image. Fix: one image id or file "
+                                f"name per line.")
+    return ids
 
 
 def palette_to_index(rgb: np.ndarray, palette: Sequence[Sequence[int]], path: str = "<array>",

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (IMAGE_EXTENSIONS, DataFileError, SegmentationDataset, Transform, check_root,
-                   palette_to_index, split_stem)
+from .base import (IMAGE_EXTENSIONS, ROOT_FIX, SKIP_FIX, DataFileError, DataNotFoundError,
+                   SegmentationDataset, Transform, check_root, palette_to_index, split_stem)
 
 __all__ = ["URUR", "CLASSES", "PALETTE"]
 
@@ -76,9 +76,10 @@ class URUR(SegmentationDataset):
                 break
         else:
             tried = ", ".join(a.format(s=split) for a, _ in _LAYOUTS)
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{op}: no image/label folders for split {split!r} under {root} (tried {tried} "
-                f"with their label folders). Fix: pass the folder that holds train/, val/, test/.")
+                f"with their label folders). Fix: {ROOT_FIX}: the folder that holds train/, val/, "
+                f"test/.")
         images = {}
         for name in sorted(os.listdir(img_dir)):
             stem, ext = split_stem(name)
@@ -98,13 +99,13 @@ class URUR(SegmentationDataset):
             else:
                 absent.append(sid)
         if not samples:
-            raise FileNotFoundError(f"{op}: split {split!r} is empty: no image with a label in "
-                                    f"{img_dir} and {lab_dir}. Fix: check root= and the layout.")
+            raise DataNotFoundError(f"{op}: split {split!r} is empty: no image with a label in "
+                                    f"{img_dir} and {lab_dir}. Fix: {ROOT_FIX}.")
         if absent and missing == "error":
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{op}: {len(absent)} image(s) of split {split!r} have no label (or image) in "
                 f"{img_dir} / {lab_dir}; first: {absent[:5]}. Fix: complete the download or "
-                f"pass missing='skip'.")
+                f"{SKIP_FIX}.")
         super().__init__(samples, transform)
         self.root = root
         self.split = split

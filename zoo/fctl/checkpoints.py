@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from zoo.backbones.vgg import load_state_file
+from zoo.core.weights import strip_prefixes, unwrap_state
 from zoo.fctl.model import FCtL
 
 __all__ = ["load_official_checkpoints", "official_key_map", "OfficialLoadReport"]
@@ -154,10 +155,7 @@ def _as_state(src: object, what: str) -> dict[str, Tensor]:
     if isinstance(src, (str, os.PathLike)):
         state = load_state_file(src)
     elif isinstance(src, Mapping):
-        state = dict(src)
-        for wrapper in ("state_dict", "model"):
-            if wrapper in state and isinstance(state[wrapper], Mapping):
-                state = dict(state[wrapper])
+        state = dict(unwrap_state(dict(src)))
     else:
         raise TypeError(f"{op}(): `{what}` must be a state dict or the path of a checkpoint "
                         f"file; got {type(src).__name__}.")
@@ -165,7 +163,7 @@ def _as_state(src: object, what: str) -> dict[str, Tensor]:
     if bad:
         raise ValueError(f"{op}(): `{what}` holds non-tensor entries {bad[:4]}; pass the "
                          "model's state dict.")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    return strip_prefixes(state, ("module.",), repeat=False)
 
 
 def _take(state: dict[str, Tensor], target: dict[str, Tensor], mapping: dict[str, list[str]],

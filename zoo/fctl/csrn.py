@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.attention import LocalContextCorrelation
 from uhrops.tiling import PatchGrid, sliding_window
 
@@ -133,9 +133,9 @@ class CSRN(nn.Module):
                  depth: int = 4) -> None:
         super().__init__()
         op = "CSRN"
-        n = _checks.check_int(num_classes, "num_classes", op, 1)
-        w = _checks.check_int(width, "width", op, 1)
-        d = _checks.check_int(depth, "depth", op, 1, 8)
+        n = checks.check_int(num_classes, "num_classes", op, 1)
+        w = checks.check_int(width, "width", op, 1)
+        d = checks.check_int(depth, "depth", op, 1, 8)
         if isinstance(context_scale, bool) or not isinstance(context_scale, (int, float)) \
                 or not 0 < float(context_scale) < float("inf"):
             raise ValueError(f"{op}(): `context_scale` must be a positive number (the context "
@@ -156,9 +156,9 @@ class CSRN(nn.Module):
 
     def _check(self, local_logits: Tensor, context_logits: Tensor) -> None:
         op = "CSRN.forward"
-        _checks.check_image(local_logits, "local_logits", op)
-        _checks.check_image(context_logits, "context_logits", op)
-        _checks.check_same_device(op, local_logits=local_logits, context_logits=context_logits)
+        checks.check_image(local_logits, "local_logits", op)
+        checks.check_image(context_logits, "context_logits", op)
+        checks.check_same_device(op, local_logits=local_logits, context_logits=context_logits)
         for name, t in (("local_logits", local_logits), ("context_logits", context_logits)):
             if t.shape[1] != self.num_classes:
                 raise ValueError(f"{op}(): `{name}` must have {self.num_classes} channels (one "
@@ -224,7 +224,7 @@ def refine_logits(refiner: CSRN, crude: Tensor, grid: PatchGrid, batch_size: int
     op = "refine_logits"
     if not isinstance(refiner, CSRN):
         raise TypeError(f"{op}(): `refiner` must be a zoo CSRN; got {type(refiner).__name__}.")
-    crude = _checks.check_image(crude, "crude", op)
+    crude = checks.check_image(crude, "crude", op)
     if crude.shape[1] != refiner.num_classes:
         raise ValueError(f"{op}(): `crude` has {crude.shape[1]} channels but the refiner takes "
                          f"{refiner.num_classes} classes. Fix: pass the merged logits of a "

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.tiling import PatchGrid, merge_patches
 from zoo.fctl.csrn import CSRN, refine_logits
 
@@ -55,7 +55,7 @@ def seam_band_width(patch_size: int, band_508: float = SEAM_BAND_508) -> int:
         >>> seam_band_width(64)
         2
     """
-    p = _checks.check_int(patch_size, "patch_size", "seam_band_width", 1)
+    p = checks.check_int(patch_size, "patch_size", "seam_band_width", 1)
     return max(1, int(round(band_508 * p / 508)))
 
 
@@ -108,7 +108,7 @@ def montage_patches(patches: Tensor, grid: PatchGrid) -> Tensor:
         True
     """
     op = "montage_patches"
-    patches = _checks.check_image(patches, "patches", op)
+    patches = checks.check_image(patches, "patches", op)
     grid = _check_grid(grid, op)
     n = len(grid)
     ph, pw = grid.patch_size
@@ -186,7 +186,7 @@ def seam_band_mask(grid: PatchGrid, width: int, device: torch.device | str | Non
     """
     op = "seam_band_mask"
     grid = _check_grid(grid, op)
-    w = _checks.check_int(width, "width", op, 1)
+    w = checks.check_int(width, "width", op, 1)
     H, W = grid.image_size
     rows, cols = seam_positions(grid)
 

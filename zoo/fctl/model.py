@@ -48,9 +48,10 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.attention import LocalContextCorrelation
 from zoo.backbones.vgg import VGG16, load_state_file
+from zoo.core.weights import strip_prefixes
 
 __all__ = [
     "FCtL",
@@ -137,7 +138,7 @@ class FCN8sDecoder(nn.Module):
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        n = _checks.check_int(num_classes, "num_classes", "FCN8sDecoder", 1)
+        n = checks.check_int(num_classes, "num_classes", "FCN8sDecoder", 1)
         self.num_classes = n
         self.score = nn.Conv2d(4096, n, 1)
         self.score_pool4 = nn.Conv2d(512, n, 1)
@@ -191,9 +192,9 @@ class MultiContextFusion(nn.Module):
     def __init__(self, channels: int = 512, num_contexts: int = 3, init: str = "normal") -> None:
         super().__init__()
         op = "MultiContextFusion"
-        c = _checks.check_int(channels, "channels", op, 1)
-        k = _checks.check_int(num_contexts, "num_contexts", op, 1)
-        _checks.check_choice(init, "init", op, ("normal", "default"))
+        c = checks.check_int(channels, "channels", op, 1)
+        k = checks.check_int(num_contexts, "num_contexts", op, 1)
+        checks.check_choice(init, "init", op, ("normal", "default"))
         self.channels, self.num_contexts = c, k
         self.in_convs = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(k))
         self.trans = nn.Conv2d(k * c, k * c, 1)
@@ -264,9 +265,9 @@ class FCtL(nn.Module):
     def __init__(self, num_classes: int, variant: str = "inria", stage: str = "full") -> None:
         super().__init__()
         op = "FCtL"
-        n = _checks.check_int(num_classes, "num_classes", op, 1)
-        _checks.check_choice(variant, "variant", op, VARIANTS)
-        _checks.check_choice(stage, "stage", op, STAGES)
+        n = checks.check_int(num_classes, "num_classes", op, 1)
+        checks.check_choice(variant, "variant", op, VARIANTS)
+        checks.check_choice(stage, "stage", op, STAGES)
         if stage == "global" and variant != "deepglobe":
             raise ValueError(f"{op}(): stage 'global' exists only for variant 'deepglobe' (the "
                              "Inria model has no global context); got variant "
@@ -310,8 +311,8 @@ class FCtL(nn.Module):
         the shared local encoder (with autograd).
         """
         op = "FCtL.encode_context"
-        _checks.check_choice(name, "name", op, self.context_names)
-        image = _checks.check_image(image, "image", op)
+        checks.check_choice(name, "name", op, self.context_names)
+        image = checks.check_image(image, "image", op)
         if self.stage == "single_context":
             return self.encoder(image)[2]
         enc = self.context_encoders[name]
@@ -325,11 +326,11 @@ class FCtL(nn.Module):
             if image is None:
                 raise ValueError(f"{op}(): context {i} ({name!r}) is None and no "
                                  "context_features entry replaces it.")
-            image = _checks.check_image(image, f"contexts[{i}]", op)
+            image = checks.check_image(image, f"contexts[{i}]", op)
             feature = self.encode_context(name, image)
         else:
-            _checks.check_tensor(feature, f"context_features[{i}]", op)
-            _checks.check_rank(feature, f"context_features[{i}]", op, 4, "(B, 512, h, w)")
+            checks.check_tensor(feature, f"context_features[{i}]", op)
+            checks.check_rank(feature, f"context_features[{i}]", op, 4, "(B, 512, h, w)")
         if feature.shape[0] == batch:
             return feature
         if feature.shape[0] == 1:
@@ -341,7 +342,7 @@ class FCtL(nn.Module):
     def forward(self, patch: Tensor, contexts: Sequence[Tensor | None] = (), *,
                 context_features: Sequence[Tensor | None] | None = None) -> Tensor:
         op = "FCtL.forward"
-        patch = _checks.check_image(patch, "patch", op)
+        patch = checks.check_image(patch, "patch", op)
         if not isinstance(contexts, (list, tuple)):
             raise TypeError(f"{op}(): `contexts` must be a tuple of tensors (one per "
                             f"{self.context_names}); got {type(contexts).__name__}.")
@@ -408,7 +409,7 @@ class FCtL(nn.Module):
             else:
                 raise TypeError(f"{op}(): `{name}` must be an FCtL, a VGG16, a state dict or "
                                 f"a path; got {type(src).__name__}.")
-            state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+            state = strip_prefixes(state, ("module.",), repeat=False)
             if any(k.startswith("encoder.features.") for k in state):
                 state = {k[len("encoder."):]: v for k, v in state.items()
                          if k.startswith("encoder.features.")}

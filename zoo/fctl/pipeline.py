@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
@@ -54,7 +54,7 @@ def resize_global(image: Tensor, size: Sequence[int], antialias: bool = True) ->
         >>> resize_global(torch.rand(1, 3, 96, 96), (32, 32)).shape
         torch.Size([1, 3, 32, 32])
     """
-    image = _checks.check_image(image, "image", "resize_global")
+    image = checks.check_image(image, "image", "resize_global")
     return F.interpolate(image, size=(int(size[0]), int(size[1])), mode="bilinear",
                          align_corners=False, antialias=antialias)
 
@@ -139,7 +139,7 @@ class FCtLSegmenter(nn.Module):
         op = "FCtLSegmenter"
         if not isinstance(model, FCtL):
             raise TypeError(f"{op}(): `model` must be a zoo FCtL; got {type(model).__name__}.")
-        self.merge = _checks.check_choice(merge, "merge", op, ("sum", "mean"))
+        self.merge = checks.check_choice(merge, "merge", op, ("sum", "mean"))
         if refiner is not None:
             if not isinstance(refiner, CSRN):
                 raise TypeError(f"{op}(): `refiner` must be a zoo CSRN or None; got "
@@ -150,9 +150,9 @@ class FCtLSegmenter(nn.Module):
                                  f"CSRN({model.num_classes}, ...).")
         self.refiner = refiner
         self.model = model
-        self.patch_size = _checks.check_int(patch_size, "patch_size", op, 1)
+        self.patch_size = checks.check_int(patch_size, "patch_size", op, 1)
         self.min_overlap = min_overlap
-        self.batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
+        self.batch_size = checks.check_int(batch_size, "batch_size", op, 1)
         self.tta = bool(tta)
         scales = tuple(model.context_scales if context_scales is None else context_scales)
         if len(scales) != len(model.context_names):
@@ -207,7 +207,7 @@ class FCtLSegmenter(nn.Module):
             a DeepGlobe image). Stage "global" models have no patches (ValueError).
         """
         op = "FCtLSegmenter.patch_logits"
-        image = _checks.check_image(image, "image", op)
+        image = checks.check_image(image, "image", op)
         if image.shape[0] != 1 or image.shape[1] != 3:
             raise ValueError(f"{op}(): `image` must be one RGB image (1, 3, H, W); got shape "
                              f"{tuple(image.shape)}. Fix: call it per image.")
@@ -270,7 +270,7 @@ class FCtLSegmenter(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         op = "FCtLSegmenter"
-        image = _checks.check_image(image, "image", op)
+        image = checks.check_image(image, "image", op)
         if image.shape[1] != 3:
             raise ValueError(f"{op}(): `image` must have 3 channels (RGB); got "
                              f"{image.shape[1]}.")

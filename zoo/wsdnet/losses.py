@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.wavelet import haar_packet2d, haar_wavedec2
 
 __all__ = [
@@ -43,14 +43,14 @@ def _check_weight(value: object, name: str, op: str) -> float:
 
 def _check_options(levels: object, lambda_low: object, lambda_high: object, tree: object,
                    low_every_level: object, ll_scale: object, reduction: object, op: str) -> None:
-    _checks.check_int(levels, "levels", op, minimum=1, maximum=8)
+    checks.check_int(levels, "levels", op, minimum=1, maximum=8)
     _check_weight(lambda_low, "lambda_low", op)
     _check_weight(lambda_high, "lambda_high", op)
-    _checks.check_choice(tree, "tree", op, TREES)
+    checks.check_choice(tree, "tree", op, TREES)
     if not isinstance(low_every_level, bool):
         raise TypeError(f"{op}(): `low_every_level` must be a bool; got {low_every_level!r}.")
-    _checks.check_choice(ll_scale, "ll_scale", op, LL_SCALES)
-    _checks.check_choice(reduction, "reduction", op, REDUCTIONS)
+    checks.check_choice(ll_scale, "ll_scale", op, LL_SCALES)
+    checks.check_choice(reduction, "reduction", op, REDUCTIONS)
 
 
 def _reduce(x: Tensor, band_dims: int, reduction: str) -> Tensor:
@@ -115,10 +115,10 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
         0.0
     """
     op = "wavelet_smooth_loss"
-    _checks.check_image(pred, "pred", op)
-    _checks.check_image(target, "target", op)
-    _checks.check_same_device(op, pred=pred, target=target)
-    _checks.check_same_dtype(op, pred=pred, target=target)
+    checks.check_image(pred, "pred", op)
+    checks.check_image(target, "target", op)
+    checks.check_same_device(op, pred=pred, target=target)
+    checks.check_same_dtype(op, pred=pred, target=target)
     if pred.shape != target.shape:
         raise ValueError(f"{op}(): `pred` {tuple(pred.shape)} and `target` {tuple(target.shape)} "
                          f"must have the same shape.")
@@ -218,8 +218,8 @@ def structure_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
         Scalar tensor.
     """
     op = "structure_distillation_loss"
-    _checks.check_image(student, "student", op)
-    _checks.check_image(teacher, "teacher", op)
+    checks.check_image(student, "student", op)
+    checks.check_image(teacher, "teacher", op)
     if student.shape[:2] != teacher.shape[:2]:
         raise ValueError(f"{op}(): `student` {tuple(student.shape)} and `teacher` "
                          f"{tuple(teacher.shape)} need the same batch and channel sizes.")
@@ -234,9 +234,11 @@ def structure_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def _cross_entropy(logits: Tensor, mask: Tensor, ignore_index: int) -> Tensor:
-    if not bool((mask != ignore_index).any()):
-        return logits.sum() * 0.0  # every pixel ignored: zero, still connected to the graph
-    return F.cross_entropy(logits, mask, ignore_index=ignore_index)
+    # The mean over the labelled pixels written as sum / count on the device: asking whether
+    # any pixel is labelled would cost a device-to-host sync every step. With none labelled
+    # the sum is 0 (still connected to the graph) and the count is clamped to 1.
+    total = F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="sum")
+    return total / (mask != ignore_index).sum().clamp(min=1)
 
 
 class WSDNetLoss(nn.Module):
@@ -278,7 +280,7 @@ class WSDNetLoss(nn.Module):
         self.wsl_weight = _check_weight(wsl_weight, "wsl_weight", op)
         self.sd_weight = _check_weight(sd_weight, "sd_weight", op)
         self.structure_distillation = bool(structure_distillation)
-        self.ignore_index = _checks.check_int(ignore_index, "ignore_index", op)
+        self.ignore_index = checks.check_int(ignore_index, "ignore_index", op)
         self.wsl = wsl if wsl is not None else WaveletSmoothLoss()
 
     def forward(self, outputs: Mapping[str, Tensor], mask: Tensor,
@@ -295,7 +297,7 @@ class WSDNetLoss(nn.Module):
         if lacking:
             raise ValueError(f"{op}(): `outputs` lacks {lacking}. Fix: pass WSDNet's train-mode "
                              f"output dict unchanged.")
-        _checks.check_tensor(mask, "mask", op)
+        checks.check_tensor(mask, "mask", op)
         seg = outputs["seg"]
         if mask.dim() != 3 or mask.shape[0] != seg.shape[0] or mask.shape[-2:] != seg.shape[-2:]:
             raise ValueError(f"{op}(): `mask` must be (B, H, W) = ({seg.shape[0]}, "

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops.pyramid import laplacian_pyramid
 from uhrops.wavelet import haar_dwt2d, haar_idwt2d
 from zoo.backbones.resnet import ResNet18V1c, load_resnet18_imagenet
@@ -180,10 +180,10 @@ class WaveletDown(nn.Module):
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         op = "WaveletDown"
-        _checks.check_choice(variant, "variant", op, ("A", "B", "C"))
-        _checks.check_choice(init, "init", op, ("box", "random"))
-        _checks.check_choice(layout, "layout", op, LAYOUTS)
-        _checks.check_int(width, "width", op, minimum=1)
+        checks.check_choice(variant, "variant", op, ("A", "B", "C"))
+        checks.check_choice(init, "init", op, ("box", "random"))
+        checks.check_choice(layout, "layout", op, LAYOUTS)
+        checks.check_int(width, "width", op, minimum=1)
         if variant == "A" and init == "box" and width < 2 * in_channels:
             raise ValueError(f"{op}(): init='box' needs width >= {2 * in_channels} (+A and -A of "
                              f"each input channel); got width={width}. Fix: use width >= "
@@ -279,9 +279,9 @@ class WaveletUp(nn.Module):
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         op = "WaveletUp"
-        _checks.check_choice(variant, "variant", op, ("expand", "split"))
-        _checks.check_choice(layout, "layout", op, LAYOUTS)
-        _checks.check_choice(kernel, "kernel", op, (1, 3))
+        checks.check_choice(variant, "variant", op, ("expand", "split"))
+        checks.check_choice(layout, "layout", op, LAYOUTS)
+        checks.check_choice(kernel, "kernel", op, (1, 3))
         if channels % 4:
             raise ValueError(f"{op}(): `channels` must be a multiple of 4; got {channels}.")
         self.variant, self.layout = variant, layout
@@ -418,10 +418,10 @@ class WSDNet(nn.Module):
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         op = "WSDNet"
-        _checks.check_int(num_classes, "num_classes", op, minimum=1)
-        _checks.check_choice(pad_mode, "pad_mode", op, ("constant", "reflect", "replicate"))
-        _checks.check_choice(wavelet_layout, "wavelet_layout", op, LAYOUTS)
-        _checks.check_choice(fusion, "fusion", op, ("sum", "concat"))
+        checks.check_int(num_classes, "num_classes", op, minimum=1)
+        checks.check_choice(pad_mode, "pad_mode", op, ("constant", "reflect", "replicate"))
+        checks.check_choice(wavelet_layout, "wavelet_layout", op, LAYOUTS)
+        checks.check_choice(fusion, "fusion", op, ("sum", "concat"))
         if (mean is None) != (std is None):
             raise ValueError(f"{op}(): pass both `mean` and `std`, or neither (None, None) for "
                              f"already normalised input; got mean={mean!r}, std={std!r}.")
@@ -548,7 +548,7 @@ class WSDNet(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         op = "WSDNet.forward"
-        _checks.check_image(image, "image", op)
+        checks.check_image(image, "image", op)
         if image.shape[1] != 3:
             raise ValueError(f"{op}(): `image` must have 3 (RGB) channels; got shape "
                              f"{tuple(image.shape)}. Fix: pass (B, 3, H, W) RGB images.")

@@ -1,0 +1,197 @@
+"""Families ``fctl`` and ``fctl_refine``.
+
+- ``fctl``: patch model with contexts; one training step takes the patches of
+  ``fctl.images_per_step`` whole images in sub-batches of ``fctl.sub_batch`` and accumulates
+  their gradients (the official protocol); predicts with :class:`zoo.fctl.FCtLSegmenter`.
+- ``fctl_refine``: FCtL's refinement network (:class:`zoo.fctl.CSRN`) trained on the crude
+  masks of an early local model (``python -m zoo.fctl.make_refine_data``); its samples are
+  those masks (log-probabilities, (n, H, W)) with the ground truth, read by the family's own
+  dataset (:class:`zoo.fctl.refine_masks.RefineMasks`, from ``refine.masks``), cut into the
+  FCtL grid with the same sub-batching and accumulation as ``fctl``; predicts the refined
+  mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uhrops.tiling import PatchGrid, extract_contexts, extract_patches
+from zoo.backbones.vgg import load_vgg16_imagenet
+from zoo.core.checkpoint import read_model_weights
+from zoo.core.errors import CheckpointError, ConfigError
+from zoo.engine.accumulate import SubBatchLosses, sub_batches
+from zoo.engine.task import Autocast, StepTerms, Task, register_family
+from zoo.fctl.csrn import CSRN, refine_logits
+from zoo.fctl.model import FCtL
+from zoo.fctl.pipeline import FCtLSegmenter, resize_global
+from zoo.fctl.refine_masks import refine_dataset
+from zoo.losses import FocalLoss
+
+__all__ = ["FCtLTask", "RefineTask"]
+
+
+def _focal_loss(kwargs: dict[str, Any]) -> FocalLoss:
+    loss = FocalLoss(**kwargs)
+    # The masks were checked when they were read (SegmentationDataset.load_mask, RefineMasks
+    # from checked masks); checking them again in the loss would sync with the device.
+    loss.check_labels = False
+    return loss
+
+
+def _labels(mask: Tensor, grid: PatchGrid) -> Tensor:
+    return extract_patches(mask[:, None].float(), grid)[:, 0].round().long()
+
+
+@register_family
+class FCtLTask(Task):
+    family = "fctl"
+
+    def samples_per_step(self) -> int:
+        return int(self.cfg["fctl"]["images_per_step"])
+
+    def crop_cfg(self) -> dict[str, Any]:
+        data = dict(self.cfg["data"])
+        data["crop_size"] = None  # FCtL trains on whole images cut into its patch grid
+        return data
+
+    def build_model(self) -> nn.Module:
+        model = FCtL(self.num_classes, **dict(self.cfg["model"]["kwargs"]))
+        f = self.cfg["fctl"]
+        pretrained = dict(self.cfg["model"]["pretrained"])
+        if set(pretrained) - {"vgg16"}:
+            raise ConfigError(f"model.pretrained: FCtL takes only vgg16 (a local ImageNet VGG16 "
+                              f"file); got {sorted(pretrained)}.")
+        if pretrained.get("vgg16"):
+            load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
+        if f["init_stage"]:
+            # The previous stage's local encoder, decoder and matching correlation: every
+            # tensor whose name and shape agree (FCtL's own stage-to-stage rule).
+            own = model.state_dict()
+            usable = {k: v for k, v in read_model_weights(f["init_stage"]).items()
+                      if k in own and own[k].shape == v.shape}
+            if not usable:
+                raise CheckpointError(f"fctl.init_stage={f['init_stage']}: no tensor fits this "
+                                      f"model; is it a checkpoint of an FCtL stage?")
+            model.load_state_dict(usable, strict=False)
+        if f["context_checkpoints"]:
+            states = [read_model_weights(path) for path in f["context_checkpoints"]]
+            model.load_context_encoders(*states)
+        return model
+
+    def build_loss(self) -> nn.Module:
+        return _focal_loss(dict(self.cfg["loss"]["kwargs"]))
+
+    def _scales(self, model: nn.Module) -> tuple:
+        override = self.cfg["fctl"]["contexts"]
+        return tuple(override) if override else tuple(model.context_scales)
+
+    def step(self, model: nn.Module, loss_fn: nn.Module, images: Tensor, masks: Tensor,
+             autocast: Autocast) -> StepTerms:
+        """All patches of every image, in sub-batches, one backward per sub-batch."""
+        net = getattr(model, "module", model)
+        f = self.cfg["fctl"]
+        p = (int(f["patch_size"]),) * 2
+        acc = SubBatchLosses()
+        for b in range(images.shape[0]):
+            image, mask = images[b:b + 1], masks[b:b + 1]
+            if net.stage == "global":  # DeepGlobe's whole-image model at the patch size
+                small = resize_global(image, p)
+                small_mask = F.interpolate(mask[:, None].float(), size=p, mode="nearest")
+                with autocast():
+                    logits = model(small)
+                acc.backward(loss_fn(logits.float(), small_mask[:, 0].long()))
+                continue
+            grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), p, f["min_overlap"])
+            patches = extract_patches(image, grid)
+            labels = _labels(mask, grid)
+            ctxs: list[Tensor | None] = []
+            feats: list[Tensor | None] = []
+            for name, s in zip(net.context_names, self._scales(net)):
+                if s == "global":
+                    ctxs.append(None)
+                    feats.append(net.encode_context(name, resize_global(image, p)))
+                else:
+                    ctxs.append(extract_contexts(image, grid, float(s)))
+                    feats.append(None)
+            features = feats if any(x is not None for x in feats) else None
+            for part in sub_batches(patches.shape[0], int(f["sub_batch"])):
+                contexts = tuple(c[part] if c is not None else None for c in ctxs)
+                with autocast():
+                    logits = model(patches[part], contexts, context_features=features)
+                acc.backward(loss_fn(logits.float(), labels[part]))
+        return acc.terms()
+
+    def _segmenter(self, model: nn.Module) -> FCtLSegmenter:
+        f = self.cfg["fctl"]
+        net = getattr(model, "module", model)
+        return FCtLSegmenter(net, patch_size=f["patch_size"], min_overlap=f["min_overlap"],
+                             batch_size=f["sub_batch"], context_scales=self._scales(net))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: Tensor) -> Tensor:
+        return self._segmenter(model)(image)
+
+
+@register_family
+class RefineTask(FCtLTask):
+    """FCtL's CSRN: focal loss on refined patches of crude masks, FCtL's step protocol."""
+
+    family = "fctl_refine"
+
+    @property
+    def input_channels(self) -> int:  # type: ignore[override]
+        """A sample is a crude mask: one log-probability map per class."""
+        return self.num_classes
+
+    def build_dataset(self, split: str, transform: Callable | None = None) -> Any:
+        """The crude masks of ``split`` (``refine.masks``), not the dataset's images."""
+        return refine_dataset(self.cfg, split, transform)
+
+    def build_model(self) -> nn.Module:
+        if self.cfg["model"]["pretrained"] or self.cfg["fctl"]["init_stage"]:
+            raise ConfigError("the refine stage trains a CSRN from scratch: model.pretrained and "
+                              "fctl.init_stage do not apply (use model.init to start from a "
+                              "CSRN checkpoint).")
+        if self.cfg["train"]["predictions"]:
+            # save_predictions draws overlays on RGB images; refine samples are masks.
+            raise ConfigError("train.predictions must be 0 for family fctl_refine (its samples "
+                              "are crude masks, not images).")
+        return CSRN(self.num_classes, **dict(self.cfg["model"]["kwargs"]))
+
+    def _grid(self, size) -> PatchGrid:
+        f = self.cfg["fctl"]
+        return PatchGrid.from_min_overlap(tuple(size), (int(f["patch_size"]),) * 2,
+                                          f["min_overlap"])
+
+    def step(self, model: nn.Module, loss_fn: nn.Module, images: Tensor, masks: Tensor,
+             autocast: Autocast) -> StepTerms:
+        """Every patch of every crude mask with its context window, in sub-batches.
+
+        ``images`` (B, n, H, W) are crude log-probabilities; as for the local model the
+        step's gradient is the sum of the sub-batch mean losses and the logged loss their
+        mean.
+        """
+        net = getattr(model, "module", model)
+        acc = SubBatchLosses()
+        for b in range(images.shape[0]):
+            crude, mask = images[b:b + 1], masks[b:b + 1]
+            grid = self._grid(crude.shape[-2:])
+            local = extract_patches(crude, grid)
+            context = extract_contexts(crude, grid, net.context_scale)
+            labels = _labels(mask, grid)
+            for part in sub_batches(local.shape[0], int(self.cfg["fctl"]["sub_batch"])):
+                with autocast():
+                    logits = model(local[part], context[part])
+                acc.backward(loss_fn(logits.float(), labels[part]))
+        return acc.terms()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: Tensor) -> Tensor:
+        """Refined logits of a crude mask (1, n, H, W) (merged by averaging)."""
+        net = getattr(model, "module", model)
+        return refine_logits(net, image, self._grid(image.shape[-2:]),
+                             int(self.cfg["fctl"]["sub_batch"]))

@@ -1,0 +1,90 @@
+"""What the trainer and the evaluator need from a model family, and the registry of families.
+
+A family (``family:`` in a config) is a :class:`Task` subclass registered with
+:func:`register_family`; :mod:`zoo.engine.families` imports every built-in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from zoo.core.errors import ConfigError
+
+__all__ = ["FAMILIES", "StepTerms", "Task", "make_task", "register_family", "terms_to_floats"]
+
+# A step's logged terms: 0-d tensors left on the device (converting them would sync with
+# it), or plain numbers such as a count of sub-batches.
+StepTerms = dict[str, "Tensor | float"]
+Autocast = Callable[[], ContextManager]
+
+
+class Task:
+    """A model family: how to build its model and loss, take one training step, predict."""
+
+    family = ""
+    #: channels of a model input (RGB images; a refiner takes one map per class)
+    input_channels = 3
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.cfg = cfg
+        self.num_classes = int(cfg["model"]["num_classes"])
+
+    def samples_per_step(self) -> int:
+        return int(self.cfg["train"]["batch_size"])
+
+    def crop_cfg(self) -> dict[str, Any]:
+        return dict(self.cfg["data"])
+
+    def build_dataset(self, split: str, transform: Callable | None = None) -> Any:
+        """The samples of ``split`` for this family (images of ``data.dataset`` by default)."""
+        from zoo.data.registry import build_dataset
+
+        return build_dataset(self.cfg, split, transform)
+
+    def build_model(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_loss(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, model: nn.Module, loss_fn: nn.Module, images: Tensor, masks: Tensor,
+             autocast: Autocast) -> StepTerms:  # pragma: no cover - abstract
+        """Forward and backward of one training step; the terms stay on the device."""
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, loss_fn: nn.Module, images: Tensor, masks: Tensor,
+                   autocast: Autocast) -> dict[str, float]:
+        """:meth:`step` with its terms as Python floats (one sync; for callers that print)."""
+        return terms_to_floats(self.step(model, loss_fn, images, masks, autocast))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def terms_to_floats(terms: Mapping[str, Tensor | float]) -> dict[str, float]:
+    return {k: float(v) for k, v in terms.items()}
+
+
+FAMILIES: dict[str, type[Task]] = {}
+
+
+def register_family(cls: type[Task]) -> type[Task]:
+    """Class decorator: make ``cls`` the task of ``family: <cls.family>`` configs."""
+    if not cls.family or cls.family in FAMILIES:
+        raise ValueError(f"register_family(): {cls.__name__} needs a new `family` name; got "
+                         f"{cls.family!r} (known: {sorted(FAMILIES)}).")
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+def make_task(cfg: Mapping[str, Any]) -> Task:
+    """The task of ``cfg["family"]`` (families must be registered: import
+    :mod:`zoo.engine.families`)."""
+    if cfg["family"] not in FAMILIES:
+        raise ConfigError(f"family: unknown family {cfg['family']!r}; known: "
+                          f"{', '.join(FAMILIES)}.")
+    return FAMILIES[cfg["family"]](cfg)
