@@ -27,7 +27,7 @@ Convention:
     Limits asserted (:func:`problems`): every specialisation compiles; grids within CUDA's
     limits; shared memory within the architecture's per-block opt-in limit (sm_80: 163 KiB,
     sm_90 and sm_100: 227 KiB); no spill bytes on sm_90 except where ``SPILL_BUDGET`` names
-    a deliberate, documented trade; ``tl.dot`` lowered to tensor-core instructions (mma or
+    a deliberate, documented trade (fp32 exact-product attention, at most 32 bytes); ``tl.dot`` lowered to tensor-core instructions (mma or
     wgmma) for float16/bfloat16 attention.
 """
 
@@ -54,9 +54,26 @@ import torch
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024,
                 100: 227 * 1024, 120: 99 * 1024}
 
-# Spill bytes (stores) allowed on sm_90 per kernel, where a spill is a deliberate trade.
-# Empty: no kernel may spill on sm_90 at the specialisations a default call picks.
-SPILL_BUDGET: dict[str, int] = {}
+# Spill bytes (stores) allowed on sm_90 per (kernel, attention precision), where a spill is a
+# deliberate, documented trade; everything else must not spill.
+#
+# fp32 attention with exact products (PREC "ieee", torch's default "highest" matmul
+# precision) multiplies on the FMA units: ptxas holds these kernels to 128 registers and
+# spills 8-28 bytes per thread (16 bytes of stack) at some channel counts. Eight block/warp
+# configurations were compiled over every recorded shape (64x32/32x32/32x64 token blocks,
+# 16/32-wide reduction tiles, 32-128-wide channel chunks, 4 and 8 warps); none was free of
+# spills at every shape, and the best (the one in uhrops/kernels/attention.py) keeps each
+# under 32 bytes. The 16-bit kernels (tensor cores) spill nothing.
+SPILL_BUDGET: dict[tuple[str, str], int] = {
+    ("_fwd_kernel", "ieee"): 32,
+    ("_bwd_dkdv_kernel", "ieee"): 32,
+    ("_bwd_dq_kernel", "ieee"): 32,
+}
+
+
+def spill_budget(spec: dict[str, Any]) -> int:
+    """Spill bytes a compiled specialisation may store on sm_90 (0 unless listed above)."""
+    return SPILL_BUDGET.get((spec["kernel"], str(spec["constexprs"].get("PREC", ""))), 0)
 
 # Kernels whose float16/bfloat16 specialisations must use tensor cores.
 MMA_KERNELS = ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")
@@ -174,7 +191,7 @@ def _pyramid_cases() -> list[Case]:
         for cl in (False, True):
             fmt = "cl" if cl else "nchw"
             cases.append(Case(f"pyr_down/{name}/{fmt}/37x50", lambda dt=dt, cl=cl: _backward(
-                uhrops.pyr_down(_image((2, 3, 37, 50), dt, cl))), quick=quick and not cl))
+                uhrops.pyr_down(_image((2, 3, 37, 50), dt, cl))), quick=not cl))
             cases.append(Case(f"pyr_up/{name}/{fmt}/19x25->37x50", lambda dt=dt, cl=cl: _backward(
                 uhrops.pyr_up(_image((2, 3, 19, 25), dt, cl), size=(37, 50))),
                 quick=quick and not cl))
@@ -203,7 +220,7 @@ def _attention_cases() -> list[Case]:
         for c, q_hw, k_hw in shapes:
             for cl in (False, True):
                 fmt = "cl" if cl else "nchw"
-                quick = (dt != torch.float16 and not cl and c in (512, 64, 16))
+                quick = (dt != torch.float16 and not cl and c in (512, 256, 64, 16))
                 cases.append(Case(
                     f"context_attention/{name}/{fmt}/C{c}/{q_hw[0]}x{q_hw[1]}<-{k_hw[0]}x{k_hw[1]}",
                     lambda dt=dt, c=c, q_hw=q_hw, k_hw=k_hw, cl=cl: _backward(
@@ -475,9 +492,9 @@ def problems(result: dict[str, Any]) -> list[str]:
         limit = SHARED_LIMIT.get(s["arch"])
         if limit is not None and shared > limit:
             out.append(f"{what}: {shared} bytes of shared memory, over sm_{s['arch']}'s {limit}")
-        if s["arch"] == 90 and s["spill_store_bytes"] > SPILL_BUDGET.get(s["kernel"], 0):
+        if s["arch"] == 90 and s["spill_store_bytes"] > spill_budget(s):
             out.append(f"{what}: spills {s['spill_store_bytes']} bytes on sm_90 (budget "
-                       f"{SPILL_BUDGET.get(s['kernel'], 0)})")
+                       f"{spill_budget(s)})")
         half = any(t in ("*fp16", "*bf16") for t in s["pointer_types"])
         if s["kernel"] in MMA_KERNELS and half and s["mma"] + s["wgmma"] + s["tcgen05_mma"] == 0:
             out.append(f"{what}: no tensor-core (mma/wgmma/tcgen05) instruction for a 16-bit "
