@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from zoo.core.errors import DataFileError, DataNotFoundError  # DataFileError re-exported
 
@@ -57,27 +57,41 @@ def _no_pixel_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
-def _open_array(path: str) -> tuple[np.ndarray, str]:
-    """Decode `path` fully; returns (array, PIL mode). Raises DataFileError naming the path."""
+_EXIF_ORIENTATION = 0x0112
+
+
+def _open_array(path: str, kind: str = "mask") -> tuple[np.ndarray, str]:
+    """Decode `path` fully; returns (array, PIL mode). Raises DataFileError naming the path.
+
+    ``kind`` "image" decodes colours (a palette PNG gives its palette's RGB), "mask" keeps
+    palette indices (they are the class indices). Both apply the file's EXIF orientation, so
+    an image and a mask drawn on it as displayed stay aligned, and both return native-endian
+    arrays (a big-endian 16-bit TIFF reads as its values)."""
     if not os.path.isfile(path):
         raise DataFileError(f"file not found: {path}. Fix: {ROOT_FIX}, or complete the "
                             f"download.")
     try:
-        with _no_pixel_limit(), Image.open(path) as im:
-            im.load()
+        with _no_pixel_limit(), Image.open(path) as raw:
+            raw.load()
+            im = ImageOps.exif_transpose(raw) or raw
             mode = im.mode
-            if mode == "P":
-                arr = np.asarray(im)  # palette indices are the class indices
-            elif mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+            if mode in ("P", "PA") and kind == "image":
                 arr = np.asarray(im.convert("RGB"))
                 mode = "RGB"
-            elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            elif mode == "P":
+                arr = np.asarray(im)  # palette indices are the class indices
+            elif mode in ("RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "PA"):
+                arr = np.asarray(im.convert("RGB"))
+                mode = "RGB"
+            elif mode.startswith("I;16") or mode in ("I", "F"):
                 arr = np.asarray(im)
-            elif mode in ("1", "LA"):
+            elif mode in ("1", "LA", "La"):
                 arr = np.asarray(im.convert("L"))
                 mode = "L"
             else:
                 arr = np.asarray(im)
+            if arr.dtype.byteorder not in ("=", "|"):
+                arr = arr.astype(arr.dtype.newbyteorder("="))  # torch takes native order only
     except DataFileError:
         raise
     except Exception as exc:  # PIL raises OSError, UnidentifiedImageError, ValueError, ...
@@ -93,9 +107,12 @@ def read_image(path: str) -> torch.Tensor:
 
     Convention:
         Returns (3, H, W) float32 = uint8 / 255 (torchvision ``ToTensor`` semantics). Grey
-        images are repeated to 3 channels, RGBA/CMYK are converted to RGB; 16-bit images are
-        scaled by 1/65535. Pillow reads JPEG, PNG, BMP and (uncompressed, LZW, deflate)
-        TIFF/GeoTIFF, which covers DeepGlobe, Inria and URUR. Georeferencing is not kept.
+        images (L, 1, LA) are repeated to 3 channels; palette images (P, PA) give their
+        palette colours; RGBA/CMYK/YCbCr are converted to RGB (alpha dropped); 16-bit images
+        (I;16, I;16L, I;16B, either byte order) are scaled by 1/65535. The EXIF orientation
+        is applied (the image as displayed, as OpenCV reads it; masks get the same). Pillow
+        reads JPEG, PNG, BMP and (uncompressed, LZW, deflate) TIFF/GeoTIFF, which covers
+        DeepGlobe, Inria and URUR. Georeferencing is not kept.
 
     Args:
         path: the image file.
@@ -111,7 +128,7 @@ def read_image(path: str) -> torch.Tensor:
         >>> img.shape  # doctest: +SKIP
         torch.Size([3, 2448, 2448])
     """
-    arr, mode = _open_array(path)
+    arr, mode = _open_array(path, "image")
     if arr.dtype == np.uint16 or mode.startswith("I;16"):
         scale = 65535.0
     elif arr.dtype == np.uint8 or arr.dtype == bool:
@@ -126,7 +143,7 @@ def read_image(path: str) -> torch.Tensor:
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
                             f"Fix: convert it to 3-channel RGB.")
-    t = torch.from_numpy(np.ascontiguousarray(arr[:, :, :3].transpose(2, 0, 1)))
+    t = torch.from_numpy(np.array(arr[:, :, :3].transpose(2, 0, 1), order="C"))
     return t.to(torch.float32).div_(scale)
 
 
@@ -135,7 +152,8 @@ def read_mask_array(path: str) -> tuple[np.ndarray, str]:
 
     Convention:
         Palette ("P") PNGs give their palette indices, grey PNG/TIFF their values, RGB files
-        an (H, W, 3) uint8 array. Each dataset turns this into class indices itself.
+        an (H, W, 3) uint8 array. Each dataset turns this into class indices itself. The
+        EXIF orientation is applied, as for images (:func:`read_image`).
 
     Args:
         path: the mask file.
@@ -151,17 +169,21 @@ def read_mask_array(path: str) -> tuple[np.ndarray, str]:
         >>> arr.shape, mode  # doctest: +SKIP
         ((2448, 2448, 3), 'RGB')
     """
-    return _open_array(path)
+    return _open_array(path, "mask")
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
+    """(H, W) of an image file from its header, without decoding the pixels (as decoded:
+    after the EXIF orientation, like :func:`read_image`)."""
     if not os.path.isfile(path):
         raise DataFileError(f"file not found: {path}. Fix: {ROOT_FIX}, or complete the "
                             f"download.")
     try:
         with _no_pixel_limit(), Image.open(path) as im:
             w, h = im.size
+            # EXIF orientations 5-8 turn the image a quarter: the decoded size is (w, h).
+            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                w, h = h, w
     except Exception as exc:
         raise DataFileError(f"cannot decode {path}: {type(exc).__name__}: {exc}. Fix: "
                             f"re-download or re-extract this file.") from exc
