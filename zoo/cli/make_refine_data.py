@@ -3,27 +3,11 @@
     python -m zoo.fctl.make_refine_data --config fctl_deepglobe_refine [--splits train val]
         [--data-root DIR] [--local-checkpoint FILE] [--out DIR] [--set key=value ...]
 
-The FCtL paper trains its refinement network on masks of a local model stopped early (after
-20 of 50 epochs), so that the refiner sees the errors of a model that has not memorised the
-training images (§4.2; never released, ``reference/fctl.md`` §10). This command runs that
-local model (``refine.local_config`` + ``refine.local_checkpoint`` of the refine config) over
-every image of the requested splits of the config's dataset, on the grid of the config's
-``fctl.patch_size`` / ``fctl.min_overlap``, averages the patch logits into the crude mask and
-stores, per image, ``<out>/<split>/<id>.npz``:
-
-- ``logp``: uint8 (n, H, W), the crude mask's log-probabilities quantised in steps of 1/16:
-  ``q = clip(round(-16 · log_softmax(logits)), 0, 255)`` (probabilities down to e^-16 are
-  kept; compressed, about 10 MB for a DeepGlobe image instead of 168 MB of float32 logits).
-  The CSRN only sees softmax(logits) and adds its residual to logits, and log_softmax differs
-  from the logits by one constant per pixel, so training on log-probabilities is training on
-  the logits, up to the quantisation;
-- ``mask``: the ground truth (uint8, or int16 beyond 255 classes).
-
-Every file is written atomically (temporary file, then rename), and images whose file exists
-are skipped, so an interrupted run continues where it stopped. ``<out>/manifest.json``
-records the classes and the source (local model, checkpoint fingerprint, grid); a folder made
-by another local model is refused. :class:`RefineMasks` reads a split back for the trainer
-(``family: fctl_refine`` configs read ``refine.masks``).
+Runs the early-stopped local model of the refine config over every image of the requested
+splits and writes one ``<out>/<split>/<id>.npz`` per image, atomically and resumably. Why
+the masks come from an early-stopped model, what each file holds and how the folder's
+manifest is checked: :mod:`zoo.fctl.refine_masks`. This module is the command: arguments,
+the run, and one error handler.
 """
 
 from __future__ import annotations
