@@ -1421,7 +1421,9 @@ OPS: dict[str, Callable[[Any], Case]] = {
 # names covered by another entry's cases
 COVERED_BY = {"get_backend": "set_backend", "use_backend": "set_backend",
               "triton_unavailable_reason": "set_backend",
-              "BackendUnavailableError": "context_attention"}
+              "BackendUnavailableError": "context_attention",
+              # its property test is tests/reliability/test_kernel_failures.py
+              "KernelLaunchError": "test_kernel_failures"}
 
 
 def _dwt_ctor(data, module=True):
