@@ -35,7 +35,7 @@ def _gather_kernel(img_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
                    C, H, W, N, NX, PH, PW,
                    s_b, s_c, s_h, s_w,
                    HAS_W: tl.constexpr, HAS_N: tl.constexpr,
-                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, VEC: tl.constexpr):
     # One grid axis over (b, k, c, patch tile), tiles fastest (a second axis would be capped
     # at 65535 tiles, which a patch over ~11600^2 exceeds).
     tiles_w = tl.cdiv(PW, BLOCK_W)
@@ -49,19 +49,42 @@ def _gather_kernel(img_ptr, out_ptr, w_ptr, n_ptr, ys_ptr, xs_ptr,
     b = bk // N
     r = (pid_t // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
     q = (pid_t % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    y = tl.load(ys_ptr + k // NX) + r
-    x = tl.load(xs_ptr + k % NX) + q
-    in_patch = (r < PH) & (q < PW)
-    inside = in_patch & (y < H) & (x < W)
-    base = b.to(tl.int64) * s_b + c.to(tl.int64) * s_c
-    v = tl.load(img_ptr + base + y.to(tl.int64) * s_h + x.to(tl.int64) * s_w, mask=inside,
-                other=0.0).to(tl.float32)
+    y0 = tl.load(ys_ptr + k // NX)
+    x0 = tl.load(xs_ptr + k % NX)
+    y = y0 + r
+    x = x0 + q
+    # VEC > 1: the host checked that VEC divides every patch start, W, PW and the image's
+    # batch/channel/row strides (columns unit-stride). Column bounds are then written on the
+    # first column of each group of VEC, and the offsets hinted, so that the compiler can use
+    # VEC-wide accesses (508-wide patches: Triton infers this itself only for multiples of 16).
+    if VEC > 1:
+        # On q, whose groups the compiler can see aligned (x0 is a loaded value):
+        # x < W  <=>  q < W - x0, and W - x0 is a multiple of VEC.
+        qg = (q // VEC) * VEC
+        in_patch = (r < PH) & (qg < PW)
+        inside = in_patch & (y < H) & (qg < W - x0)
+    else:
+        in_patch = (r < PH) & (q < PW)
+        inside = in_patch & (y < H) & (x < W)
+    off = (b.to(tl.int64) * s_b + c.to(tl.int64) * s_c + y.to(tl.int64) * s_h
+           + x.to(tl.int64) * s_w)
+    if VEC > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, VEC)), (1, VEC))
+    v = tl.load(img_ptr + off, mask=inside, other=0.0).to(tl.float32)
     if HAS_N:
-        v = v * tl.load(n_ptr + y.to(tl.int64) * W + x, mask=inside, other=0.0).to(tl.float32)
+        n_off = y.to(tl.int64) * W + x
+        if VEC > 1:
+            n_off = tl.max_contiguous(tl.multiple_of(n_off, (1, VEC)), (1, VEC))
+        v = v * tl.load(n_ptr + n_off, mask=inside, other=0.0).to(tl.float32)
+    p_off = r * PW + q
+    if VEC > 1:
+        p_off = tl.max_contiguous(tl.multiple_of(p_off, (1, VEC)), (1, VEC))
     if HAS_W:
-        v = v * tl.load(w_ptr + r * PW + q, mask=in_patch, other=0.0).to(tl.float32)
-    obase = (bk.to(tl.int64) * C + c) * PH * PW
-    tl.store(out_ptr + obase + r * PW + q, v.to(out_ptr.dtype.element_ty), mask=in_patch)
+        v = v * tl.load(w_ptr + p_off, mask=in_patch, other=0.0).to(tl.float32)
+    o_off = (bk.to(tl.int64) * C + c) * PH * PW + p_off
+    if VEC > 1:
+        o_off = tl.max_contiguous(tl.multiple_of(o_off, (1, VEC)), (1, VEC))
+    tl.store(out_ptr + o_off, v.to(out_ptr.dtype.element_ty), mask=in_patch)
 
 
 @triton.jit
@@ -70,7 +93,7 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
                     C, H, W, N, NX, PH, PW,
                     s_n, s_c, s_h, s_w,
                     HAS_W: tl.constexpr, NORMALIZE: tl.constexpr,
-                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, VEC: tl.constexpr):
     # One grid axis over (b, c, output tile), tiles fastest: CUDA caps axes 1 and 2 at 65535,
     # which B * C (and the tiles of an image over ~11600^2) can exceed.
     tiles_w = tl.cdiv(W, BLOCK_W)
@@ -84,7 +107,13 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
     tw = pid_t % tiles_w
     y = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
     x = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    out_mask = (y < H) & (x < W)
+    # VEC > 1: VEC divides every patch start, W, PW and the patches' strides (see the gather);
+    # bounds on x are taken on the first column of each group of VEC (x >= 0, so // floors).
+    if VEC > 1:
+        xg = (x // VEC) * VEC
+    else:
+        xg = x
+    out_mask = (y < H) & (xg < W)
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     wsum = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     ylo = tl.load(ylo_ptr + th)
@@ -96,13 +125,21 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
         r = y - tl.load(ys_ptr + i)
         my = (r >= 0) & (r < PH)
         for j in range(xlo, xhi):
-            q = x - tl.load(xs_ptr + j)
-            m = out_mask & my & (q >= 0) & (q < PW)
+            x0 = tl.load(xs_ptr + j)
+            q = x - x0
+            if VEC > 1:
+                m = out_mask & my & (xg >= x0) & (xg < x0 + PW)
+            else:
+                m = out_mask & my & (q >= 0) & (q < PW)
             k = b.to(tl.int64) * N + i * NX + j
-            v = tl.load(p_ptr + k * s_n + cbase + r.to(tl.int64) * s_h + q.to(tl.int64) * s_w,
-                        mask=m, other=0.0).to(tl.float32)
+            off = k * s_n + cbase + r.to(tl.int64) * s_h + q.to(tl.int64) * s_w
+            w_off = r * PW + q
+            if VEC > 1:
+                off = tl.max_contiguous(tl.multiple_of(off, (1, VEC)), (1, VEC))
+                w_off = tl.max_contiguous(tl.multiple_of(w_off, (1, VEC)), (1, VEC))
+            v = tl.load(p_ptr + off, mask=m, other=0.0).to(tl.float32)
             if HAS_W:
-                wv = tl.load(w_ptr + r * PW + q, mask=m, other=0.0).to(tl.float32)
+                wv = tl.load(w_ptr + w_off, mask=m, other=0.0).to(tl.float32)
                 v = v * wv
                 wsum += wv
             else:
@@ -110,9 +147,22 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
             acc += v
     if NORMALIZE:
         acc = tl.where(wsum > 0, acc / tl.where(wsum > 0, wsum, 1.0), 0.0)
-    obase = (b.to(tl.int64) * C + c) * H * W
-    tl.store(out_ptr + obase + y.to(tl.int64) * W + x, acc.to(out_ptr.dtype.element_ty),
-             mask=out_mask)
+    o_off = (b.to(tl.int64) * C + c) * H * W + y.to(tl.int64) * W + x
+    if VEC > 1:
+        o_off = tl.max_contiguous(tl.multiple_of(o_off, (1, VEC)), (1, VEC))
+    tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+def _vector(t: torch.Tensor, steps: List[int], block_w: int) -> int:
+    """The widest vector (elements, at most 16 bytes of ``t`` and one block row) dividing every
+    start, width and stride in ``steps``; 1 unless ``t``'s columns are unit-stride."""
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        return 1
+    vec = max(1, 16 // t.element_size())
+    values = [int(v) for v in steps] + [t.storage_offset()]
+    while vec > 1 and (vec > block_w or any(v % vec for v in values)):
+        vec //= 2
+    return vec
 
 
 def _i32(values: List[int], device: torch.device) -> torch.Tensor:
@@ -133,10 +183,11 @@ def gather(image: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[t
     nm = norm.contiguous() if norm is not None else out
     bh, bw = GATHER_BLOCK
     grid = (B * n * C * triton.cdiv(ph, bh) * triton.cdiv(pw, bw),)
+    vec = _vector(image, [*xs, W, pw, *image.stride()[:3]], bw)
     launch(_gather_kernel, grid, image, out, w, nm, _i32(ys, dev), _i32(xs, dev),
            C, H, W, n, nx, ph, pw, *image.stride(),
            HAS_W=weight is not None, HAS_N=norm is not None,
-           BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+           BLOCK_H=bh, BLOCK_W=bw, VEC=vec, num_warps=4)
     return out
 
 
@@ -162,9 +213,10 @@ def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], normalize: bo
     w = weight.contiguous() if weight is not None else out
     bh, bw = SCATTER_BLOCK
     grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw) * B * C,)
+    vec = _vector(patches, [*xs, W, pw, *patches.stride()[:3]], bw)
     launch(_scatter_kernel, grid, patches, out, w, _i32(ys, dev), _i32(xs, dev),
            _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
            C, H, W, n, nx, ph, pw, *patches.stride(),
            HAS_W=weight is not None, NORMALIZE=normalize,
-           BLOCK_H=bh, BLOCK_W=bw, num_warps=4)
+           BLOCK_H=bh, BLOCK_W=bw, VEC=vec, num_warps=4)
     return out
