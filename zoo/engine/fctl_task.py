@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,7 +32,7 @@ from zoo.fctl.pipeline import FCtLSegmenter, resize_global
 from zoo.fctl.refine_masks import refine_dataset
 from zoo.losses import FocalLoss
 
-__all__ = ["FCtLTask", "RefineTask"]
+__all__ = ["FCtLTask", "RefineTask", "shrink_labels"]
 
 
 def _focal_loss(kwargs: dict[str, Any]) -> FocalLoss:
@@ -40,6 +41,34 @@ def _focal_loss(kwargs: dict[str, Any]) -> FocalLoss:
     # from checked masks); checking them again in the loss would sync with the device.
     loss.check_labels = False
     return loss
+
+
+def _pil_nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output pixel along one axis, as PIL's NEAREST resize picks it.
+
+    PIL (``ImagingScaleAffine``) starts at half a step, ``x = 0.5 * n_in / n_out``, adds the
+    step once per output pixel in double precision and truncates. That is floor((i + 0.5) *
+    n_in / n_out), torch's "nearest-exact", except where the centre falls on a pixel border
+    (e.g. 2448 -> 300 at i = 12): there PIL's accumulated sum can land just below it and take
+    the pixel before, so the sum is reproduced here addition by addition.
+    """
+    step = n_in / n_out
+    steps = np.full(n_out, step, dtype=np.float64)
+    steps[0] = step * 0.5
+    return np.clip(np.add.accumulate(steps).astype(np.int64), 0, n_in - 1)
+
+
+def shrink_labels(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Class map (B, H, W) integer -> (B, h, w) int64, as the released global stage shrinks it.
+
+    The released code resizes the label image with PIL's NEAREST, which samples the source
+    pixel under each output pixel's centre (see :func:`_pil_nearest_index`); torch's
+    "nearest" samples floor(i * H / h) instead, about 1.9 source pixels away at 2448 -> 508.
+    """
+    h, w = int(size[0]), int(size[1])
+    rows = torch.from_numpy(_pil_nearest_index(mask.shape[-2], h)).to(mask.device)
+    cols = torch.from_numpy(_pil_nearest_index(mask.shape[-1], w)).to(mask.device)
+    return mask.long().index_select(-2, rows).index_select(-1, cols)
 
 
 def _labels(mask: Tensor, grid: PatchGrid) -> Tensor:
@@ -100,10 +129,9 @@ class FCtLTask(Task):
             image, mask = images[b:b + 1], masks[b:b + 1]
             if net.stage == "global":  # DeepGlobe's whole-image model at the patch size
                 small = resize_global(image, p)
-                small_mask = F.interpolate(mask[:, None].float(), size=p, mode="nearest")
                 with autocast():
                     logits = model(small)
-                acc.backward(loss_fn(logits.float(), small_mask[:, 0].long()))
+                acc.backward(loss_fn(logits.float(), shrink_labels(mask, p)))
                 continue
             grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), p, f["min_overlap"])
             patches = extract_patches(image, grid)
