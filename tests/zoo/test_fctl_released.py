@@ -171,3 +171,132 @@ class TestLabelShrink:
         ref = np.asarray(Image.fromarray(mask[0].numpy().astype(np.uint8)).resize(
             (16, 16), Image.NEAREST))
         np.testing.assert_array_equal(seen[0][0].numpy(), ref)
+
+
+# ------------------------------------------------------------------------------------------
+# Stage starts from released .pth files (model.init, fctl.context_checkpoints)
+# ------------------------------------------------------------------------------------------
+
+
+def released_file(path, variant: str, stage: str, n: int, seed: int) -> dict:
+    """Write a released-format checkpoint of ``stage`` (DataParallel names, aliases, the
+    ImageNet classifier) and return {official key: value}. Every tensor is one random number
+    broadcast to its shape: the file stays a few kB although conv6 alone is 103 M weights, and
+    each key is still told apart from the others."""
+    from tests.zoo.test_fctl import meta_model, official_names
+
+    g = torch.Generator().manual_seed(seed)
+    model = meta_model(n, variant, stage)
+    sd, values = {}, {}
+    for key, t in model.state_dict().items():
+        if key.startswith("context_encoders."):
+            continue
+        v = float(torch.rand((), generator=g))
+        tensor = torch.tensor(v).expand(t.shape)
+        for name in official_names(model, key):
+            sd["module." + name] = tensor
+            values[name] = v
+        if key.startswith("encoder.features.") and stage == "single_context":
+            # stage-2 models hold the shared encoder a third time, as big_pool*
+            for name in official_names(model, key):
+                if name.startswith("pool"):
+                    sd["module.big_" + name] = tensor
+    for j in (0, 3, 6):
+        sd[f"module.vgg.classifier.{j}.weight"] = torch.zeros(2, 2)
+    torch.save({"state_dict": sd}, path)
+    return values
+
+
+def const(t: torch.Tensor) -> float:
+    """The single value of a tensor filled with one number (else NaN)."""
+    t = t.detach()
+    return float(t.flatten()[0]) if bool((t == t.flatten()[0]).all()) else float("nan")
+
+
+def task_for(config: str, *overrides: str):
+    from zoo.config import load_config
+    from zoo.engine.families import make_task
+
+    return make_task(load_config(config, ["fctl.init_stage=null", *overrides]))
+
+
+class TestReleasedStageStarts:
+    """The released scripts (reference/fctl.md §5) and the file each stage starts from."""
+
+    def test_deepglobe_final_stage_from_afcn_partially(self, tmp_path, capsys):
+        from zoo.core.errors import CheckpointError
+
+        afcn = released_file(tmp_path / "Afcn.epoch.pth", "deepglobe", "fcn", 7, 1)
+        medium = released_file(tmp_path / "medium.epoch.pth", "deepglobe", "single_context", 7, 2)
+        glob = released_file(tmp_path / "global.epoch.pth", "deepglobe", "global", 7, 3)
+        task = task_for("fctl_deepglobe_full", "model.init_partial=true",
+                        f"fctl.context_checkpoints=[{tmp_path / 'medium.epoch.pth'}, "
+                        f"{tmp_path / 'global.epoch.pth'}]")
+        model = task.build_model()
+        # the frozen encoders come from the released medium and global files
+        assert const(model.context_encoders["medium"].features[28].weight) == \
+            pytest.approx(medium["pool5.4.weight"])
+        assert const(model.context_encoders["large"].features[0].bias) == \
+            pytest.approx(glob["pool3.0.bias"])
+        fresh = {k: v.clone() for k, v in model.state_dict().items()
+                 if k.startswith(("correlations.", "fusion."))}
+        with pytest.raises(CheckpointError, match="partial=True"):
+            task.load_weights(model, str(tmp_path / "Afcn.epoch.pth"))
+        task.load_weights(model, str(tmp_path / "Afcn.epoch.pth"), partial=True)
+        assert const(model.encoder.features[0].weight) == pytest.approx(afcn["pool3.0.weight"])
+        assert const(model.encoder.conv6.weight) == pytest.approx(afcn["output.0.weight"])
+        assert const(model.decoder.score_pool4.bias) == pytest.approx(afcn["adj_pool4.bias"])
+        for k, v in fresh.items():  # the 32 correlation and fusion tensors keep their init
+            assert torch.equal(model.state_dict()[k], v), k
+        err = capsys.readouterr().err
+        assert "32 stayed initialised" in err and "fusion.trans.weight" in err
+        # a released file holds no context encoders: the final stage needs them named
+        from zoo.core.errors import ConfigError
+
+        bare = task_for("fctl_deepglobe_full", "fctl.context_checkpoints=[]")
+        with pytest.raises(ConfigError, match="context_checkpoints"):
+            bare.load_weights(bare.build_model(), str(tmp_path / "Afcn.epoch.pth"), True)
+
+    @pytest.mark.parametrize("config,variant,n", [("fctl_deepglobe_medium", "deepglobe", 7),
+                                                  ("fctl_inria_ctx2", "inria", 2),
+                                                  ("fctl_inria_ctx3", "inria", 2)])
+    def test_context_stages_from_the_fcn_stage(self, tmp_path, capsys, config, variant, n):
+        fcn = released_file(tmp_path / "fcn.pth", variant, "fcn", n, 4)
+        task = task_for(config, "model.init_partial=true")
+        model = task.build_model()
+        corr = {k: v.clone() for k, v in model.correlations.state_dict().items()}
+        task.load_weights(model, str(tmp_path / "fcn.pth"), partial=True)
+        assert const(model.encoder.features[24].weight) == pytest.approx(fcn["pool5.0.weight"])
+        assert const(model.decoder.score.weight) == pytest.approx(fcn["output.6.weight"])
+        for k, v in model.correlations.state_dict().items():
+            assert torch.equal(v, corr[k]), k
+        assert f"{len(corr)} stayed initialised" in capsys.readouterr().err
+
+    def test_inria_final_stage_from_b10_completely(self, tmp_path):
+        b10 = released_file(tmp_path / "B10.pth", "inria", "full", 2, 5)  # all three branches
+        released_file(tmp_path / "B10c.pth", "inria", "single_context", 2, 6)
+        b15 = released_file(tmp_path / "B15c.pth", "inria", "single_context", 2, 7)
+        task = task_for("fctl_inria_full",
+                        f"fctl.context_checkpoints=[{tmp_path / 'B10c.pth'}, "
+                        f"{tmp_path / 'B15c.pth'}]")
+        model = task.build_model()
+        task.load_weights(model, str(tmp_path / "B10.pth"))  # strict: nothing may be missing
+        assert const(model.correlations["large"].conv_key.weight) == \
+            pytest.approx(b10["big_attention.conv_key_1.weight"])
+        assert const(model.fusion.trans.bias) == pytest.approx(b10["big_attention.trans.bias"])
+        assert const(model.context_encoders["large"].features[2].weight) == \
+            pytest.approx(b15["pool3.2.weight"])
+
+    def test_config_errors(self, tmp_path):
+        from zoo.core.errors import ConfigError
+
+        released_file(tmp_path / "Afcn.pth", "deepglobe", "fcn", 7, 8)
+        with pytest.raises(ConfigError, match="model.init"):
+            task_for("fctl_deepglobe_medium",
+                     f"fctl.init_stage={tmp_path / 'Afcn.pth'}").build_model()
+        with pytest.raises(ConfigError, match="context_resize"):
+            task_for("fctl_deepglobe_full", "fctl.context_resize=pil")
+        # the global stage starts from ImageNet VGG16 (train_global.sh has no --pre_path)
+        from zoo.config import load_config
+        assert load_config("fctl_deepglobe_global", [])["fctl"]["init_stage"] is None
+        assert load_config("fctl_deepglobe_full", [])["fctl"]["context_resize"] == "released"

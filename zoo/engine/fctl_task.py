@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -22,10 +24,11 @@ from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, extract_contexts, extract_patches
 from zoo.backbones.vgg import load_vgg16_imagenet
-from zoo.core.checkpoint import read_model_weights
+from zoo.core.checkpoint import is_safetensors, load_checkpoint, read_model_weights
 from zoo.core.errors import CheckpointError, ConfigError
 from zoo.engine.accumulate import SubBatchLosses, sub_batches
 from zoo.engine.task import Autocast, StepTerms, Task, register_family
+from zoo.fctl.checkpoints import load_official_checkpoints
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 from zoo.fctl.pipeline import FCtLSegmenter, resize_global
@@ -97,6 +100,12 @@ class FCtLTask(Task):
         if pretrained.get("vgg16"):
             load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
         if f["init_stage"]:
+            if os.path.isfile(f["init_stage"]) and not is_safetensors(f["init_stage"]):
+                raise ConfigError(f"fctl.init_stage={f['init_stage']}: not a zoo.train "
+                                  "checkpoint (a released .pth?). Fix: pass a released file as "
+                                  "model.init, with model.init_partial=true where the released "
+                                  "scripts start this stage from an earlier one, and set "
+                                  "fctl.init_stage=null.")
             # The previous stage's local encoder, decoder and matching correlation: every
             # tensor whose name and shape agree (FCtL's own stage-to-stage rule).
             own = model.state_dict()
@@ -107,9 +116,58 @@ class FCtLTask(Task):
                                       f"model; is it a checkpoint of an FCtL stage?")
             model.load_state_dict(usable, strict=False)
         if f["context_checkpoints"]:
-            states = [read_model_weights(path) for path in f["context_checkpoints"]]
-            model.load_context_encoders(*states)
+            paths = list(f["context_checkpoints"])
+            released = [os.path.isfile(p) and not is_safetensors(p) for p in paths]
+            if all(released):  # the authors' stage files: only their VGG16 features are read
+                if model.stage != "full" or len(paths) != len(model.context_names):
+                    raise ConfigError(f"fctl.context_checkpoints: stage {model.stage!r} has "
+                                      f"{len(model.context_names)} context encoder(s) "
+                                      f"{list(model.context_names)}; got {len(paths)} file(s).")
+                try:
+                    load_official_checkpoints(model, None, paths)
+                except ValueError as exc:
+                    raise CheckpointError(f"fctl.context_checkpoints={paths}: {exc}") from None
+            elif any(released):
+                raise ConfigError(f"fctl.context_checkpoints={paths}: mixes released .pth "
+                                  "files and zoo.train checkpoints. Fix: give both context "
+                                  "encoders in one format.")
+            else:
+                states = [read_model_weights(path) for path in paths]
+                model.load_context_encoders(*states)
         return model
+
+    def load_weights(self, model: nn.Module, path: str, partial: bool = False) -> None:
+        """A zoo.train checkpoint (strict) or one of the authors' released ``.pth`` files.
+
+        A released file goes through :func:`zoo.fctl.load_official_checkpoints`: complete
+        unless ``partial`` (model.init_partial), the released stage start where the file is
+        an earlier stage's (Inria B10/B15 and DeepGlobe medium from the FCN stage, DeepGlobe's
+        final stage from the FCN stage); what stayed initialised is printed. Its context
+        encoders come from ``fctl.context_checkpoints`` (a released file holds none).
+        """
+        net = getattr(model, "module", model)
+        if not isinstance(net, FCtL):  # the refine family's CSRN: zoo.train checkpoints only
+            return Task.load_weights(self, model, path, partial)
+        if not os.path.isfile(path):
+            load_checkpoint(path, model)  # raises the zoo's "checkpoint not found"
+        if is_safetensors(path):
+            if partial:
+                raise ConfigError(f"model.init_partial=true applies to released .pth files; "
+                                  f"{path} is a zoo.train checkpoint. Fix: start from an earlier "
+                                  "stage's zoo.train checkpoint with fctl.init_stage (it takes "
+                                  "the tensors that fit) and model.init_partial=false.")
+            load_checkpoint(path, model)
+            return
+        if net.stage == "full" and not self.cfg["fctl"]["context_checkpoints"]:
+            raise ConfigError(f"model.init={path}: a released checkpoint holds no context "
+                              "encoders. Fix: set fctl.context_checkpoints to the released "
+                              "files of the context stages (Inria: B10, B15; DeepGlobe: medium, "
+                              "global).")
+        try:
+            report = load_official_checkpoints(net, path, None, partial=bool(partial))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        print(f"zoo: {path} (released FCtL checkpoint): {report}", file=sys.stderr)
 
     def build_loss(self) -> nn.Module:
         return _focal_loss(dict(self.cfg["loss"]["kwargs"]))
@@ -157,7 +215,8 @@ class FCtLTask(Task):
         f = self.cfg["fctl"]
         net = getattr(model, "module", model)
         return FCtLSegmenter(net, patch_size=f["patch_size"], min_overlap=f["min_overlap"],
-                             batch_size=f["sub_batch"], context_scales=self._scales(net))
+                             batch_size=f["sub_batch"], context_scales=self._scales(net),
+                             context_resize=f["context_resize"])
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:
