@@ -288,6 +288,7 @@ class TestReleasedStageStarts:
             pytest.approx(b15["pool3.2.weight"])
 
     def test_config_errors(self, tmp_path):
+        from tests.zoo.test_fctl import meta_model
         from zoo.core.errors import ConfigError
 
         released_file(tmp_path / "Afcn.pth", "deepglobe", "fcn", 7, 8)
@@ -296,6 +297,18 @@ class TestReleasedStageStarts:
                      f"fctl.init_stage={tmp_path / 'Afcn.pth'}").build_model()
         with pytest.raises(ConfigError, match="context_resize"):
             task_for("fctl_deepglobe_full", "fctl.context_resize=pil")
+        # a partial start is the released recipe: a zoo checkpoint (told by its name or header,
+        # here one that is not even readable) is refused before anything is read
+        zoo_file = tmp_path / "best.safetensors"
+        zoo_file.write_bytes(b"not a checkpoint")
+        task = task_for("fctl_deepglobe_medium")
+        with pytest.raises(ConfigError, match="init_stage"):
+            task.load_weights(meta_model(7, "deepglobe", "single_context"), str(zoo_file),
+                              partial=True)
+        from zoo.config import load_config as _load
+        from zoo.engine.families import make_task
+        with pytest.raises(ConfigError, match="init_partial"):  # other families: never partial
+            make_task(_load("quickstart", [])).load_weights(None, str(zoo_file), partial=True)
         # the global stage starts from ImageNet VGG16 (train_global.sh has no --pre_path)
         from zoo.config import load_config
         assert load_config("fctl_deepglobe_global", [])["fctl"]["init_stage"] is None

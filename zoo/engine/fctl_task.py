@@ -150,7 +150,8 @@ class FCtLTask(Task):
             return Task.load_weights(self, model, path, partial)
         if not os.path.isfile(path):
             load_checkpoint(path, model)  # raises the zoo's "checkpoint not found"
-        if is_safetensors(path):
+        # A truncated zoo checkpoint may have lost its header: its name still says what it is.
+        if is_safetensors(path) or path.endswith(".safetensors"):
             if partial:
                 raise ConfigError(f"model.init_partial=true applies to released .pth files; "
                                   f"{path} is a zoo.train checkpoint. Fix: start from an earlier "
@@ -159,7 +160,7 @@ class FCtLTask(Task):
             load_checkpoint(path, model)
             return
         if net.stage == "full" and not self.cfg["fctl"]["context_checkpoints"]:
-            raise ConfigError(f"model.init={path}: a released checkpoint holds no context "
+            raise ConfigError(f"{path}: a released checkpoint holds no context "
                               "encoders. Fix: set fctl.context_checkpoints to the released "
                               "files of the context stages (Inria: B10, B15; DeepGlobe: medium, "
                               "global).")
