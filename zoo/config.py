@@ -40,7 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "num_classes": 7,
         "kwargs": {},  # free-form: passed to the model constructor
-        "init": None,  # path of a checkpoint to initialise from (weights only)
+        "init": None,  # path of a checkpoint to initialise from (weights only; FCtL also
+        # takes the authors' released .pth files)
+        "init_partial": False,  # FCtL, released .pth: weights the file lacks keep their
+        # initialisation (the released stage starts; the run prints which)
         "pretrained": {},  # free-form: backbone name -> local weights file
     },
     "loss": {
@@ -86,6 +89,10 @@ DEFAULTS: dict[str, Any] = {
         "contexts": [],  # override of the model's context scales, e.g. [3] for Inria's B15
         "init_stage": None,  # checkpoint of the previous stage (local encoder + correlation)
         "context_checkpoints": [],  # checkpoints whose encoders become the frozen contexts
+        # (zoo.train checkpoints or the authors' released .pth files)
+        "context_resize": "float",  # contexts and global image at evaluation: float (torch
+        # antialiased bilinear, differentiable) | released (8-bit image, PIL bilinear: the
+        # released checkpoints' inputs exactly); training steps always use float
     },
     "refine": {  # family fctl_refine; the grid and sub-batching come from the fctl section
         "masks": None,  # folder of crude masks (python -m zoo.fctl.make_refine_data writes it)
@@ -133,6 +140,7 @@ _CHOICES = {
     ("data", "missing"): ("error", "skip"),
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
     ("train", "amp"): ("none", "bf16", "fp16"),
+    ("fctl", "context_resize"): ("float", "released"),
 }
 
 

@@ -11,6 +11,7 @@ makes any size work).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -589,3 +590,105 @@ class TestOfficialCheckpoints:
         with pytest.raises(ValueError, match=r"features\.5\.weight"):
             dst.load_context_encoders(large=sd)
         assert not any(p.requires_grad for p in dst.context_encoders.parameters())
+
+
+def filled_model(*args, value: float = 0.5) -> FCtL:
+    """An uninitialised model with every tensor set (its memory may hold NaN otherwise)."""
+    model = empty_model(*args)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.fill_(value)
+    return model
+
+
+class TestOfficialLoaderIsStrict:
+    """Issue 23: exact shapes, warned extra keys, both sides of a renamed key, stage starts."""
+
+    def test_other_layout_is_refused_with_both_shapes(self):
+        src = filled_model(2, "inria", "fcn")
+        main = official_state(src)
+        # (2, 256, 1, 1) stored as (256, 2): the same 512 numbers, transposed. The old loader
+        # compared element counts and reshaped it into place, scrambling the weight.
+        main["module.adj_pool3.weight"] = main["module.adj_pool3.weight"].flatten(1).t().clone()
+        dst = empty_model(2, "inria", "fcn")
+        with torch.no_grad():
+            dst.decoder.score_pool3.weight.fill_(0.25)
+        with pytest.raises(ValueError, match=r"\(256, 2\).*decoder\.score_pool3\.weight.*"
+                                             r"\(2, 256, 1, 1\)"):
+            load_official_checkpoints(dst, main)
+        assert bool((dst.decoder.score_pool3.weight == 0.25).all())  # untouched
+        main["module.adj_pool3.weight"] = torch.zeros(7, 256, 1, 1)  # another class count
+        with pytest.raises(ValueError, match="number of classes"):
+            load_official_checkpoints(dst, main)
+
+    def test_unused_keys_are_warned_by_name(self, dg_full):
+        src = filled_model(2, "inria", "fcn")
+        main = official_state(src)
+        main["module.extra_head.weight"] = torch.zeros(3)
+        with pytest.warns(UserWarning, match=r"extra_head\.weight"):
+            rep = load_official_checkpoints(empty_model(2, "inria", "fcn"), main)
+        assert "extra_head.weight" in rep.unused["main"]
+        # A final-stage checkpoint covers a stage-1 model completely: the 32 correlation and
+        # fusion tensors it leaves behind are named, the ImageNet classifier is not.
+        full = official_state(dg_full)
+        with pytest.warns(UserWarning) as record:
+            load_official_checkpoints(empty_model(7, "deepglobe", "fcn"), full)
+        text = " ".join(str(w.message) for w in record)
+        assert "32 key(s)" in text and "trans.weight" in text and "local.gamma" in text
+        assert "vgg.classifier" not in text
+        with warnings.catch_warnings():  # the matching stage: nothing to warn about
+            warnings.simplefilter("error")
+            load_official_checkpoints(empty_model(2, "inria", "fcn"), official_state(src))
+
+    def test_renamed_key_error_names_both_keys(self, dg_full):
+        main = official_state(dg_full)
+        ctxs = tuple(official_context_state(dg_full.context_encoders[n])
+                     for n in ("medium", "large"))
+        main["module.transform.weight"] = main.pop("module.trans.weight")
+        with pytest.raises(ValueError) as err:
+            load_official_checkpoints(empty_model(7, "deepglobe", "full"), main, ctxs)
+        assert "fusion.trans.weight" in str(err.value)  # the missing one
+        assert "main: transform.weight" in str(err.value)  # and what the file holds instead
+
+    def test_partial_start_lists_what_stayed_initialised(self, dg_full):
+        # Released train_all.sh starts the DeepGlobe final stage from Afcn (mode 1): the
+        # official loader keeps the matching keys, the rest keeps its initialisation.
+        afcn = official_state(dg_full)
+        afcn = {k: v for k, v in afcn.items()
+                if not k.startswith(("module.local.", "module.medium.", "module.large.",
+                                     "module.in_", "module.trans", "module.out_"))}
+        ctxs = tuple(official_context_state(dg_full.context_encoders[n])
+                     for n in ("medium", "large"))
+        dst = empty_model(7, "deepglobe", "full")
+        with pytest.raises(ValueError, match="partial=True"):
+            load_official_checkpoints(dst, afcn, ctxs)
+        with torch.no_grad():
+            for p in dst.parameters():
+                p.fill_(0.5)
+        rep = load_official_checkpoints(dst, afcn, ctxs, partial=True)
+        own = [k for k in dst.state_dict() if k.startswith(("correlations.", "fusion."))]
+        assert sorted(rep.initialised) == sorted(own) and len(own) == 32
+        assert all(bool((dst.state_dict()[k] == 0.5).all()) for k in own)
+        assert torch.equal(dst.encoder.features[0].weight, dg_full.encoder.features[0].weight)
+        assert torch.equal(dst.context_encoders["large"].features[28].weight,
+                           dg_full.context_encoders["large"].features[28].weight)
+        assert "32 stayed initialised" in str(rep)
+
+    def test_contexts_only_and_contexts_left_alone(self, dg_full):
+        ctxs = tuple(official_context_state(dg_full.context_encoders[n])
+                     for n in ("medium", "large"))
+        dst = empty_model(7, "deepglobe", "full")
+        with torch.no_grad():
+            for p in dst.parameters():
+                p.fill_(0.5)
+        rep = load_official_checkpoints(dst, None, ctxs)
+        assert all(k.startswith("context_encoders.") for k in rep.loaded)
+        assert bool((dst.decoder.score.weight == 0.5).all())
+        assert torch.equal(dst.context_encoders["medium"].features[5].weight,
+                           dg_full.context_encoders["medium"].features[5].weight)
+        before = dst.context_encoders["medium"].features[5].weight.clone()
+        rep = load_official_checkpoints(dst, official_state(dg_full), None)
+        assert torch.equal(dst.context_encoders["medium"].features[5].weight, before)
+        assert torch.equal(dst.decoder.score.weight, dg_full.decoder.score.weight)
+        with pytest.raises(ValueError, match="nothing to load"):
+            load_official_checkpoints(dst, None)

@@ -21,7 +21,6 @@ from zoo.cli.errors import report
 from zoo.cli.overrides import flag_overrides
 from zoo.config import load_config
 from zoo.core.atomic import atomic_write_text
-from zoo.core.checkpoint import load_checkpoint
 from zoo.core.errors import ZooError
 from zoo.core.runtime import pick_device
 from zoo.engine.evaluator import evaluate_model, measure_speed
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(cfg["train"]["device"])
         task = make_task(cfg)
         model = task.build_model().to(device)
-        load_checkpoint(args.checkpoint, model)
+        # through the family: FCtL also reads the authors' released .pth files
+        task.load_weights(model, args.checkpoint)
         split = cfg["eval"]["split"]
         dataset = task.build_dataset(split)
         result = evaluate_model(task, model, dataset, cfg, device,

@@ -24,7 +24,6 @@ from zoo.cli.errors import report
 from zoo.cli.overrides import flag_overrides
 from zoo.config import load_config
 from zoo.core.atomic import remove_stale_temporaries
-from zoo.core.checkpoint import load_checkpoint
 from zoo.core.errors import ZooError
 from zoo.core.progress import Progress
 from zoo.core.runtime import pick_device
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(cfg["train"]["device"])
         task = make_task(cfg)
         model = task.build_model().to(device).eval()
-        load_checkpoint(args.checkpoint, model)
+        # through the family: FCtL also reads the authors' released .pth files
+        task.load_weights(model, args.checkpoint)
         palette = palette_for(cfg)
     except ZooError as exc:
         return report(PROG, exc)

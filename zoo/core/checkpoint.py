@@ -23,7 +23,7 @@ from zoo.core.atomic import atomic_write_bytes, atomic_write_text
 from zoo.core.errors import CheckpointError
 from zoo.core.weights import strip_prefixes, unwrap_module
 
-__all__ = ["FORMAT", "load_checkpoint", "model_signature", "read_checkpoint",
+__all__ = ["FORMAT", "is_safetensors", "load_checkpoint", "model_signature", "read_checkpoint",
            "read_model_weights", "save_checkpoint"]
 
 FORMAT = "uhrops-checkpoint-1"
@@ -116,6 +116,24 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {state.get('format')!r}, expected {FORMAT!r}.")
     return tensors, state
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` starts like a safetensors file (8-byte header length, then JSON).
+
+    Tells zoo checkpoints (always safetensors) from torch pickles such as released ``.pth``
+    files without unpickling anything.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 8 + n <= size
 
 
 def read_model_weights(path: str) -> dict[str, torch.Tensor]:

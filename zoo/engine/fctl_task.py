@@ -13,25 +13,29 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, extract_contexts, extract_patches
 from zoo.backbones.vgg import load_vgg16_imagenet
-from zoo.core.checkpoint import read_model_weights
+from zoo.core.checkpoint import is_safetensors, load_checkpoint, read_model_weights
 from zoo.core.errors import CheckpointError, ConfigError
 from zoo.engine.accumulate import SubBatchLosses, sub_batches
 from zoo.engine.task import Autocast, StepTerms, Task, register_family
+from zoo.fctl.checkpoints import load_official_checkpoints
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 from zoo.fctl.pipeline import FCtLSegmenter, resize_global
 from zoo.fctl.refine_masks import refine_dataset
 from zoo.losses import FocalLoss
 
-__all__ = ["FCtLTask", "RefineTask"]
+__all__ = ["FCtLTask", "RefineTask", "shrink_labels"]
 
 
 def _focal_loss(kwargs: dict[str, Any]) -> FocalLoss:
@@ -40,6 +44,34 @@ def _focal_loss(kwargs: dict[str, Any]) -> FocalLoss:
     # from checked masks); checking them again in the loss would sync with the device.
     loss.check_labels = False
     return loss
+
+
+def _pil_nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output pixel along one axis, as PIL's NEAREST resize picks it.
+
+    PIL (``ImagingScaleAffine``) starts at half a step, ``x = 0.5 * n_in / n_out``, adds the
+    step once per output pixel in double precision and truncates. That is floor((i + 0.5) *
+    n_in / n_out), torch's "nearest-exact", except where the centre falls on a pixel border
+    (e.g. 2448 -> 300 at i = 12): there PIL's accumulated sum can land just below it and take
+    the pixel before, so the sum is reproduced here addition by addition.
+    """
+    step = n_in / n_out
+    steps = np.full(n_out, step, dtype=np.float64)
+    steps[0] = step * 0.5
+    return np.clip(np.add.accumulate(steps).astype(np.int64), 0, n_in - 1)
+
+
+def shrink_labels(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Class map (B, H, W) integer -> (B, h, w) int64, as the released global stage shrinks it.
+
+    The released code resizes the label image with PIL's NEAREST, which samples the source
+    pixel under each output pixel's centre (see :func:`_pil_nearest_index`); torch's
+    "nearest" samples floor(i * H / h) instead, about 1.9 source pixels away at 2448 -> 508.
+    """
+    h, w = int(size[0]), int(size[1])
+    rows = torch.from_numpy(_pil_nearest_index(mask.shape[-2], h)).to(mask.device)
+    cols = torch.from_numpy(_pil_nearest_index(mask.shape[-1], w)).to(mask.device)
+    return mask.long().index_select(-2, rows).index_select(-1, cols)
 
 
 def _labels(mask: Tensor, grid: PatchGrid) -> Tensor:
@@ -68,6 +100,12 @@ class FCtLTask(Task):
         if pretrained.get("vgg16"):
             load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
         if f["init_stage"]:
+            if os.path.isfile(f["init_stage"]) and not is_safetensors(f["init_stage"]):
+                raise ConfigError(f"fctl.init_stage={f['init_stage']}: not a zoo.train "
+                                  "checkpoint (a released .pth?). Fix: pass a released file as "
+                                  "model.init, with model.init_partial=true where the released "
+                                  "scripts start this stage from an earlier one, and set "
+                                  "fctl.init_stage=null.")
             # The previous stage's local encoder, decoder and matching correlation: every
             # tensor whose name and shape agree (FCtL's own stage-to-stage rule).
             own = model.state_dict()
@@ -78,9 +116,59 @@ class FCtLTask(Task):
                                       f"model; is it a checkpoint of an FCtL stage?")
             model.load_state_dict(usable, strict=False)
         if f["context_checkpoints"]:
-            states = [read_model_weights(path) for path in f["context_checkpoints"]]
-            model.load_context_encoders(*states)
+            paths = list(f["context_checkpoints"])
+            released = [os.path.isfile(p) and not is_safetensors(p) for p in paths]
+            if all(released):  # the authors' stage files: only their VGG16 features are read
+                if model.stage != "full" or len(paths) != len(model.context_names):
+                    raise ConfigError(f"fctl.context_checkpoints: stage {model.stage!r} has "
+                                      f"{len(model.context_names)} context encoder(s) "
+                                      f"{list(model.context_names)}; got {len(paths)} file(s).")
+                try:
+                    load_official_checkpoints(model, None, paths)
+                except ValueError as exc:
+                    raise CheckpointError(f"fctl.context_checkpoints={paths}: {exc}") from None
+            elif any(released):
+                raise ConfigError(f"fctl.context_checkpoints={paths}: mixes released .pth "
+                                  "files and zoo.train checkpoints. Fix: give both context "
+                                  "encoders in one format.")
+            else:
+                states = [read_model_weights(path) for path in paths]
+                model.load_context_encoders(*states)
         return model
+
+    def load_weights(self, model: nn.Module, path: str, partial: bool = False) -> None:
+        """A zoo.train checkpoint (strict) or one of the authors' released ``.pth`` files.
+
+        A released file goes through :func:`zoo.fctl.load_official_checkpoints`: complete
+        unless ``partial`` (model.init_partial), the released stage start where the file is
+        an earlier stage's (Inria B10/B15 and DeepGlobe medium from the FCN stage, DeepGlobe's
+        final stage from the FCN stage); what stayed initialised is printed. Its context
+        encoders come from ``fctl.context_checkpoints`` (a released file holds none).
+        """
+        net = getattr(model, "module", model)
+        if not isinstance(net, FCtL):  # the refine family's CSRN: zoo.train checkpoints only
+            return Task.load_weights(self, model, path, partial)
+        if not os.path.isfile(path):
+            load_checkpoint(path, model)  # raises the zoo's "checkpoint not found"
+        # A truncated zoo checkpoint may have lost its header: its name still says what it is.
+        if is_safetensors(path) or path.endswith(".safetensors"):
+            if partial:
+                raise ConfigError(f"model.init_partial=true applies to released .pth files; "
+                                  f"{path} is a zoo.train checkpoint. Fix: start from an earlier "
+                                  "stage's zoo.train checkpoint with fctl.init_stage (it takes "
+                                  "the tensors that fit) and model.init_partial=false.")
+            load_checkpoint(path, model)
+            return
+        if net.stage == "full" and not self.cfg["fctl"]["context_checkpoints"]:
+            raise ConfigError(f"{path}: a released checkpoint holds no context "
+                              "encoders. Fix: set fctl.context_checkpoints to the released "
+                              "files of the context stages (Inria: B10, B15; DeepGlobe: medium, "
+                              "global).")
+        try:
+            report = load_official_checkpoints(net, path, None, partial=bool(partial))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        print(f"zoo: {path} (released FCtL checkpoint): {report}", file=sys.stderr)
 
     def build_loss(self) -> nn.Module:
         return _focal_loss(dict(self.cfg["loss"]["kwargs"]))
@@ -100,10 +188,9 @@ class FCtLTask(Task):
             image, mask = images[b:b + 1], masks[b:b + 1]
             if net.stage == "global":  # DeepGlobe's whole-image model at the patch size
                 small = resize_global(image, p)
-                small_mask = F.interpolate(mask[:, None].float(), size=p, mode="nearest")
                 with autocast():
                     logits = model(small)
-                acc.backward(loss_fn(logits.float(), small_mask[:, 0].long()))
+                acc.backward(loss_fn(logits.float(), shrink_labels(mask, p)))
                 continue
             grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), p, f["min_overlap"])
             patches = extract_patches(image, grid)
@@ -129,7 +216,8 @@ class FCtLTask(Task):
         f = self.cfg["fctl"]
         net = getattr(model, "module", model)
         return FCtLSegmenter(net, patch_size=f["patch_size"], min_overlap=f["min_overlap"],
-                             batch_size=f["sub_batch"], context_scales=self._scales(net))
+                             batch_size=f["sub_batch"], context_scales=self._scales(net),
+                             context_resize=f["context_resize"])
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:

@@ -47,6 +47,21 @@ class Task:
     def build_model(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def load_weights(self, model: nn.Module, path: str, partial: bool = False) -> None:
+        """Fill ``model`` from the checkpoint at ``path`` (``model.init``, ``zoo.evaluate``).
+
+        A zoo.train checkpoint of this very model, strictly; families that can read other
+        formats (FCtL: the authors' released ``.pth`` files) override this. ``partial`` (keep
+        the weights the file lacks) is only offered where a released recipe starts so.
+        """
+        from zoo.core.checkpoint import load_checkpoint
+
+        if partial:
+            raise ConfigError(f"model.init_partial=true: family {self.family!r} loads only "
+                              "complete checkpoints of its own model. Fix: set "
+                              "model.init_partial=false.")
+        load_checkpoint(path, model)
+
     def build_loss(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 

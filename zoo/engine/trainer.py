@@ -120,7 +120,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     task: Task = make_task(cfg)
     model = task.build_model()
     if cfg["model"]["init"]:
-        load_checkpoint(cfg["model"]["init"], model)
+        task.load_weights(model, cfg["model"]["init"], partial=cfg["model"]["init_partial"])
     if distributed:
         model = dist_utils.convert_sync_batchnorm(model, device.type)
     model = model.to(device)

@@ -6,7 +6,8 @@ from zoo.fctl.checkpoints import OfficialLoadReport, load_official_checkpoints, 
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.merging import evaluate_merges, montage_patches, seam_band_mask, seam_positions
 from zoo.fctl.model import FCtL, FCN8sDecoder, MultiContextFusion, bilinear_kernel
-from zoo.fctl.pipeline import FCtLSegmenter, resize_global
+from zoo.fctl.pipeline import (FCtLSegmenter, released_contexts, released_resize_global,
+                               resize_global)
 
 __all__ = [
     "FCtL",
@@ -18,6 +19,8 @@ __all__ = [
     "OfficialLoadReport",
     "FCtLSegmenter",
     "resize_global",
+    "released_contexts",
+    "released_resize_global",
     "CSRN",
     "refine_logits",
     "montage_patches",

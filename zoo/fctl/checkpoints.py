@@ -32,6 +32,7 @@ features are read.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -57,14 +58,20 @@ class OfficialLoadReport:
         unused: per source ("main", "contexts[0]", ...) the official keys that were not
             placed (the VGG classifier, branches the stage does not build, ...).
         aliases: per source the official keys that were equal copies of a placed tensor.
+        initialised: uhrops keys left as they were (only with ``partial=True``: the
+            weights the released scripts also leave to the model's own initialisation).
     """
 
     loaded: list[str] = field(default_factory=list)
     unused: dict[str, list[str]] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    initialised: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.initialised:
+            lines.append(f"{len(self.initialised)} stayed initialised: " +
+                         ", ".join(self.initialised))
         for src, keys in self.unused.items():
             if keys:
                 lines.append(f"{src}: {len(keys)} unused official keys: " + ", ".join(keys[:8]) +
@@ -183,36 +190,60 @@ def _take(state: dict[str, Tensor], target: dict[str, Tensor], mapping: dict[str
                                  "(they share one tensor in the released models).")
             aliases.append(alias)
         shape = tuple(target[ours].shape)
-        if t.numel() != target[ours].numel():
-            raise ValueError(f"{op}(): `{what}` {present[0]!r} has shape {tuple(t.shape)}, "
-                             f"which does not fit {ours!r} {shape}. Fix: build the model with "
-                             "the checkpoint's number of classes and variant.")
-        new[ours] = t.reshape(shape)
+        if tuple(t.shape) != shape:
+            # Compared exactly, never by element count: a (256, 2) weight reshaped into
+            # (2, 256, 1, 1) has the right size but every value in the wrong place.
+            hint = ("Fix: build the model with the checkpoint's number of classes and variant."
+                    if t.numel() != target[ours].numel() else
+                    "The same number of elements in another layout is not reshaped (it would "
+                    "load scrambled). Fix: pass a checkpoint saved by the released code.")
+            raise ValueError(f"{op}(): `{what}` {present[0]!r} has shape {tuple(t.shape)}, but "
+                             f"{ours!r} needs {shape}. {hint}")
+        new[ours] = t
         used.update(present)
 
 
-def load_official_checkpoints(model: FCtL, main: object,
-                              contexts: Sequence[object] = ()) -> OfficialLoadReport:
+# Held by every released checkpoint and read by no stage (fctl.md §3.1): never worth a warning.
+_ALWAYS_UNUSED = ("vgg.classifier.",)
+
+
+def _unexpected(unused: list[str]) -> list[str]:
+    """The unused official keys that are not the always-present ImageNet classifier."""
+    return [k for k in unused if not k.startswith(_ALWAYS_UNUSED)]
+
+
+def load_official_checkpoints(model: FCtL, main: object | None,
+                              contexts: Sequence[object] | None = (), *,
+                              partial: bool = False) -> OfficialLoadReport:
     """Load the authors' released checkpoint(s) into an :class:`FCtL`.
 
     Convention:
         - ``main``: the checkpoint of the model's own stage (Inria: ``Bfcn`` / ``B10`` /
           ``B15`` / ``all``; DeepGlobe: ``Afcn`` / ``medium`` / ``global`` / ``all``), as a
-          path or a state dict; ``contexts``: for stage "full" the checkpoints of the frozen
-          context encoders in ``model.context_names`` order (Inria: B10, B15; DeepGlobe:
-          medium, global). Only their VGG16 features are read.
-        - The DataParallel ``module.`` prefix is stripped; aliased copies must agree;
-          tensors are reshaped when only the layout differs (same number of elements).
-        - Every uhrops weight must be found: otherwise ValueError listing all missing ones
-          (nothing is skipped silently, unlike the official loader that keeps only matching
-          keys). Official keys that have no place (the unused ``vgg.classifier``, branches the
-          stage does not build, ...) are listed in the returned report.
+          path or a state dict; None loads only the context encoders. ``contexts``: for
+          stage "full" the checkpoints of the frozen context encoders in
+          ``model.context_names`` order (Inria: B10, B15; DeepGlobe: medium, global); only
+          their VGG16 features are read. ``contexts=None`` leaves the context encoders as
+          they are (filled by another call or from uhrops checkpoints).
+        - The DataParallel ``module.`` prefix is stripped; aliased copies must agree; shapes
+          must be equal exactly (a weight in another layout is an error naming both shapes).
+        - Every uhrops weight must be found: otherwise ValueError listing all missing ones and
+          the checkpoint keys nothing took (a renamed key shows up on both sides). Unlike the
+          official loader, which keeps only matching keys, nothing is skipped silently.
+        - ``partial=True`` is the released scripts' stage start (``k in state``): weights of
+          the main model that ``main`` lacks stay as initialised and are listed in the
+          report's ``initialised`` (e.g. the DeepGlobe final stage started from ``Afcn``: its
+          three correlations and the fusion). Context encoders are never partial.
+        - Official keys of ``main`` that have no place (branches the stage does not build,
+          another stage's modules) are listed in the report and named in a UserWarning; the
+          ImageNet classifier ``vgg.classifier.*`` every released file holds is only listed.
         - The model is only modified when everything was found.
 
     Args:
         model: the model to fill.
-        main: path or state dict of the main checkpoint.
-        contexts: paths or state dicts of the context-encoder checkpoints.
+        main: path or state dict of the main checkpoint, or None.
+        contexts: paths or state dicts of the context-encoder checkpoints, or None.
+        partial: let weights missing from ``main`` keep their initial values.
 
     Returns:
         An :class:`OfficialLoadReport`.
@@ -225,26 +256,42 @@ def load_official_checkpoints(model: FCtL, main: object,
     op = "load_official_checkpoints"
     if not isinstance(model, FCtL):
         raise TypeError(f"{op}(): `model` must be a zoo FCtL; got {type(model).__name__}.")
-    if not isinstance(contexts, (list, tuple)):
-        raise TypeError(f"{op}(): `contexts` must be a list or tuple of checkpoints; got "
-                        f"{type(contexts).__name__}.")
+    if contexts is not None and not isinstance(contexts, (list, tuple)):
+        raise TypeError(f"{op}(): `contexts` must be a list or tuple of checkpoints or None; "
+                        f"got {type(contexts).__name__}.")
+    if not isinstance(partial, bool):
+        raise TypeError(f"{op}(): `partial` must be a bool; got {type(partial).__name__}.")
     k = len(model.context_names)
-    if len(contexts) not in (0, k) or (k == 0 and contexts):
+    if contexts and (len(contexts) != k or k == 0):
         raise ValueError(f"{op}(): stage {model.stage!r} has {k} context encoder(s) "
                          f"{model.context_names}; got {len(contexts)} context checkpoint(s).")
+    if main is None and not contexts:
+        raise ValueError(f"{op}(): `main` is None and no `contexts` were given: nothing to "
+                         "load. Fix: pass the stage's checkpoint as `main`.")
     target = model.state_dict()
     report = OfficialLoadReport()
     missing: list[str] = []
+    unexpected: list[str] = []
     new: dict[str, Tensor] = {}
 
-    state = _as_state(main, "main")
-    used: set[str] = set()
-    aliases: list[str] = []
-    _take(state, target, official_key_map(model), "main", used, aliases, missing, new)
-    report.unused["main"] = sorted(k_ for k_ in state if k_ not in used)
-    report.aliases["main"] = sorted(aliases)
+    if main is not None:
+        state = _as_state(main, "main")
+        used: set[str] = set()
+        aliases: list[str] = []
+        main_missing: list[str] = []
+        mapping = official_key_map(model)
+        _take(state, target, mapping, "main", used, aliases, main_missing, new)
+        report.unused["main"] = sorted(k_ for k_ in state if k_ not in used)
+        report.aliases["main"] = sorted(aliases)
+        if partial:
+            report.initialised = [key for key in mapping if key not in new]
+        else:
+            missing += main_missing
+        unexpected += [f"main: {k_}" for k_ in _unexpected(report.unused["main"])]
 
     for i, name in enumerate(model.context_names):
+        if contexts is None:  # filled elsewhere: neither read nor demanded here
+            break
         prefix = f"context_encoders.{name}."
         mapping = {key: [f"{c}.{key.rpartition('.')[2]}"
                          for c in _feature_candidates(int(key.split(".")[3]))]
@@ -257,18 +304,40 @@ def load_official_checkpoints(model: FCtL, main: object,
         cstate = _as_state(contexts[i], what)
         cused: set[str] = set()
         caliases: list[str] = []
+        before = len(missing)
         _take(cstate, target, mapping, what, cused, caliases, missing, new)
         report.unused[what] = sorted(k_ for k_ in cstate if k_ not in cused)
         report.aliases[what] = sorted(caliases)
+        if len(missing) > before:  # a renamed feature key: name what the file holds instead
+            unexpected += [f"{what}: {k_}" for k_ in report.unused[what]
+                           if ".features." in k_ or k_.startswith(("pool", "big_pool"))]
 
     if missing:
         hint = ""
         if any("context_encoders" in m for m in missing) and not contexts:
             hint = (f" Fix: pass contexts=(<{'>, <'.join(model.context_names)} checkpoint>) "
-                    "(Inria: B10, B15; DeepGlobe: medium, global).")
+                    "(Inria: B10, B15; DeepGlobe: medium, global), or contexts=None to leave "
+                    "the context encoders as they are.")
+        elif main is not None and not partial and any("(from main" in m for m in missing):
+            hint = (" Fix: pass the checkpoint of this stage, or partial=True where the "
+                    "released scripts start the stage from an earlier one (the missing "
+                    "weights then keep their initial values).")
+        extra = ""
+        if unexpected:
+            extra = (f" Keys in the checkpoint(s) that nothing took: {', '.join(unexpected[:6])}"
+                     + (" ..." if len(unexpected) > 6 else "") + ".")
         raise ValueError(f"{op}(): {len(missing)} weight(s) the model needs are not in the "
                          "checkpoint(s): " + "; ".join(missing[:6]) +
-                         (" ..." if len(missing) > 6 else "") + "." + hint)
+                         (" ..." if len(missing) > 6 else "") + "." + extra + hint)
+    if main is not None and unexpected:
+        # A checkpoint of another stage can cover the model and still carry modules the
+        # model lacks: the load is then most likely not the one meant, so say which keys.
+        warnings.warn(f"{op}(): {len(unexpected)} key(s) of `main` have no place in this "
+                      f"{model.variant} {model.stage!r} model and were not loaded: "
+                      f"{', '.join(k_[len('main: '):] for k_ in unexpected)}. (A released Inria B10/B15 file carries the untrained _1/_2 branches "
+                      "and the fusion; anything else means `main` is probably another stage's "
+                      "checkpoint. Fix: pass the checkpoint of this stage.)",
+                      UserWarning, stacklevel=2)
     with torch.no_grad():
         for key, t in new.items():
             target[key].copy_(t)

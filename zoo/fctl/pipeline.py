@@ -7,8 +7,11 @@ The released code (``helper.py``: ``get_patch_info``, ``global2patch``, ``global
    (:meth:`uhrops.tiling.PatchGrid.from_min_overlap`: 6x6 on 2448, 11x11 on 5000);
 2. for every patch the context windows (x2 and x3 on Inria, x3 on DeepGlobe) centred on it,
    padded with black outside the image and resized to 508 with PIL's antialiased bilinear
-   filter (:func:`uhrops.tiling.extract_contexts`); on DeepGlobe also the whole image resized
-   to 508, whose pool5 features are computed once per image;
+   filter on the 8-bit image; on DeepGlobe also the whole image resized to 508, whose pool5
+   features are computed once per image. ``context_resize="released"`` does exactly that
+   (:func:`released_contexts`, :func:`released_resize_global`); the default "float" resizes
+   the float image with :func:`uhrops.tiling.extract_contexts` (differentiable, any device,
+   within 1/255 of the released bytes, enough to move released checkpoints' logits by ~2e-3);
 3. the model on batches of patches, the raw logits summed where patches overlap
    (:func:`uhrops.tiling.sliding_window` with ``reduction="sum"``), then argmax;
 4. at test time optionally 8-way test-time augmentation: {identity, horizontal flip} x
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from uhrops import checks
@@ -32,7 +37,13 @@ from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 
-__all__ = ["FCtLSegmenter", "resize_global"]
+__all__ = ["CONTEXT_RESIZES", "FCtLSegmenter", "released_contexts", "released_resize_global",
+           "resize_global"]
+
+# "float": uhrops.extract_contexts / antialiased torch bilinear on float tensors
+# (differentiable, on any device; within 1/255 of the released inputs). "released": the
+# released pipeline byte for byte: the 8-bit image, a black-padded crop, PIL bilinear on uint8.
+CONTEXT_RESIZES = ("float", "released")
 
 
 def resize_global(image: Tensor, size: Sequence[int], antialias: bool = True) -> Tensor:
@@ -57,6 +68,126 @@ def resize_global(image: Tensor, size: Sequence[int], antialias: bool = True) ->
     image = checks.check_image(image, "image", "resize_global")
     return F.interpolate(image, size=(int(size[0]), int(size[1])), mode="bilinear",
                          align_corners=False, antialias=antialias)
+
+
+def _to_uint8(image: Tensor, op: str) -> np.ndarray:
+    """(1, 3, H, W) values in [0, 1] -> (H, W, 3) uint8, the 8-bit image the released code reads.
+
+    ``ToTensor()`` values are k/255, so rounding recovers the file's bytes exactly.
+    """
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{op}(): the released resize works on the 8-bit image, so `image` must "
+                         f"hold values in [0, 1] (ToTensor()); got values in [{lo:.4g}, "
+                         f"{hi:.4g}]. Fix: pass the image before normalising (FCtLSegmenter "
+                         "takes `mean`/`std` for that) or use context_resize='float'.")
+    u8 = (image[0].detach().to("cpu", torch.float64) * 255.0).round().to(torch.uint8)
+    return np.ascontiguousarray(u8.permute(1, 2, 0).numpy())
+
+
+def _from_uint8(arrays: list[np.ndarray], like: Tensor) -> Tensor:
+    """(h, w, 3) uint8 arrays -> (k, 3, h, w) in [0, 1] with ``like``'s dtype and device."""
+    t = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return (t.to(torch.float32) / 255.0).to(like.device, like.dtype)
+
+
+def _window(patch: int, scale: float) -> tuple[int, int]:
+    """(window side, offset of the patch in it): extract_contexts' rule, round(scale * p).
+
+    For FCtL's integer scales this is the released ``global2bigpatch``: the image padded by
+    (mul - 1) * p / 2 on every side, a mul * p crop at the patch's corner.
+    """
+    side = max(int(np.floor(scale * patch + 0.5)), 1)
+    return side, (side - patch) // 2
+
+
+def released_contexts(image: Tensor, grid: PatchGrid, scale: float,
+                      size: Sequence[int] | None = None) -> Tensor:
+    """Context windows as the released code makes them (``helper.global2bigpatch``).
+
+    Convention:
+        For every patch of ``grid`` (in ``grid.boxes`` order), the window of round(scale·p)
+        pixels centred on the patch (the window of :func:`uhrops.extract_contexts`) is cut from the 8-bit image (``image`` * 255, rounded),
+        black (0) outside the image, and resized to ``size`` with PIL's
+        ``Image.resize(..., BILINEAR)`` on uint8 (antialiased, rounded as PIL rounds). The
+        result is that uint8 image / 255: the released context input to the network, exactly.
+        Not differentiable (use :func:`uhrops.extract_contexts` for training).
+
+    Args:
+        image: (1, 3, H, W) floating, values in [0, 1].
+        grid: the patch grid of ``image``.
+        scale: the window as a multiple of the patch size (FCtL: 2 or 3).
+        size: (h, w) of the output (default: the patch size).
+
+    Returns:
+        (N, 3, h, w) tensor, ``image``'s dtype and device.
+
+    Example:
+        >>> g = PatchGrid.from_min_overlap(96, 32, 8)
+        >>> released_contexts(torch.rand(1, 3, 96, 96), g, 3).shape
+        torch.Size([16, 3, 32, 32])
+    """
+    op = "released_contexts"
+    image = checks.check_image(image, "image", op)
+    if image.shape[0] != 1:
+        raise ValueError(f"{op}(): `image` must be one image (1, C, H, W); got shape "
+                         f"{tuple(image.shape)}. Fix: call it per image.")
+    if not isinstance(grid, PatchGrid):
+        raise TypeError(f"{op}(): `grid` must be a uhrops PatchGrid; got {type(grid).__name__}.")
+    if tuple(grid.image_size) != tuple(image.shape[-2:]):
+        raise ValueError(f"{op}(): `grid` is for images of {tuple(grid.image_size)} but `image` "
+                         f"is {tuple(image.shape[-2:])}. Fix: build the grid for this image.")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"{op}(): `scale` must be a positive number (3 for FCtL's x3 "
+                         f"context); got {scale!r}.")
+    ph, pw = grid.patch_size
+    oh, ow = (ph, pw) if size is None else (int(size[0]), int(size[1]))
+    src = _to_uint8(image, op)
+    H, W = src.shape[:2]
+    lh, oy = _window(ph, float(scale))
+    lw, ox = _window(pw, float(scale))
+    out = []
+    for y0, x0 in [(y, x) for y in grid.ys for x in grid.xs]:  # grid.boxes order
+        top, left = int(y0) - oy, int(x0) - ox
+        # The released code pads the whole image with black and crops; filling a black
+        # canvas with the part of the window inside the image gives the same bytes.
+        canvas = np.zeros((lh, lw, src.shape[2]), np.uint8)
+        sy0, sx0 = max(top, 0), max(left, 0)
+        sy1, sx1 = min(top + lh, H), min(left + lw, W)
+        if sy1 > sy0 and sx1 > sx0:
+            canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = src[sy0:sy1, sx0:sx1]
+        out.append(np.asarray(Image.fromarray(canvas).resize((ow, oh), Image.BILINEAR)))
+    return _from_uint8(out, image)
+
+
+def released_resize_global(image: Tensor, size: Sequence[int]) -> Tensor:
+    """DeepGlobe's global image as released: the 8-bit image PIL-bilinear resized to ``size``.
+
+    Convention:
+        (1, 3, H, W) in [0, 1] -> (1, 3, h, w) = PIL ``Image.resize((w, h), BILINEAR)`` of the
+        uint8 image, / 255; ``image``'s dtype and device. Not differentiable.
+    """
+    op = "released_resize_global"
+    image = checks.check_image(image, "image", op)
+    if image.shape[0] != 1:
+        raise ValueError(f"{op}(): `image` must be one image (1, C, H, W); got shape "
+                         f"{tuple(image.shape)}. Fix: call it per image.")
+    small = Image.fromarray(_to_uint8(image, op)).resize((int(size[1]), int(size[0])),
+                                                         Image.BILINEAR)
+    return _from_uint8([np.asarray(small)], image)
+
+
+def _released_callable(scale: float, patch: tuple[int, int]) -> Callable[[Tensor, Tensor], Tensor]:
+    """A sliding_window context callable making the released context windows."""
+
+    def ctx(image_b: Tensor, boxes: Tensor) -> Tensor:
+        H, W = image_b.shape[-2:]
+        # A batch's boxes need not form a grid: one single-patch grid each.
+        return torch.cat([released_contexts(image_b, PatchGrid((H, W), patch, (int(y0),),
+                                                                (int(x0),)), scale)
+                          for y0, x0, _, _ in boxes.tolist()], 0)
+
+    return ctx
 
 
 def _context_callable(scale: float, patch: tuple[int, int], pad_value: float,
@@ -90,6 +221,8 @@ class FCtLSegmenter(nn.Module):
           s x patch window centred on the patch, outside pixels = ``pad_value`` (black),
           resized to the patch size (``antialias``: PIL-like filtering); "global" is the whole
           image resized to the patch size, encoded once per image (and per TTA transform).
+          ``context_resize="released"`` makes both from the 8-bit image with PIL, byte for
+          byte as the released code (the image must then hold [0, 1] values).
         - Overlapping logits are summed (``merge="sum"``, the released code; the argmax
           equals that of averaged logits) or averaged (``merge="mean"``).
         - ``refiner`` (a :class:`~zoo.fctl.CSRN`, default None = FCtL as released): local pass
@@ -121,6 +254,11 @@ class FCtLSegmenter(nn.Module):
         progress: tqdm progress bar per image.
         merge: "sum" (FCtL) or "mean": how overlapping local logits are merged.
         refiner: optional CSRN for a refinement pass (same classes as ``model``).
+        context_resize: "float" (default: :func:`uhrops.extract_contexts` and antialiased torch
+            bilinear on the float image, within 1/255 of the released inputs) or "released"
+            (:func:`released_contexts` / :func:`released_resize_global`: the 8-bit image, PIL
+            bilinear on uint8, the released inputs exactly; use it to reproduce released
+            checkpoints' outputs, whose logits with contexts move by up to ~2e-3 otherwise).
 
     Example:
         >>> seg = FCtLSegmenter(FCtL(2, "inria", "fcn"), patch_size=32, min_overlap=8)
@@ -134,7 +272,8 @@ class FCtLSegmenter(nn.Module):
                  antialias: bool = True, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None,
                  out_device: torch.device | str | None = None, progress: bool = False,
-                 merge: str = "sum", refiner: CSRN | None = None) -> None:
+                 merge: str = "sum", refiner: CSRN | None = None,
+                 context_resize: str = "float") -> None:
         super().__init__()
         op = "FCtLSegmenter"
         if not isinstance(model, FCtL):
@@ -166,6 +305,13 @@ class FCtLSegmenter(nn.Module):
         self.context_scales = scales
         self.pad_value = float(pad_value)
         self.antialias = bool(antialias)
+        self.context_resize = checks.check_choice(context_resize, "context_resize", op,
+                                                  CONTEXT_RESIZES)
+        if self.context_resize == "released" and (self.pad_value != 0.0 or not self.antialias):
+            raise ValueError(f"{op}(): context_resize='released' pads with black and filters as "
+                             f"PIL does; got pad_value={pad_value!r}, antialias={antialias!r}. "
+                             "Fix: keep pad_value=0 and antialias=True, or use "
+                             "context_resize='float'.")
         if (mean is None) != (std is None):
             raise ValueError(f"{op}(): give both `mean` and `std` or neither.")
         if mean is not None:
@@ -182,6 +328,12 @@ class FCtLSegmenter(nn.Module):
         if self.mean is None:
             return x
         return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+
+    def _global(self, image: Tensor, p: tuple[int, int]) -> Tensor:
+        """The whole image at the patch size (DeepGlobe's global context / stage)."""
+        if self.context_resize == "released":
+            return released_resize_global(image, p)
+        return resize_global(image, p, self.antialias)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -235,7 +387,7 @@ class FCtLSegmenter(nn.Module):
         p = (self.patch_size, self.patch_size)
         out_device = image.device if self.out_device is None else torch.device(self.out_device)
         if model.stage == "global":
-            small = resize_global(image, p, self.antialias).to(dev)
+            small = self._global(image, p).to(dev)
             logits = model(self._norm(small)).float()
             return F.interpolate(logits, size=(H, W), mode="bilinear",
                                  align_corners=False).to(out_device)
@@ -244,11 +396,13 @@ class FCtLSegmenter(nn.Module):
         feats: list[Tensor | None] = []
         for name, s in zip(model.context_names, self.context_scales):
             if s == "global":
-                g = resize_global(image, p, self.antialias).to(dev)
+                g = self._global(image, p).to(dev)
                 feats.append(model.encode_context(name, self._norm(g)))
             else:
                 feats.append(None)
-                if self.pad_value == 0.0 and self.antialias:
+                if self.context_resize == "released":
+                    specs.append(_released_callable(float(s), p))
+                elif self.pad_value == 0.0 and self.antialias:
                     specs.append(float(s))
                 else:
                     specs.append(_context_callable(float(s), p, self.pad_value, self.antialias))
@@ -307,4 +461,5 @@ class FCtLSegmenter(nn.Module):
         return (f"patch_size={self.patch_size}, min_overlap={self.min_overlap}, "
                 f"batch_size={self.batch_size}, tta={self.tta}, "
                 f"context_scales={self.context_scales}, pad_value={self.pad_value}, "
-                f"antialias={self.antialias}, merge={self.merge!r}")
+                f"antialias={self.antialias}, merge={self.merge!r}, "
+                f"context_resize={self.context_resize!r}")
