@@ -6,7 +6,8 @@ L1 term on the high-frequency ones, summed over L levels. It follows decision 6 
 ``shared/reference/wsdnet.md``: by default the full packet tree (every subband split again,
 4**l subbands at level l, in groups of four children of one parent; child 0 is the
 low-frequency one, children 1-3 the high-frequency ones), the low term at every level, the
-orthonormal Haar scale, and per-level means. Because the Haar transform is linear, the
+orthonormal Haar scale, and Eq. 4's sum over the subbands of each level (``sum_bands``).
+Because the Haar transform is linear, the
 loss is computed on the difference ``pred - target`` with one transform.
 """
 
@@ -67,7 +68,7 @@ def _reduce(x: Tensor, band_dims: int, reduction: str) -> Tensor:
 def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_low: float = 1.0,
                         lambda_high: float = 0.8, tree: str = "packet",
                         low_every_level: bool = True, ll_scale: str = "orthonormal",
-                        reduction: str = "mean") -> Tensor:
+                        reduction: str = "sum_bands") -> Tensor:
     """WSDNet's Wavelet Smooth Loss between a reconstruction and its target (paper Eq. 4).
 
     Convention:
@@ -79,10 +80,13 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
           high-frequency. ``tree="mallat"``: only the approximation is split again
           (:func:`uhrops.haar_wavedec2`); level l has LL_l (low) and its H, V, D (high).
         - ``L2_l``: squared error of the low-frequency subbands of level l; ``L1_l``: absolute
-          error of the high-frequency ones. ``reduction="mean"`` (default): each is the mean
-          over all those coefficients (batch, channels, subbands, positions);
-          ``"sum_bands"``: the mean of each subband separately, summed over the subbands
-          (Eq. 4's literal sum over b).
+          error of the high-frequency ones. ``reduction="sum_bands"`` (default, Eq. 4 as
+          written): the mean error of each subband (over batch, channels and positions),
+          summed over the subbands of the level: over the 4**(l-1) low children and the
+          3 * 4**(l-1) high children of the packet tree (the sums over b and over i = 2..4),
+          or over LL_l and H, V, D with "mallat". ``"mean"``: one mean over all those
+          coefficients (an average over the subbands instead of Eq. 4's sum; with the packet
+          tree and L = 3 it weighs the loss about 8x less against cross-entropy).
         - ``low_every_level=True`` (default, as Eq. 4): the L2 term at every level; False: at
           the last level only (with "mallat" the low band and all details are then an
           orthonormal basis).
@@ -104,7 +108,7 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
         tree: "packet" or "mallat".
         low_every_level: L2 term at every level or only the last.
         ll_scale: "orthonormal" or "average".
-        reduction: "mean" or "sum_bands".
+        reduction: "sum_bands" (Eq. 4) or "mean".
 
     Returns:
         Scalar tensor.
@@ -175,7 +179,7 @@ class WaveletSmoothLoss(nn.Module):
 
     def __init__(self, levels: int = 3, lambda_low: float = 1.0, lambda_high: float = 0.8,
                  tree: str = "packet", low_every_level: bool = True,
-                 ll_scale: str = "orthonormal", reduction: str = "mean") -> None:
+                 ll_scale: str = "orthonormal", reduction: str = "sum_bands") -> None:
         super().__init__()
         _check_options(levels, lambda_low, lambda_high, tree, low_every_level, ll_scale,
                        reduction, "WaveletSmoothLoss")
