@@ -183,3 +183,22 @@ def test_partial_backbone_file_warns_with_layer_names(tmp_path, capsys):
     assert report["stdc1"]["state"] == "loaded" and report["stdc1"]["left_random"] == []
     assert report["stdc1"]["loaded"] > 0
     assert "left random (stem.0.weight" in capsys.readouterr().err
+
+
+# --- the DeepLabV3+ low-level decoder option ---------------------------------------------------
+
+def test_v3plus_decoder_option():
+    from zoo.wsdnet import WSDNet
+
+    plain, v3 = WSDNet(7), WSDNet(7, deep_decoder="v3plus")
+    assert plain.deep_decoder == "none"  # off by default (README: "DeepLabV3+ decoder")
+    extra = sum(p.numel() for p in v3.parameters()) - sum(p.numel() for p in plain.parameters())
+    # 1x1 conv 64->48 + BN, 3x3 conv 176->128 + BN, 3x3 conv 128->128 + BN
+    assert extra == (64 * 48 + 2 * 48) + (176 * 128 * 9 + 2 * 128) + (128 * 128 * 9 + 2 * 128)
+    v3.train()
+    out = v3(torch.rand(2, 3, 70, 100))
+    assert out["seg"].shape == (2, 7, 70, 100) and out["recon"].shape == (2, 3, 70, 100)
+    out["seg"].sum().backward()
+    assert v3.decoder_low[0].weight.grad is not None
+    with pytest.raises(ValueError, match="deep_decoder"):
+        WSDNet(7, deep_decoder="v3")
