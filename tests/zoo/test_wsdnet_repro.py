@@ -202,3 +202,61 @@ def test_v3plus_decoder_option():
     assert v3.decoder_low[0].weight.grad is not None
     with pytest.raises(ValueError, match="deep_decoder"):
         WSDNet(7, deep_decoder="v3")
+
+
+# --- the reconstruction path with a memory budget: level-1 subbands at 1/2 resolution --------
+
+def _idwt_oracle(bands: "np.ndarray") -> "np.ndarray":
+    """The full-resolution reconstruction from (B, 4C, h, w) bands, channel 4c + b = (A, H, V,
+    D), by PyWavelets' inverse transform, channel by channel."""
+    import numpy as np
+    import pywt
+
+    B, C4 = bands.shape[:2]
+    out = [[pywt.idwt2((bands[b, 4 * c], (bands[b, 4 * c + 1], bands[b, 4 * c + 2],
+                                          bands[b, 4 * c + 3])), "haar")
+            for c in range(C4 // 4)] for b in range(B)]
+    return np.array(out)
+
+
+@pytest.mark.parametrize("opts", [
+    {}, {"reduction": "mean"}, {"tree": "mallat"}, {"tree": "mallat", "low_every_level": False},
+    {"ll_scale": "average", "levels": 2}, {"levels": 1},
+])
+def test_haar1_loss_is_eq4_on_the_full_resolution_reconstruction(opts):
+    from tests.zoo.test_wsdnet_losses import oracle
+    from zoo.wsdnet.losses import WaveletSmoothLoss, wavelet_smooth_loss_haar1
+
+    g = torch.Generator().manual_seed(3)
+    bands = torch.randn(2, 12, 16, 12, generator=g, dtype=torch.float64)
+    target = torch.randn(2, 3, 32, 24, generator=g, dtype=torch.float64)
+    full = dict(levels=3, lambda_low=1.0, lambda_high=0.8, tree="packet", low_every_level=True,
+                ll_scale="orthonormal", reduction="sum_bands")
+    full.update(opts)
+    ref = oracle(_idwt_oracle(bands.numpy()), target.numpy(), **full)
+    got = wavelet_smooth_loss_haar1(bands, target, **full)
+    assert float(got) == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    assert float(WaveletSmoothLoss(**full).forward_haar1(bands, target)) == pytest.approx(
+        ref, rel=1e-10, abs=1e-12)
+    with pytest.raises(ValueError, match="pred_bands"):
+        wavelet_smooth_loss_haar1(bands[..., :-1], target)
+
+
+def test_haar1_model_path_matches_its_reconstruction():
+    import numpy as np
+
+    from tests.zoo.test_wsdnet_losses import oracle
+    from zoo.wsdnet import WSDNet
+    from zoo.wsdnet.losses import WSDNetLoss
+
+    torch.manual_seed(0)
+    model = WSDNet(3, sr_output="haar1", sr_channels=(8, 8, 16), aspp_dilations=(1, 2)).train()
+    out = model(torch.rand(2, 3, 37, 50))  # odd and not a multiple of 8: cropped to 32 x 48
+    assert "recon" not in out and out["recon_bands"].shape == (2, 12, 19, 25)
+    mask = torch.randint(0, 3, (2, 37, 50))
+    _, terms = WSDNetLoss()(out, mask, return_terms=True)
+    bands = out["recon_bands"][..., :16, :24].detach().double().numpy()
+    ref = oracle(_idwt_oracle(bands), out["image"][..., :32, :48].double().numpy(), 3, 1.0, 0.8,
+                 "packet", True, "orthonormal", "sum_bands")
+    assert float(terms["wsl"]) == pytest.approx(ref, rel=1e-5)
+    assert np.isfinite(ref)

@@ -322,11 +322,21 @@ class SRHead(nn.Module):
           -> 128 (1/8 -> 1/1), then a 3x3 conv-BN-ReLU (-> 64) and a 1x1 conv (-> 3).
         - returns ``(feature, image)``: the last stage's feature (for the structure
           distillation loss) and the reconstruction.
+        - ``output="haar1"``: the last stage runs at 1/2 resolution without up-sampling and
+          the 1x1 conv gives ``4 * out_channels`` channels, the reconstruction's level-1 Haar
+          subbands (layout of :func:`dwt_channels`, "pywt"); the full-resolution stage, about
+          3/4 of a training step's saved activations at the paper widths, is gone.
     """
 
     def __init__(self, in_channels: int = 128, channels: Sequence[int] = (64, 64, 128),
-                 out_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 out_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d,
+                 output: str = "image") -> None:
         super().__init__()
+        checks.check_choice(output, "output", "SRHead", ("image", "haar1"))
+        self.output = output
+        if output == "haar1":
+            # The level-1 Haar subbands of the image, 4 per channel, at 1/2 resolution.
+            out_channels = 4 * out_channels
         stages = []
         cin = in_channels
         for c in channels:
@@ -337,8 +347,11 @@ class SRHead(nn.Module):
                                  nn.Conv2d(64, out_channels, 1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        for stage in self.stages:
-            x = stage(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            if not (self.output == "haar1" and i == last):  # haar1: the last stage at 1/2
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = stage(x)
         return x, self.out(x)
 
 
@@ -396,6 +409,12 @@ class WSDNet(nn.Module):
         fuse_channels: width of the shallow features' 1x1 projections (128).
         fusion: "sum" (default: S + D, then 3x3 conv-BN-ReLU) or "concat" (3x3 conv on [S, D]).
         sr_channels: SR head stage widths (64, 64, 128).
+        sr_output: "image" (default: the SR head reconstructs the full-resolution image,
+            ``"recon"``) or "haar1": it stops at 1/2 resolution and predicts the
+            reconstruction's level-1 Haar subbands, ``"recon_bands"`` (B, 12, ceil(H/2),
+            ceil(W/2)) in place of ``"recon"``; the Wavelet Smooth Loss is the same Eq. 4 on
+            ``idwt_channels(recon_bands)``, computed without building it (README "Training
+            memory").
         head_channels: segmentation head's hidden width (64).
         dropout: Dropout2d rate before the classifiers (0.1).
         norm_layer: normalisation factory (BatchNorm2d; convert to SyncBatchNorm for DDP).
@@ -424,6 +443,7 @@ class WSDNet(nn.Module):
                  fuse_channels: int = 128,
                  fusion: str = "sum",
                  sr_channels: Sequence[int] = (64, 64, 128),
+                 sr_output: str = "image",
                  head_channels: int = 64,
                  dropout: float = 0.1,
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
@@ -486,7 +506,7 @@ class WSDNet(nn.Module):
         # Training only: auxiliary classifier on the ASPP feature, SR head on D's 1/8 output.
         self.aux_head = nn.Sequential(nn.Dropout2d(dropout),
                                       nn.Conv2d(aspp_channels, num_classes, 1))
-        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer)
+        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer, sr_output)
         self._init_new_layers()
 
     def _init_new_layers(self) -> None:
@@ -601,10 +621,14 @@ class WSDNet(nn.Module):
         aux = F.interpolate(self.aux_head(feat32), size=padded, mode="bilinear",
                             align_corners=False)
         feat_sr, recon = self.sr_head(d8)
+        if self.sr_head.output == "haar1":
+            recon_key, recon = "recon_bands", self._crop(recon, (H + 1) // 2, (W + 1) // 2)
+        else:
+            recon_key, recon = "recon", self._crop(recon, H, W)
         return {
             "seg": seg,
             "aux": self._crop(aux, H, W),
-            "recon": self._crop(recon, H, W),
+            recon_key: recon,
             "image": x,
             "feat_deep": feat32,
             "feat_sr": feat_sr,
