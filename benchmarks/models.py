@@ -67,13 +67,14 @@ SIZES = (2448, 5000, 5120)
 QUICK_SIZE = {"wsdnet": 96, "fctl": 80}
 QUICK_FCTL_PATCH = (48, 16)  # patch size, minimal overlap: a 2x2 grid on the 80 px image
 
-# The papers' figures (batch 1). WSDNet: Ji et al., CVPR 2023, RTX 2080Ti; memory only given
-# for DeepGlobe. FCtL: Li et al., ICCV 2021, 8 s per DeepGlobe image.
+# The papers' figures (batch 1). WSDNet: Ji et al., CVPR 2023, RTX 2080Ti, Tables 2-4 (memory
+# measured with gpustat, §5.2: the process's whole GPU memory, not the allocator's peak).
+# FCtL: Li et al., ICCV 2021, 8 s per DeepGlobe image.
 PAPERS: dict[str, dict[int, dict[str, Any]]] = {
     "wsdnet": {
         2448: {"fps": 30.3, "mb": 1876.0, "hardware": "RTX 2080Ti", "dataset": "DeepGlobe"},
-        5000: {"fps": 7.8, "mb": None, "hardware": "RTX 2080Ti", "dataset": "Inria Aerial"},
-        5120: {"fps": 7.13, "mb": None, "hardware": "RTX 2080Ti", "dataset": "URUR"},
+        5000: {"fps": 7.8, "mb": 4379.0, "hardware": "RTX 2080Ti", "dataset": "Inria Aerial"},
+        5120: {"fps": 7.13, "mb": 4560.0, "hardware": "RTX 2080Ti", "dataset": "URUR"},
     },
     "fctl": {
         2448: {"fps": 1 / 8.0, "mb": None, "hardware": None, "dataset": "DeepGlobe"},

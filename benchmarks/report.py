@@ -503,7 +503,12 @@ def models_block(docs: dict[str, dict[str, Any]]) -> str:
              "input; random weights give small, nearly tied logits, so it understates "
              "agreement on a trained model. The papers' figures are GPU figures: WSDNet "
              f"{PAPERS['wsdnet'][2448]['fps']} FPS and {fnum(PAPERS['wsdnet'][2448]['mb'])} MB "
-             "(RTX 2080Ti, 2448² DeepGlobe), FCtL 8 s per 2448² DeepGlobe image.")
+             "(RTX 2080Ti, 2448² DeepGlobe), "
+             f"{PAPERS['wsdnet'][5000]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5000]['mb'])} "
+             "MB (5000² Inria), "
+             f"{PAPERS['wsdnet'][5120]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5120]['mb'])} "
+             "MB (5120² URUR; memory by gpustat, i.e. the whole process), "
+             "FCtL 8 s per 2448² DeepGlobe image.")
     conditions = []
     for tag, r in rows:
         if not r.get("note"):

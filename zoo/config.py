@@ -44,7 +44,12 @@ DEFAULTS: dict[str, Any] = {
         # takes the authors' released .pth files)
         "init_partial": False,  # FCtL, released .pth: weights the file lacks keep their
         # initialisation (the released stage starts; the run prints which)
-        "pretrained": {},  # free-form: backbone name -> local weights file
+        "pretrained": {},  # free-form: backbone name -> local weights file, or "none" (below)
+        # true (the paper configs): training from scratch refuses to start until every
+        # backbone of the family has a file in `pretrained`, or `pretrained: none` (or
+        # `<backbone>: none`) says random on purpose; a paper run from random backbones is
+        # a different experiment, and nothing else would tell the user.
+        "require_pretrained": False,
     },
     "loss": {
         "kwargs": {},  # free-form: passed to the loss constructor
@@ -132,6 +137,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+PRETRAINED_KEY = ("model", "pretrained")
 FREE_FORM = {("model", "kwargs"), ("model", "pretrained"), ("loss", "kwargs"),
              ("data", "split_files")}
 # keys with a non-null default that also take null (documented meaning)
@@ -179,10 +185,19 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], schema: Mapping[str, A
             known = ", ".join(sorted(schema)) if isinstance(schema, Mapping) else ""
             raise ConfigError(f"{where}: unknown key {dotted!r}. Known keys here: {known}.")
         default = schema[key]
-        if full in FREE_FORM:
+        if full == PRETRAINED_KEY and isinstance(value, str) and value.lower() == "none":
+            base[key] = "none"  # random backbones on purpose (see DEFAULTS)
+        elif full in FREE_FORM:
+            if full == PRETRAINED_KEY and isinstance(value, str):
+                raise ConfigError(f"{where}: {dotted!r} must be a mapping backbone -> local "
+                                  f"file, or the word none (random backbones on purpose); "
+                                  f"got {value!r}.")
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {dotted!r} must be a mapping; got {value!r}.")
-            base[key] = {**base.get(key, {}), **copy.deepcopy(dict(value))}
+            # A mapping given after `none` starts afresh: the files now say what to load.
+            before = base.get(key, {})
+            before = before if isinstance(before, Mapping) else {}
+            base[key] = {**before, **copy.deepcopy(dict(value))}
         elif isinstance(default, Mapping):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {dotted!r} is a section; got {value!r}. "

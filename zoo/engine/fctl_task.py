@@ -27,7 +27,7 @@ from zoo.backbones.vgg import load_vgg16_imagenet
 from zoo.core.checkpoint import is_safetensors, load_checkpoint, read_model_weights
 from zoo.core.errors import CheckpointError, ConfigError
 from zoo.engine.accumulate import SubBatchLosses, sub_batches
-from zoo.engine.task import Autocast, StepTerms, Task, register_family
+from zoo.engine.task import Autocast, StepTerms, Task, pretrained_files, register_family
 from zoo.fctl.checkpoints import load_official_checkpoints
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
@@ -93,7 +93,7 @@ class FCtLTask(Task):
     def build_model(self) -> nn.Module:
         model = FCtL(self.num_classes, **dict(self.cfg["model"]["kwargs"]))
         f = self.cfg["fctl"]
-        pretrained = dict(self.cfg["model"]["pretrained"])
+        pretrained = pretrained_files(self.cfg)  # without backbones left random ("none")
         if set(pretrained) - {"vgg16"}:
             raise ConfigError(f"model.pretrained: FCtL takes only vgg16 (a local ImageNet VGG16 "
                               f"file); got {sorted(pretrained)}.")
@@ -240,7 +240,7 @@ class RefineTask(FCtLTask):
         return refine_dataset(self.cfg, split, transform)
 
     def build_model(self) -> nn.Module:
-        if self.cfg["model"]["pretrained"] or self.cfg["fctl"]["init_stage"]:
+        if pretrained_files(self.cfg) or self.cfg["fctl"]["init_stage"]:
             raise ConfigError("the refine stage trains a CSRN from scratch: model.pretrained and "
                               "fctl.init_stage do not apply (use model.init to start from a "
                               "CSRN checkpoint).")

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from zoo.core.errors import ConfigError
 
-__all__ = ["FAMILIES", "StepTerms", "Task", "make_task", "register_family", "terms_to_floats"]
+__all__ = ["FAMILIES", "StepTerms", "Task", "make_task", "pretrained_files", "register_family",
+           "terms_to_floats"]
 
 # A step's logged terms: 0-d tensors left on the device (converting them would sync with
 # it), or plain numbers such as a count of sub-batches.
@@ -27,6 +28,9 @@ class Task:
     family = ""
     #: channels of a model input (RGB images; a refiner takes one map per class)
     input_channels = 3
+    #: ``model.pretrained`` names this family loads -> the file each one expects (for the
+    #: message of :meth:`check_pretrained`)
+    pretrained_backbones: dict[str, str] = {}
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
@@ -62,6 +66,30 @@ class Task:
                               "model.init_partial=false.")
         load_checkpoint(path, model)
 
+    #: what :meth:`build_model` loaded into the backbones: backbone -> {"file", "loaded",
+    #: "kept" (left at their initialisation), "ignored" (keys of the file not used)}
+    pretrained_report: dict[str, dict[str, Any]] = {}
+
+    def check_pretrained(self) -> None:
+        """Refuse a from-scratch training of a ``model.require_pretrained`` config whose
+        ``model.pretrained`` does not name every backbone (a file, or ``none``)."""
+        model_cfg = self.cfg["model"]
+        if not model_cfg["require_pretrained"] or model_cfg["pretrained"] == "none":
+            return
+        given = dict(model_cfg["pretrained"])
+        lacking = [k for k in self.pretrained_backbones if k not in given]
+        if not lacking:
+            return
+        files = ", ".join(f"{k}: {v}" for k, v in self.pretrained_backbones.items())
+        example = ", ".join(f"{k}: /path/{k}.pth" for k in self.pretrained_backbones)
+        have = f" (given: {sorted(pretrained_files(self.cfg))})" if given else ""
+        raise ConfigError(
+            f"model.pretrained: the config {self.cfg['name']!r} reproduces a paper that trains "
+            f"from ImageNet backbones, but no file is given for {', '.join(lacking)}{have}. "
+            f"Expected local files: {files}. Fix: --set model.pretrained='{{{example}}}', or "
+            f"say random backbones on purpose with --set model.pretrained=none (or "
+            f"<backbone>: none for one of them).")
+
     def build_loss(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -78,6 +106,16 @@ class Task:
     @torch.no_grad()
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+
+def pretrained_files(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """``model.pretrained`` as backbone -> file, without the backbones left random on purpose
+    (``none`` for all, or ``<backbone>: none``)."""
+    value = cfg["model"]["pretrained"]
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items()
+            if not (v is None or (isinstance(v, str) and v.lower() == "none"))}
 
 
 def terms_to_floats(terms: Mapping[str, Tensor | float]) -> dict[str, float]:

@@ -39,7 +39,7 @@ from zoo.engine.families import make_task
 from zoo.engine.predictions import save_predictions
 from zoo.engine.runlog import JsonlLog
 from zoo.engine.samples import AugmentedCrops, CounterSampler, poly_lr
-from zoo.engine.task import StepTerms, Task, terms_to_floats
+from zoo.engine.task import StepTerms, Task, pretrained_files, terms_to_floats
 
 __all__ = ["Interrupted", "build_optimizer", "train", "train_step"]
 
@@ -119,6 +119,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
 
     task: Task = make_task(cfg)
     model = task.build_model()
+    pretrained_report = _pretrained_report(task, cfg)
     if cfg["model"]["init"]:
         task.load_weights(model, cfg["model"]["init"], partial=cfg["model"]["init_partial"])
     if distributed:
@@ -148,6 +149,11 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     _probe(train_set, "train")
     _probe(val_set, "val")
     set_rng_state(state["rng"] if resume else rng)
+    if not resume and not cfg["model"]["init"]:
+        # After the data checks (a data error is the first thing to fix), before anything is
+        # written. A resumed run or one initialised from a checkpoint overwrites the
+        # backbones, so only a from-scratch start is checked.
+        task.check_pretrained()
 
     # The config and the data are known good: only now is the run folder written.
     if main_proc:
@@ -155,6 +161,10 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
         for folder in (out, ckpt_dir):  # half-written files of a killed earlier attempt
             remove_stale_temporaries(folder)
         dump_config(cfg, os.path.join(out, "config.yaml"))
+        if pretrained_report is not None:
+            _print_pretrained(pretrained_report)
+            atomic_write_text(os.path.join(out, "pretrained.json"),
+                              json.dumps(pretrained_report, indent=1) + "\n")
     dist_utils.barrier()
 
     ignore = int(getattr(train_set, "ignore_index", 255))
@@ -251,6 +261,36 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
                          count=tcfg["predictions"])
     dist_utils.shutdown()
     return metrics
+
+
+def _pretrained_report(task: Task, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the backbones start from, for ``pretrained.json`` (None: the family loads none)."""
+    if not task.pretrained_backbones:
+        return None
+    files = pretrained_files(cfg)
+    out: dict[str, Any] = {}
+    for name in task.pretrained_backbones:
+        rep = task.pretrained_report.get(name)
+        if rep is None:
+            out[name] = {"file": None, "state": "random (no file given)"}
+        else:
+            out[name] = {"file": files.get(name, rep.get("file")),
+                         "state": "partly random" if rep["kept"] else "loaded",
+                         "loaded": len(rep["loaded"]), "left_random": list(rep["kept"]),
+                         "unused_file_keys": list(rep["ignored"])}
+    return out
+
+
+def _print_pretrained(report: Mapping[str, Any]) -> None:
+    for name, rep in report.items():
+        if rep["file"] is None:
+            print(f"zoo.train: {name}: random initialisation (no file given)", file=sys.stderr)
+            continue
+        print(f"zoo.train: {name}: {rep['file']}: {rep['loaded']} tensors loaded, "
+              f"{len(rep['left_random'])} left random"
+              + (f" ({', '.join(rep['left_random'][:6])}"
+                 f"{', ...' if len(rep['left_random']) > 6 else ''})" if rep['left_random'] else "")
+              + f", {len(rep['unused_file_keys'])} keys of the file unused", file=sys.stderr)
 
 
 def train_step(task: Task, model: torch.nn.Module, loss_fn: torch.nn.Module, images: Tensor,

@@ -4,12 +4,15 @@ image in one forward pass, or through ``uhrops.sliding_window`` windows when
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, sliding_window
 from zoo.core.errors import ConfigError
-from zoo.engine.task import Autocast, StepTerms, Task, register_family
+from zoo.engine.task import Autocast, StepTerms, Task, pretrained_files, register_family
 from zoo.wsdnet.losses import WaveletSmoothLoss, WSDNetLoss
 from zoo.wsdnet.model import WSDNet
 
@@ -19,6 +22,12 @@ __all__ = ["WSDNetTask"]
 @register_family
 class WSDNetTask(Task):
     family = "wsdnet"
+    pretrained_backbones = {
+        "resnet18": "ResNet18-V1c ImageNet weights (mmcv's open-mmlab://resnet18_v1c, "
+                    "resnet18_v1c-b5776b93.pth; a torchvision resnet18 file leaves the deep "
+                    "stem random)",
+        "stdc1": "STDC1 ImageNet weights (STDC-Seg's STDCNet813M_73.91.tar)",
+    }
 
     def build_model(self) -> nn.Module:
         kwargs = dict(self.cfg["model"]["kwargs"])
@@ -26,13 +35,33 @@ class WSDNetTask(Task):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
         model = WSDNet(self.num_classes, **kwargs)
-        pretrained = dict(self.cfg["model"]["pretrained"])
-        unknown = set(pretrained) - {"resnet18", "stdc1"}
+        raw = self.cfg["model"]["pretrained"]
+        unknown = set(raw) - set(self.pretrained_backbones) if isinstance(raw, dict) else set()
         if unknown:
             raise ConfigError(f"model.pretrained: unknown backbone(s) {sorted(unknown)} for "
-                              f"WSDNet; use resnet18 and/or stdc1 (paths of local files).")
+                              f"WSDNet; use resnet18 and/or stdc1 (paths of local files, or "
+                              f"none).")
+        pretrained = pretrained_files(self.cfg)
+        self.pretrained_report = {}
         if pretrained:
-            model.load_backbones(resnet=pretrained.get("resnet18"), stdc=pretrained.get("stdc1"))
+            reports = model.load_backbones(resnet=pretrained.get("resnet18"),
+                                           stdc=pretrained.get("stdc1"))
+            for name, key in (("resnet18", "resnet"), ("stdc1", "stdc")):
+                if key in reports:
+                    self.pretrained_report[name] = {"file": os.fspath(pretrained[name]),
+                                                    **reports[key]}
+            for name, rep in self.pretrained_report.items():
+                if rep["kept"]:
+                    # A torchvision resnet18 file has a 7x7 stem, not V1c's three 3x3 convs:
+                    # the stages load and the stem silently stays random without this.
+                    layers = sorted({k.rsplit(".", 1)[0] for k in rep["kept"]})
+                    warnings.warn(
+                        f"model.pretrained.{name} ({rep['file']}) leaves {len(rep['kept'])} "
+                        f"tensor(s) of the {name} backbone at their random initialisation, in "
+                        f"layers {', '.join(layers)}. Fix: pass "
+                        f"{self.pretrained_backbones[name]}; or, to keep them random on "
+                        f"purpose, ignore this warning.",
+                        UserWarning, stacklevel=2)
         return model
 
     def build_loss(self) -> nn.Module:

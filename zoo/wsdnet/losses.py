@@ -6,7 +6,8 @@ L1 term on the high-frequency ones, summed over L levels. It follows decision 6 
 ``shared/reference/wsdnet.md``: by default the full packet tree (every subband split again,
 4**l subbands at level l, in groups of four children of one parent; child 0 is the
 low-frequency one, children 1-3 the high-frequency ones), the low term at every level, the
-orthonormal Haar scale, and per-level means. Because the Haar transform is linear, the
+orthonormal Haar scale, and Eq. 4's sum over the subbands of each level (``sum_bands``).
+Because the Haar transform is linear, the
 loss is computed on the difference ``pred - target`` with one transform.
 """
 
@@ -19,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops import checks
-from uhrops.wavelet import haar_packet2d, haar_wavedec2
+from uhrops.wavelet import haar_dwt2d, haar_packet2d, haar_wavedec2
 
 __all__ = [
     "WSDNetLoss",
     "WaveletSmoothLoss",
     "structure_distillation_loss",
     "wavelet_smooth_loss",
+    "wavelet_smooth_loss_haar1",
 ]
 
 TREES = ("packet", "mallat")
@@ -67,7 +69,7 @@ def _reduce(x: Tensor, band_dims: int, reduction: str) -> Tensor:
 def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_low: float = 1.0,
                         lambda_high: float = 0.8, tree: str = "packet",
                         low_every_level: bool = True, ll_scale: str = "orthonormal",
-                        reduction: str = "mean") -> Tensor:
+                        reduction: str = "sum_bands") -> Tensor:
     """WSDNet's Wavelet Smooth Loss between a reconstruction and its target (paper Eq. 4).
 
     Convention:
@@ -79,10 +81,13 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
           high-frequency. ``tree="mallat"``: only the approximation is split again
           (:func:`uhrops.haar_wavedec2`); level l has LL_l (low) and its H, V, D (high).
         - ``L2_l``: squared error of the low-frequency subbands of level l; ``L1_l``: absolute
-          error of the high-frequency ones. ``reduction="mean"`` (default): each is the mean
-          over all those coefficients (batch, channels, subbands, positions);
-          ``"sum_bands"``: the mean of each subband separately, summed over the subbands
-          (Eq. 4's literal sum over b).
+          error of the high-frequency ones. ``reduction="sum_bands"`` (default, Eq. 4 as
+          written): the mean error of each subband (over batch, channels and positions),
+          summed over the subbands of the level: over the 4**(l-1) low children and the
+          3 * 4**(l-1) high children of the packet tree (the sums over b and over i = 2..4),
+          or over LL_l and H, V, D with "mallat". ``"mean"``: one mean over all those
+          coefficients (an average over the subbands instead of Eq. 4's sum; with the packet
+          tree and L = 3 it weighs the loss about 8x less against cross-entropy).
         - ``low_every_level=True`` (default, as Eq. 4): the L2 term at every level; False: at
           the last level only (with "mallat" the low band and all details are then an
           orthonormal basis).
@@ -104,7 +109,7 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
         tree: "packet" or "mallat".
         low_every_level: L2 term at every level or only the last.
         ll_scale: "orthonormal" or "average".
-        reduction: "mean" or "sum_bands".
+        reduction: "sum_bands" (Eq. 4) or "mean".
 
     Returns:
         Scalar tensor.
@@ -131,14 +136,26 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
                          f"({max(m, H - H % m)}, {max(m, W - W % m)}) or use fewer levels.")
     if pred.dtype in (torch.float16, torch.bfloat16):
         pred, target = pred.float(), target.float()  # no rounding of the difference
-    diff = pred - target
-    total = diff.new_zeros(())
+    return _wsl_from_level1(haar_dwt2d(pred - target), levels, lambda_low, lambda_high, tree,
+                            low_every_level, ll_scale, reduction)
+
+
+def _wsl_from_level1(p1: Tensor, levels: int, lambda_low: float, lambda_high: float, tree: str,
+                     low_every_level: bool, ll_scale: str, reduction: str) -> Tensor:
+    """Eq. 4 from the first Haar level of the difference, ``p1`` (B, C, 4, h, w) in (A, H, V,
+    D) order: both trees start with the same single-level DWT, so this is all the loss needs
+    (the reconstruction-side path of :func:`wavelet_smooth_loss_haar1` never builds the
+    full-resolution difference)."""
+    B, C = p1.shape[:2]
+    total = p1.new_zeros(())
     if tree == "packet":
-        cur, n = diff, 1  # cur: (B, C * n, h, w), channel c * n + parent band
+        p, n = p1.unsqueeze(2), 1  # (B, C, n, 4, h, w): the 4 children of n parents
         for level in range(1, levels + 1):
-            p = haar_packet2d(cur, 1)
+            if level > 1:
+                p = haar_packet2d(cur, 1)
+                h, w = p.shape[-2:]
+                p = p.reshape(B, C, n, 4, h, w)
             h, w = p.shape[-2:]
-            p = p.reshape(B, C, n, 4, h, w)
             s = 0.5 ** level if ll_scale == "average" else 1.0
             if low_every_level or level == levels:
                 total = total + (lambda_low * s * s) * _reduce(p[:, :, :, 0].square(), 1, reduction)
@@ -147,21 +164,71 @@ def wavelet_smooth_loss(pred: Tensor, target: Tensor, levels: int = 3, lambda_lo
             n *= 4
             cur = p.reshape(B, C * n, h, w)
         return total
+    low, high = p1[:, :, 0], p1[:, :, 1:]
     if low_every_level:
-        cur = diff
         for level in range(1, levels + 1):
-            low, (high,) = haar_wavedec2(cur, 1)
+            if level > 1:
+                low, (high,) = haar_wavedec2(low, 1)
             s = 0.5 ** level if ll_scale == "average" else 1.0
             total = total + (lambda_low * s * s) * _reduce(low.square(), 0, reduction)
             total = total + (lambda_high * s) * _reduce(high.abs(), 1, reduction)
-            cur = low
         return total
-    low, highs = haar_wavedec2(diff, levels)
+    highs = [high]
+    if levels > 1:
+        low, coarser = haar_wavedec2(low, levels - 1)
+        highs += list(coarser)
     for level, high in enumerate(highs, start=1):
         s = 0.5 ** level if ll_scale == "average" else 1.0
         total = total + (lambda_high * s) * _reduce(high.abs(), 1, reduction)
     s = 0.5 ** levels if ll_scale == "average" else 1.0
     return total + (lambda_low * s * s) * _reduce(low.square(), 0, reduction)
+
+
+def wavelet_smooth_loss_haar1(pred_bands: Tensor, target: Tensor, levels: int = 3,
+                              lambda_low: float = 1.0, lambda_high: float = 0.8,
+                              tree: str = "packet", low_every_level: bool = True,
+                              ll_scale: str = "orthonormal",
+                              reduction: str = "sum_bands") -> Tensor:
+    """:func:`wavelet_smooth_loss` of the reconstruction whose first Haar level is
+    ``pred_bands``, without building that reconstruction.
+
+    Convention:
+        - ``pred_bands`` (B, 4C, H/2, W/2): the level-1 orthonormal Haar subbands of the
+          reconstruction, channel ``4c + b`` = band b in (A, H, V, D) of channel c (the
+          layout of :func:`zoo.wsdnet.model.dwt_channels`); the reconstruction is
+          ``idwt_channels(pred_bands)``. ``target`` (B, C, H, W).
+        - the value equals ``wavelet_smooth_loss(idwt_channels(pred_bands), target, ...)``
+          (the IWT is orthonormal and exactly inverted by the first DWT level); the
+          full-resolution difference is never formed, only the target's first level, so the
+          SR head can stop at 1/2 resolution. Options as in :func:`wavelet_smooth_loss`.
+
+    Example:
+        >>> t = torch.rand(1, 3, 16, 16)
+        >>> from zoo.wsdnet.model import dwt_channels
+        >>> float(wavelet_smooth_loss_haar1(dwt_channels(t), t))
+        0.0
+    """
+    op = "wavelet_smooth_loss_haar1"
+    checks.check_image(pred_bands, "pred_bands", op)
+    checks.check_image(target, "target", op)
+    checks.check_same_device(op, pred_bands=pred_bands, target=target)
+    checks.check_same_dtype(op, pred_bands=pred_bands, target=target)
+    _check_options(levels, lambda_low, lambda_high, tree, low_every_level, ll_scale, reduction, op)
+    B, C, H, W = target.shape
+    m = 1 << levels
+    if H % m or W % m or H == 0 or W == 0:
+        raise ValueError(f"{op}(): the target size ({H}, {W}) must be divisible by "
+                         f"2**levels = {m}. Fix: crop to ({max(m, H - H % m)}, "
+                         f"{max(m, W - W % m)}) (and the bands to half that) or use fewer levels.")
+    if tuple(pred_bands.shape) != (B, 4 * C, H // 2, W // 2):
+        raise ValueError(f"{op}(): `pred_bands` must be (B, 4C, H/2, W/2) = ({B}, {4 * C}, "
+                         f"{H // 2}, {W // 2}) for a target {tuple(target.shape)}; got "
+                         f"{tuple(pred_bands.shape)}.")
+    if target.dtype in (torch.float16, torch.bfloat16):
+        pred_bands, target = pred_bands.float(), target.float()
+    p1 = pred_bands.unflatten(1, (C, 4)) - haar_dwt2d(target)
+    return _wsl_from_level1(p1, levels, lambda_low, lambda_high, tree, low_every_level,
+                            ll_scale, reduction)
 
 
 class WaveletSmoothLoss(nn.Module):
@@ -175,7 +242,7 @@ class WaveletSmoothLoss(nn.Module):
 
     def __init__(self, levels: int = 3, lambda_low: float = 1.0, lambda_high: float = 0.8,
                  tree: str = "packet", low_every_level: bool = True,
-                 ll_scale: str = "orthonormal", reduction: str = "mean") -> None:
+                 ll_scale: str = "orthonormal", reduction: str = "sum_bands") -> None:
         super().__init__()
         _check_options(levels, lambda_low, lambda_high, tree, low_every_level, ll_scale,
                        reduction, "WaveletSmoothLoss")
@@ -190,6 +257,13 @@ class WaveletSmoothLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return wavelet_smooth_loss(pred, target, self.levels, self.lambda_low, self.lambda_high,
                                    self.tree, self.low_every_level, self.ll_scale, self.reduction)
+
+    def forward_haar1(self, pred_bands: Tensor, target: Tensor) -> Tensor:
+        """The same loss from the reconstruction's level-1 subbands
+        (:func:`wavelet_smooth_loss_haar1`)."""
+        return wavelet_smooth_loss_haar1(pred_bands, target, self.levels, self.lambda_low,
+                                         self.lambda_high, self.tree, self.low_every_level,
+                                         self.ll_scale, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"levels={self.levels}, lambda_low={self.lambda_low}, "
@@ -250,7 +324,9 @@ class WSDNetLoss(nn.Module):
         - cross-entropy: mean over the labelled pixels (zero when none is labelled).
         - WSL: :class:`WaveletSmoothLoss` between ``outputs["recon"]`` and ``outputs["image"]``
           (the normalised input); when H or W is not divisible by 2**levels both are cropped
-          (top-left) to the largest multiple first.
+          (top-left) to the largest multiple first. With ``outputs["recon_bands"]`` (the
+          reconstruction's level-1 subbands, ``WSDNet(sr_output="haar1")``) the same loss is
+          computed from them (:meth:`WaveletSmoothLoss.forward_haar1`).
         - ``structure_distillation=True`` adds ``sd_weight *``
           :func:`structure_distillation_loss` (``"feat_deep"`` vs ``"feat_sr"``); off by
           default (decision 8).
@@ -291,7 +367,9 @@ class WSDNetLoss(nn.Module):
             raise TypeError(f"{op}(): `outputs` must be the dict WSDNet returns in train mode; got "
                             f"{type(outputs).__name__}. Fix: call model.train() before the "
                             f"forward pass.")
-        need = ["seg", "aux", "recon", "image"] + (
+        # "recon_bands" (an SR head built with output="haar1") replaces "recon".
+        recon_key = "recon_bands" if "recon_bands" in outputs else "recon"
+        need = ["seg", "aux", recon_key, "image"] + (
             ["feat_deep", "feat_sr"] if self.structure_distillation else [])
         lacking = [k for k in need if k not in outputs]
         if lacking:
@@ -310,18 +388,23 @@ class WSDNetLoss(nn.Module):
             "seg": _cross_entropy(seg, mask, self.ignore_index),
             "aux": _cross_entropy(outputs["aux"], mask, self.ignore_index),
         }
-        recon, image = outputs["recon"], outputs["image"]
+        recon, image = outputs[recon_key], outputs["image"]
         m = 1 << self.wsl.levels
         H, W = image.shape[-2:]
         Hc, Wc = H - H % m, W - W % m
-        if (Hc, Wc) != (H, W):
-            if min(Hc, Wc) == 0:
-                raise ValueError(f"{op}(): the image ({H}, {W}) is smaller than 2**levels = {m} "
-                                 f"on a side; the Wavelet Smooth Loss needs at least that. Fix: "
-                                 f"use larger crops or fewer levels.")
-            recon, image = recon[..., :Hc, :Wc], image[..., :Hc, :Wc]
+        if min(Hc, Wc) == 0:
+            raise ValueError(f"{op}(): the image ({H}, {W}) is smaller than 2**levels = {m} "
+                             f"on a side; the Wavelet Smooth Loss needs at least that. Fix: "
+                             f"use larger crops or fewer levels.")
+        image = image[..., :Hc, :Wc]
         dt = torch.promote_types(recon.dtype, image.dtype)
-        terms["wsl"] = self.wsl(recon.to(dt), image.to(dt))
+        if recon_key == "recon_bands":
+            # The top-left crop's first Haar level is the top-left of the bands (Hc even).
+            recon = recon[..., :Hc // 2, :Wc // 2]
+            terms["wsl"] = self.wsl.forward_haar1(recon.to(dt), image.to(dt))
+        else:
+            recon = recon[..., :Hc, :Wc]
+            terms["wsl"] = self.wsl(recon.to(dt), image.to(dt))
         total = terms["seg"] + self.aux_weight * terms["aux"] + self.wsl_weight * terms["wsl"]
         if self.structure_distillation:
             terms["sd"] = structure_distillation_loss(outputs["feat_deep"], outputs["feat_sr"])

@@ -13,6 +13,8 @@ of 32)::
     deep branch D:     DWT (12 @ 1/2) -> conv block (16) -> DWT (64 @ 1/4) -> conv (3)
                        -> ResNet18-V1c (OS 8) -> 512 @ 1/32 -> ASPP -> 128 @ 1/32
                        -> [conv 128->512, IWT] x 2 -> d8 (128 @ 1/8)
+                       (deep_decoder="v3plus": after the first IWT, DeepLabV3+'s low-level
+                       decoder: cat with 1x1 conv(layer1, 64 -> 48) @ 1/16, 2 x 3x3 conv)
     fusion:            1x1 conv-BN(f8) + up(1x1 conv-BN(f16)) + d8 -> 3x3 conv-BN-ReLU
     head:              Dropout2d, 3x3 conv-BN-ReLU 128->64, 1x1 -> K @ 1/8, bilinear to H x W,
                        cropped back to the input size
@@ -320,11 +322,21 @@ class SRHead(nn.Module):
           -> 128 (1/8 -> 1/1), then a 3x3 conv-BN-ReLU (-> 64) and a 1x1 conv (-> 3).
         - returns ``(feature, image)``: the last stage's feature (for the structure
           distillation loss) and the reconstruction.
+        - ``output="haar1"``: the last stage runs at 1/2 resolution without up-sampling and
+          the 1x1 conv gives ``4 * out_channels`` channels, the reconstruction's level-1 Haar
+          subbands (layout of :func:`dwt_channels`, "pywt"); the full-resolution stage, about
+          3/4 of a training step's saved activations at the paper widths, is gone.
     """
 
     def __init__(self, in_channels: int = 128, channels: Sequence[int] = (64, 64, 128),
-                 out_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 out_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d,
+                 output: str = "image") -> None:
         super().__init__()
+        checks.check_choice(output, "output", "SRHead", ("image", "haar1"))
+        self.output = output
+        if output == "haar1":
+            # The level-1 Haar subbands of the image, 4 per channel, at 1/2 resolution.
+            out_channels = 4 * out_channels
         stages = []
         cin = in_channels
         for c in channels:
@@ -335,8 +347,11 @@ class SRHead(nn.Module):
                                  nn.Conv2d(64, out_channels, 1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        for stage in self.stages:
-            x = stage(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            if not (self.output == "haar1" and i == last):  # haar1: the last stage at 1/2
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = stage(x)
         return x, self.out(x)
 
 
@@ -384,9 +399,22 @@ class WSDNet(nn.Module):
         iwt_variant: "expand" (conv 128 -> 512 then IWT, default) or "split".
         iwt_kernel: 3 (default) or 1, the expansion conv's kernel.
         iwt_skips: add projected ResNet layer1 (1/16) and stem (1/8) features after the IWTs.
+        deep_decoder: "none" (default: ASPP then the IWT steps, as ISDNet's code and the
+            paper's description of D's output) or "v3plus": DeepLabV3+'s low-level decoder
+            where the IWT path reaches the low-level feature's resolution (1/16): the ResNet
+            layer1 output projected by a 1x1 conv-BN-ReLU to ``decoder_low_channels`` is
+            concatenated with the first IWT's output, then two 3x3 conv-BN-ReLU back to
+            ``aspp_channels`` (the paper names DeepLabV3+ for D; README "DeepLabV3+ decoder").
+        decoder_low_channels: the low-level projection's width (48, DeepLabV3+'s).
         fuse_channels: width of the shallow features' 1x1 projections (128).
         fusion: "sum" (default: S + D, then 3x3 conv-BN-ReLU) or "concat" (3x3 conv on [S, D]).
         sr_channels: SR head stage widths (64, 64, 128).
+        sr_output: "image" (default: the SR head reconstructs the full-resolution image,
+            ``"recon"``) or "haar1": it stops at 1/2 resolution and predicts the
+            reconstruction's level-1 Haar subbands, ``"recon_bands"`` (B, 12, ceil(H/2),
+            ceil(W/2)) in place of ``"recon"``; the Wavelet Smooth Loss is the same Eq. 4 on
+            ``idwt_channels(recon_bands)``, computed without building it (README "Training
+            memory").
         head_channels: segmentation head's hidden width (64).
         dropout: Dropout2d rate before the classifiers (0.1).
         norm_layer: normalisation factory (BatchNorm2d; convert to SyncBatchNorm for DDP).
@@ -410,9 +438,12 @@ class WSDNet(nn.Module):
                  iwt_variant: str = "expand",
                  iwt_kernel: int = 3,
                  iwt_skips: bool = False,
+                 deep_decoder: str = "none",
+                 decoder_low_channels: int = 48,
                  fuse_channels: int = 128,
                  fusion: str = "sum",
                  sr_channels: Sequence[int] = (64, 64, 128),
+                 sr_output: str = "image",
                  head_channels: int = 64,
                  dropout: float = 0.1,
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
@@ -422,6 +453,8 @@ class WSDNet(nn.Module):
         checks.check_choice(pad_mode, "pad_mode", op, ("constant", "reflect", "replicate"))
         checks.check_choice(wavelet_layout, "wavelet_layout", op, LAYOUTS)
         checks.check_choice(fusion, "fusion", op, ("sum", "concat"))
+        checks.check_choice(deep_decoder, "deep_decoder", op, ("none", "v3plus"))
+        checks.check_int(decoder_low_channels, "decoder_low_channels", op, minimum=1)
         if (mean is None) != (std is None):
             raise ValueError(f"{op}(): pass both `mean` and `std`, or neither (None, None) for "
                              f"already normalised input; got mean={mean!r}, std={std!r}.")
@@ -456,6 +489,13 @@ class WSDNet(nn.Module):
         self.iwt_up = nn.ModuleList(
             WaveletUp(aspp_channels, iwt_kernel, iwt_variant, wavelet_layout, s, norm_layer)
             for s in skips)
+        self.deep_decoder = deep_decoder
+        if deep_decoder == "v3plus":
+            self.decoder_low = ConvBNReLU(64, decoder_low_channels, 1, norm_layer=norm_layer)
+            self.decoder = nn.Sequential(
+                ConvBNReLU(aspp_channels + decoder_low_channels, aspp_channels, 3,
+                           norm_layer=norm_layer),
+                ConvBNReLU(aspp_channels, aspp_channels, 3, norm_layer=norm_layer))
         # Fusion (no RAF) and the segmentation head.
         s8, s16 = self.shallow.out_channels
         self.proj16 = ConvBNReLU(s16, fuse_channels, 1, relu=False, norm_layer=norm_layer)
@@ -466,7 +506,7 @@ class WSDNet(nn.Module):
         # Training only: auxiliary classifier on the ASPP feature, SR head on D's 1/8 output.
         self.aux_head = nn.Sequential(nn.Dropout2d(dropout),
                                       nn.Conv2d(aspp_channels, num_classes, 1))
-        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer)
+        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer, sr_output)
         self._init_new_layers()
 
     def _init_new_layers(self) -> None:
@@ -563,6 +603,8 @@ class WSDNet(nn.Module):
         stem, c1, _, _, c4 = self.backbone(self.dwt_down(xp), return_stem=True)
         feat32 = self.aspp(c4)
         d16 = self.iwt_up[0](feat32, c1 if self.iwt_skips else None)
+        if self.deep_decoder == "v3plus":  # c1 and d16 are both at 1/16 of the padded input
+            d16 = self.decoder(torch.cat([d16, self.decoder_low(c1)], dim=1))
         d8 = self.iwt_up[1](d16, stem if self.iwt_skips else None)
 
         # Fusion and head.
@@ -579,10 +621,14 @@ class WSDNet(nn.Module):
         aux = F.interpolate(self.aux_head(feat32), size=padded, mode="bilinear",
                             align_corners=False)
         feat_sr, recon = self.sr_head(d8)
+        if self.sr_head.output == "haar1":
+            recon_key, recon = "recon_bands", self._crop(recon, (H + 1) // 2, (W + 1) // 2)
+        else:
+            recon_key, recon = "recon", self._crop(recon, H, W)
         return {
             "seg": seg,
             "aux": self._crop(aux, H, W),
-            "recon": self._crop(recon, H, W),
+            recon_key: recon,
             "image": x,
             "feat_deep": feat32,
             "feat_sr": feat_sr,
