@@ -38,6 +38,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         if rank == 0:
             torch.save({"grads": [p.grad for p in model.parameters()],
                         "running": model[1].running_var.clone()}, out)
+        # Both ranks tear down together: a rank that destroys its gloo group while the other
+        # is still inside DDP's last hooks was seen to abort (SIGABRT) on a loaded machine.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
