@@ -137,3 +137,36 @@ def test_full_matrix_compiles_for_sm80_sm90_sm100(request, tmp_path_factory):
         pytest.skip("full compile matrix: run with -m compile_matrix or UHROPS_COMPILE_MATRIX=1 "
                     "(or python -m uhrops.kernels.compile_check)")
     _assert_limits(_compile(tmp_path_factory, "80,90,100", "full"), (80, 90, 100))
+
+
+def test_fp32_attention_on_tensor_cores_when_matmul_precision_allows(quick):
+    fp32 = [s for s in quick["specialisations"] if s["kernel"] in TENSOR_CORE_KERNELS
+            and s["pointer_types"] == ["*fp32"]]
+    tf32 = [s for s in fp32 if s["constexprs"].get("PREC") == "tf32"]
+    ieee = [s for s in fp32 if s["constexprs"].get("PREC") == "ieee"]
+    assert tf32 and ieee, "the quick suite must compile both fp32 precisions"
+    for s in tf32:
+        assert s["wgmma"] > 0 and s["spill_store_bytes"] == 0, _label(s)
+    for s in ieee:
+        assert s["wgmma"] == 0 and s["mma"] == 0, _label(s)  # exact products: FMA units
+
+
+@pytest.mark.parametrize("precision,expected", [("highest", "ieee"), ("high", "tf32"),
+                                                ("medium", "tf32")])
+def test_fp32_attention_precision_follows_torch_setting(precision, expected):
+    import torch
+
+    import uhrops
+    from uhrops.kernels.compile_check import Launch, recording
+
+    launches: list[Launch] = []
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        q = torch.randn(1, 32, 4, 4, requires_grad=True)
+        with recording(launches, "precision"):
+            uhrops.context_attention(q, q, q).sum().backward()
+    finally:
+        torch.set_float32_matmul_precision(old)
+    precs = {launch.meta["PREC"] for launch in launches if "PREC" in launch.meta}
+    assert precs == {expected}

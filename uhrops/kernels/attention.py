@@ -23,9 +23,11 @@ Backward (``attention_backward``), deterministic, no atomics:
      key blocks and accumulates dQ += dS K^T.
 Nothing of size Nq x Nk is ever stored; memory is O(N * C).
 
-Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs use
+Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
+``torch.get_float32_matmul_precision()``: "highest" (torch's default) uses
 ``tl.dot(..., input_precision="ieee")`` (true fp32 products, no TF32), so results agree with
-an fp32 PyTorch computation to ~1e-6 relative. fp16/bf16 inputs are multiplied in their own
+an fp32 PyTorch computation to ~1e-6 relative; "high" or "medium" use TF32 tensor cores, as
+torch's own fp32 matmuls then do (~1e-3 relative). fp16/bf16 inputs are multiplied in their own
 dtype with fp32 accumulation (exact products, tensor cores on GPU); P and dS are rounded to
 the input dtype before the P V^T / dS Q products (as FlashAttention does), giving errors of
 the order of the input dtype's epsilon. float64 has no kernel (the op falls back to PyTorch).
@@ -314,8 +316,12 @@ def _pow2(n: int, lo: int, hi: int) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    # fp32: exact fp32 products (no TF32). 16-bit: the setting does not apply.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """``tl.dot``'s input precision. float32 follows ``torch.get_float32_matmul_precision()``
+    as torch's own matmuls do: "highest" (torch's default) keeps exact fp32 products (FMA
+    units); "high" or "medium" allow TF32 tensor cores. For 16-bit inputs it does not apply."""
+    if dtype != torch.float32:
+        return "tf32"
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
 def _upcast(t: torch.Tensor) -> bool:
@@ -335,10 +341,16 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
         chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps; backward 64x64
         token blocks, 32-wide reduction tiles, 64-wide output-channel chunks (128 spilled
         280 bytes in dK/dV on sm_90), 8 warps. No spills on sm_90.
-      - fp32 ("ieee" products run on the FMA units, which need more registers): forward
-        64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps; backward
-        64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. No spills on
-        sm_90 (32-wide reduction tiles spilled 8-28 bytes).
+      - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
+        torch's default; "ieee" products run on the FMA units, which need more registers):
+        forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
+        backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
+        holds these to 128 registers and spills up to 28 bytes at some channel counts (the
+        compile check's documented bound; no configuration tried was spill-free everywhere).
+      - fp32 with "high"/"medium" precision (TF32 tensor cores, wgmma on sm_90): forward
+        64x64 blocks, 32-wide reduction tiles, value chunks up to 64; backward 64x64 blocks,
+        16-wide tiles, 32-wide output chunks; 8 warps. No spills on sm_90 (value chunks of
+        128 spilled 44 bytes, the 16-bit blocks up to 868).
     Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
     channel tiles keep the number of interpreted programs small.
     """
@@ -347,10 +359,15 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_DV": _pow2(cv, 16, 128), "BLOCK_CO": _pow2(max(cq, cv), 16, 256),
                 "WARPS_FWD": 4, "WARPS_BWD": 4, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32,
                 "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
-    if dtype == torch.float32:
+    if dtype == torch.float32 and _precision(dtype) == "ieee":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 128),
                 "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
                 "BLOCK_CO": _pow2(max(cq, cv), 32, 64), "WARPS_BWD": 8}
+    if dtype == torch.float32:  # TF32 tensor cores: fp32 tiles take twice the registers
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 32),
+                "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
             "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
             "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),

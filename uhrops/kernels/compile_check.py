@@ -232,7 +232,26 @@ def _attention_cases() -> list[Case]:
         cases.append(Case(f"context_attention/{name}/Cq64-Cv256/16x16", lambda dt=dt: _backward(
             uhrops.context_attention(_image((2, 64, 16, 16), dt), _image((2, 64, 16, 16), dt),
                                      _image((2, 256, 16, 16), dt)))))
+    # float32 under torch.set_float32_matmul_precision("high"): TF32 tensor cores.
+    for c, q_hw, k_hw in shapes:
+        cases.append(Case(
+            f"context_attention/float32-tf32/nchw/C{c}/{q_hw[0]}x{q_hw[1]}<-{k_hw[0]}x{k_hw[1]}",
+            lambda c=c, q_hw=q_hw, k_hw=k_hw: _with_matmul_precision("high", lambda: _backward(
+                uhrops.context_attention(_image((1, c, *q_hw), torch.float32),
+                                         _image((1, c, *k_hw), torch.float32),
+                                         _image((1, c, *k_hw), torch.float32),
+                                         scale=c ** -0.5))),
+            quick=c in (512, 64)))
     return cases
+
+
+def _with_matmul_precision(precision: str, run: Callable[[], None]) -> None:
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        run()
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def _tiling_cases() -> list[Case]:
