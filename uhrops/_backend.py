@@ -226,6 +226,11 @@ def strict_kernels() -> bool:
 _failed: dict[tuple[str, tuple], str] = {}
 
 
+def any_kernel_failed() -> bool:
+    """True once some kernel failed under "auto" in this process (cheap: every launch asks)."""
+    return bool(_failed)
+
+
 def kernel_failed(kernel: str, key: tuple) -> str | None:
     """The recorded reason when this specialisation already failed under "auto", else None."""
     return _failed.get((kernel, key))

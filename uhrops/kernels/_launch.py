@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from uhrops._backend import KernelLaunchError, _recorder, kernel_failed, recording_launches
+from uhrops._backend import (KernelLaunchError, _recorder, any_kernel_failed, kernel_failed,
+                             recording_launches)
 
 GRID_LIMITS: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
 
@@ -40,6 +41,22 @@ def interpreted(t: torch.Tensor) -> bool:
     """True when ``t``'s kernels run in the Triton interpreter (CPU, ``TRITON_INTERPRET=1``)."""
     return (t.device.type == "cpu" and not recording_launches()
             and os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+def vector_width(t: torch.Tensor, tile_cols: int, *steps: int) -> int:
+    """The widest vector a kernel may use on ``t``'s rows: in elements, at most 16 bytes and
+    one tile row, dividing every start, width and stride in ``steps`` and ``t``'s storage
+    offset (so every group of that many columns starts 16-byte aligned when the allocation
+    does; Triton checks the pointer itself); 1 unless ``t``'s columns are unit-stride. The
+    kernel passes it as a constexpr and hints its offsets with it: Triton infers such
+    alignment on its own only for multiples of 16 elements (not 1224 or 508)."""
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        return 1
+    vec = max(1, 16 // t.element_size())
+    values = [int(v) for v in steps] + [t.storage_offset()]
+    while vec > 1 and (vec > tile_cols or any(v % vec for v in values)):
+        vec //= 2
+    return vec
 
 
 def kernel_name(kernel: Any) -> str:
@@ -77,18 +94,21 @@ def launch(kernel: Any, grid: Sequence[int], *args: Any, **meta: Any) -> None:
         return
     if min(grid, default=1) == 0:
         return  # nothing to do; CUDA refuses empty grids
-    name = kernel_name(kernel)
-    key = specialisation_key(args, meta)
-    known = kernel_failed(name, key)
-    if known is not None:
-        raise KernelLaunchError(name, key, known)
+    # The specialisation key is built only when something failed (this is every launch's
+    # path; a healthy process never needs it).
+    if any_kernel_failed():
+        key = specialisation_key(args, meta)
+        known = kernel_failed(kernel_name(kernel), key)
+        if known is not None:
+            raise KernelLaunchError(kernel_name(kernel), key, known)
     problem = grid_problem(grid)
     if problem is not None:
-        raise KernelLaunchError(name, key, problem)
+        raise KernelLaunchError(kernel_name(kernel), specialisation_key(args, meta), problem)
     try:
         kernel[grid](*args, **meta)
     except Exception as exc:  # compiler, ptxas, resources, driver: all one failure to the op
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         if len(reason) > 400:
             reason = reason[:400] + " ..."
-        raise KernelLaunchError(name, key, reason) from exc
+        raise KernelLaunchError(kernel_name(kernel), specialisation_key(args, meta),
+                                reason) from exc

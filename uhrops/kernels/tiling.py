@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from uhrops.kernels._launch import launch
+from uhrops.kernels._launch import launch, vector_width
 
 GATHER_BLOCK = (32, 64)
 SCATTER_BLOCK = (32, 64)
@@ -153,18 +153,6 @@ def _scatter_kernel(p_ptr, out_ptr, w_ptr, ys_ptr, xs_ptr,
     tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-def _vector(t: torch.Tensor, steps: List[int], block_w: int) -> int:
-    """The widest vector (elements, at most 16 bytes of ``t`` and one block row) dividing every
-    start, width and stride in ``steps``; 1 unless ``t``'s columns are unit-stride."""
-    if t.stride(-1) != 1 and t.shape[-1] > 1:
-        return 1
-    vec = max(1, 16 // t.element_size())
-    values = [int(v) for v in steps] + [t.storage_offset()]
-    while vec > 1 and (vec > block_w or any(v % vec for v in values)):
-        vec //= 2
-    return vec
-
-
 def _i32(values: List[int], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int32, device=device)
 
@@ -183,7 +171,7 @@ def gather(image: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[t
     nm = norm.contiguous() if norm is not None else out
     bh, bw = GATHER_BLOCK
     grid = (B * n * C * triton.cdiv(ph, bh) * triton.cdiv(pw, bw),)
-    vec = _vector(image, [*xs, W, pw, *image.stride()[:3]], bw)
+    vec = vector_width(image, bw, *xs, W, pw, *image.stride()[:3])
     launch(_gather_kernel, grid, image, out, w, nm, _i32(ys, dev), _i32(xs, dev),
            C, H, W, n, nx, ph, pw, *image.stride(),
            HAS_W=weight is not None, HAS_N=norm is not None,
@@ -213,7 +201,7 @@ def scatter(patches: torch.Tensor, weight: Optional[torch.Tensor], normalize: bo
     w = weight.contiguous() if weight is not None else out
     bh, bw = SCATTER_BLOCK
     grid = (triton.cdiv(H, bh) * triton.cdiv(W, bw) * B * C,)
-    vec = _vector(patches, [*xs, W, pw, *patches.stride()[:3]], bw)
+    vec = vector_width(patches, bw, *xs, W, pw, *patches.stride()[:3])
     launch(_scatter_kernel, grid, patches, out, w, _i32(ys, dev), _i32(xs, dev),
            _i32(ylo, dev), _i32(yhi, dev), _i32(xlo, dev), _i32(xhi, dev),
            C, H, W, n, nx, ph, pw, *patches.stride(),

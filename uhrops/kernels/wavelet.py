@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from uhrops.kernels._launch import launch
+from uhrops.kernels._launch import launch, vector_width
 
 # Rows/columns of input each program covers (all levels together), chosen so a program holds
 # about 8K elements: enough work per program on a GPU, few programs for the interpreter.
@@ -81,7 +81,7 @@ def _cols_below(cols, n, VEC: tl.constexpr):
     inline in each load and store: through a helper call the compiler lost it) lets Triton
     use VEC-wide accesses. On its own Triton infers this only for sizes and strides divisible
     by 16 elements; a 2448 image's bands are 1224 wide, a multiple of 8 (the host checks, see
-    ``_vector``)."""
+    ``vector_width``)."""
     if VEC > 1:
         return (cols // VEC) * VEC < n
     else:
@@ -354,18 +354,6 @@ def _coarse_block(levels: int, h: int, w: int) -> tuple[int, int]:
     return bh, bw
 
 
-def _vector(t: torch.Tensor, tile_cols: int, *steps: int) -> int:
-    """The widest vector (in elements: 16 bytes at most, and no wider than a tile row) that
-    divides every width and stride in ``steps`` and the tensor's storage offset, so each
-    group of that many columns starts 16-byte aligned whenever the allocation does (Triton
-    checks the pointer itself). Triton infers this alone only for multiples of 16 elements."""
-    vec = max(1, 16 // t.element_size())
-    values = [int(v) for v in steps] + [t.storage_offset()]
-    while vec > 1 and (vec > tile_cols or any(v % vec for v in values)):
-        vec //= 2
-    return vec
-
-
 def _plane_strides(t: torch.Tensor, bands: bool) -> tuple[int, ...]:
     """(stride per flattened batch*channel, [band stride,] row stride); rows must be unit-stride."""
     B, C = t.shape[:2]
@@ -399,9 +387,8 @@ def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
     low_strides = _plane_strides(low, bands=False)
     # Vector widths: every width and stride the kernel steps by must be a multiple (a padded
     # odd side remaps its last index, so padding loads stay scalar).
-    vec_in = _vector(x, bw << levels, W, *x.stride()[:3]) \
-        if pad == -1 and x.stride(3) == 1 else 1
-    vec_out = _vector(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
+    vec_in = vector_width(x, bw << levels, W, *x.stride()[:3]) if pad == -1 else 1
+    vec_out = vector_width(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
     launch(_wavedec_kernel, grid,
            x, C, H, W, *x.stride(),
            low, *low_strides,
@@ -432,8 +419,8 @@ def waverec(low: torch.Tensor, highs: list[torch.Tensor]) -> torch.Tensor:
         low = low.contiguous()
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
     low_strides = _plane_strides(low, bands=False)
-    vec_in = _vector(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
-    vec_out = _vector(out, bw << levels, wL << levels, (hL * wL) << (2 * levels))
+    vec_in = vector_width(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
+    vec_out = vector_width(out, bw << levels, wL << levels, (hL * wL) << (2 * levels))
     launch(_waverec_kernel, grid,
            low, *low_strides, *args, out, hL, wL,
            LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, num_warps=8,
@@ -467,7 +454,7 @@ def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
         return y
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    vec_in = _vector(x, bw << levels, W, *x.stride()[:3]) if x.stride(3) == 1 else 1
+    vec_in = vector_width(x, bw << levels, W, *x.stride()[:3])
     launch(_packet_kernel, grid, x, y, C, H, W, *x.stride(), h, w,
            LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, num_warps=8)
     return y
@@ -497,7 +484,7 @@ def _ipacket_once(y: torch.Tensor, levels: int) -> torch.Tensor:
         y = y.contiguous()
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    vec_out = _vector(x, bw << levels, w << levels, (h * w) << (2 * levels))
+    vec_out = vector_width(x, bw << levels, w << levels, (h * w) << (2 * levels))
     launch(_ipacket_kernel, grid, y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
            LEVELS=levels, BH=bh, BW=bw, VEC_OUT=vec_out, num_warps=8)
     return x

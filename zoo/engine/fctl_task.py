@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, extract_contexts, extract_patches
