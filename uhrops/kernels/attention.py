@@ -77,13 +77,16 @@ def _fwd_kernel(
     sob, soc, son,
     NQ, NK, CQ, CV,
     qk_scale,  # scale * log2(e)
+    KEYS_PER_SPLIT, N_VCHUNKS,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_v = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_VCHUNKS  # key split
+    pid_v = pid_z - pid_s * N_VCHUNKS  # value-channel chunk
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
@@ -100,9 +103,11 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
 
-    for n0 in range(0, NK, BLOCK_N):
+    n_lo = pid_s * KEYS_PER_SPLIT
+    n_hi = tl.minimum(NK, n_lo + KEYS_PER_SPLIT)
+    for n0 in range(n_lo, n_hi, BLOCK_N):
         offs_n = n0 + offs_nb
-        mask_n = offs_n < NK
+        mask_n = offs_n < n_hi
         s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for c0 in range(0, CQ, BLOCK_CR):
             cc = c0 + offs_c
@@ -124,11 +129,59 @@ def _fwd_kernel(
         m_i = m_new
 
     out = acc / l_i[:, None]
-    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_v[None, :] * soc,
-             out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_v[None, :])
-    if pid_v == 0:
-        lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
-        tl.store(LSE + pid_b * NQ + offs_m, lse, mask=mask_m)
+    lse2 = m_i + tl.log2(l_i)  # base 2
+    if SPLIT:
+        # Partial result of this key split, normalised by its own sum, with its base-2
+        # log-sum-exp; _fwd_combine_kernel weighs the splits. O is (splits, B, NQ, CV) fp32
+        # here and LSE (splits, B, NQ).
+        o_base = O + (pid_s * tl.num_programs(1) + pid_b) * NQ * CV
+        tl.store(o_base + offs_m[:, None] * CV + offs_v[None, :], out,
+                 mask=mask_m[:, None] & mask_v[None, :])
+        if pid_v == 0:
+            tl.store(LSE + (pid_s * tl.num_programs(1) + pid_b) * NQ + offs_m, lse2,
+                     mask=mask_m)
+    else:
+        tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_v[None, :] * soc,
+                 out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_v[None, :])
+        if pid_v == 0:
+            tl.store(LSE + pid_b * NQ + offs_m, lse2 * 0.6931471805599453, mask=mask_m)
+
+
+@triton.jit
+def _fwd_combine_kernel(
+    OP, LP, O, LSE,
+    sob, soc, son,
+    NQ, CV, SPLITS,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Weighs the key splits' partial outputs: lse = log2 sum_s 2^lse_s and
+    O = sum_s 2^(lse_s - lse) O_s (the softmax over all keys, exactly)."""
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    nb = tl.num_programs(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_m = offs_m < NQ
+    mask = mask_m[:, None] & (offs_c < CV)[None, :]
+
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    for sp in range(0, SPLITS):
+        m = tl.maximum(m, tl.load(LP + (sp * nb + pid_b) * NQ + offs_m, mask=mask_m,
+                                  other=0.0))
+    total = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+    for sp in range(0, SPLITS):
+        w = tl.exp2(tl.load(LP + (sp * nb + pid_b) * NQ + offs_m, mask=mask_m, other=0.0) - m)
+        part = tl.load(OP + (sp * nb + pid_b) * NQ * CV + offs_m[:, None] * CV
+                       + offs_c[None, :], mask=mask, other=0.0)
+        total += w
+        acc += w[:, None] * part
+    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_c[None, :] * soc,
+             (acc / total[:, None]).to(O.dtype.element_ty), mask=mask)
+    if pid_c == 0:
+        tl.store(LSE + pid_b * NQ + offs_m, (m + tl.log2(total)) * 0.6931471805599453,
+                 mask=mask_m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +228,7 @@ def _bwd_dkdv_kernel(
     qk_scale, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
+    DO_DK: tl.constexpr, DO_DV: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -213,32 +267,36 @@ def _bwd_dkdv_kernel(
         lse2 = tl.load(LSE + pid_b * NQ + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
         pt = tl.exp2(st * qk_scale - lse2[None, :])
         pt = tl.where(mask_m[None, :] & mask_n[:, None], pt, 0.0)
-        # dV += P^T dO^T  (BLOCK_N x BLOCK_CO)
-        do_t = tl.load(do_base + offs_m[:, None] * sdn + offs_co[None, :] * sdc,
-                       mask=mask_m[:, None] & mask_v_out[None, :], other=0.0)
-        dv_acc = _mm(pt.to(do_t.dtype), do_t, dv_acc, PREC, UPCAST)
-        # dP^T = V^T dO  (BLOCK_N x BLOCK_M), reduced over the value channels
-        dpt = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-        for c0 in range(0, CV, BLOCK_CR):
-            cc = c0 + offs_cr
-            mask_c = cc < CV
-            v = tl.load(v_base + offs_n[:, None] * svn + cc[None, :] * svc,
-                        mask=mask_n[:, None] & mask_c[None, :], other=0.0)
-            do = tl.load(do_base + cc[:, None] * sdc + offs_m[None, :] * sdn,
-                         mask=mask_c[:, None] & mask_m[None, :], other=0.0)
-            dpt = _mm(v, do, dpt, PREC, UPCAST)
-        delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
-        dst = pt * (dpt - delta[None, :])
-        # dK += dS^T Q^T  (BLOCK_N x BLOCK_CO)
-        q_t = tl.load(q_base + offs_m[:, None] * sqn + offs_co[None, :] * sqc,
-                      mask=mask_m[:, None] & mask_k_out[None, :], other=0.0)
-        dk_acc = _mm(dst.to(q_t.dtype), q_t, dk_acc, PREC, UPCAST)
+        if DO_DV:
+            # dV += P^T dO^T  (BLOCK_N x BLOCK_CO)
+            do_t = tl.load(do_base + offs_m[:, None] * sdn + offs_co[None, :] * sdc,
+                           mask=mask_m[:, None] & mask_v_out[None, :], other=0.0)
+            dv_acc = _mm(pt.to(do_t.dtype), do_t, dv_acc, PREC, UPCAST)
+        if DO_DK:
+            # dP^T = V^T dO  (BLOCK_N x BLOCK_M), reduced over the value channels
+            dpt = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+            for c0 in range(0, CV, BLOCK_CR):
+                cc = c0 + offs_cr
+                mask_c = cc < CV
+                v = tl.load(v_base + offs_n[:, None] * svn + cc[None, :] * svc,
+                            mask=mask_n[:, None] & mask_c[None, :], other=0.0)
+                do = tl.load(do_base + cc[:, None] * sdc + offs_m[None, :] * sdn,
+                             mask=mask_c[:, None] & mask_m[None, :], other=0.0)
+                dpt = _mm(v, do, dpt, PREC, UPCAST)
+            delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
+            dst = pt * (dpt - delta[None, :])
+            # dK += dS^T Q^T  (BLOCK_N x BLOCK_CO)
+            q_t = tl.load(q_base + offs_m[:, None] * sqn + offs_co[None, :] * sqc,
+                          mask=mask_m[:, None] & mask_k_out[None, :], other=0.0)
+            dk_acc = _mm(dst.to(q_t.dtype), q_t, dk_acc, PREC, UPCAST)
 
-    dk_acc = dk_acc * scale
-    tl.store(DK + pid_b * sdkb + offs_n[:, None] * sdkn + offs_co[None, :] * sdkc,
-             dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
-    tl.store(DV + pid_b * sdvb + offs_n[:, None] * sdvn + offs_co[None, :] * sdvc,
-             dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
+    if DO_DK:
+        dk_acc = dk_acc * scale
+        tl.store(DK + pid_b * sdkb + offs_n[:, None] * sdkn + offs_co[None, :] * sdkc,
+                 dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
+    if DO_DV:
+        tl.store(DV + pid_b * sdvb + offs_n[:, None] * sdvn + offs_co[None, :] * sdvc,
+                 dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
 
 
 @triton.jit
@@ -368,10 +426,15 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
                 "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
                 "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
-            "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
-            "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
-            "BLOCK_CO": _pow2(max(cq, cv), 16, 64), "WARPS_BWD": 8}
+    wide = max(cq, cv) > 128
+    return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(cq, 16, 64),
+            "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
+            "BLOCK_M_BWD": 32 if wide else 64, "BLOCK_N_BWD": 32 if wide else 64,
+            "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 64 if wide else 32),
+            "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": wide,
+            "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 64),
+            "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 32, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
+            "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_BWD": 8}
 
 
 # Tests may replace this with a function returning other (power-of-two) blocks.
@@ -419,22 +482,68 @@ def _batch_chunks(b: int) -> list[tuple[int, int]]:
     return [(b0, min(b, b0 + GRID_LIMITS[1])) for b0 in range(0, b, GRID_LIMITS[1])]
 
 
+def sm_count(t: torch.Tensor) -> int:
+    """Streaming multiprocessors the launch should fill: the device's own count on CUDA; an
+    H100/H200's 132 when the launch is only planned (compile check, interpreter), so that the
+    split decisions made there are the ones an H100 would see."""
+    if t.device.type == "cuda":
+        return torch.cuda.get_device_properties(t.device).multi_processor_count
+    return 132
+
+
+def key_splits(nq: int, nk: int, b: int, n_vchunks: int, cfg: dict[str, int],
+               sms: int) -> tuple[int, int]:
+    """(splits, keys per split) of the forward's key axis.
+
+    The query blocks, batch items and value chunks give ``qb * b * n_vchunks`` programs; when
+    that is under one per SM (FCtL's 23 x 23 map at batch 1: 17 query blocks of 32 on 132
+    SMs) the keys are cut into whole-block ranges, each program returns a partial softmax
+    (its output normalised by its own sum, and its log-sum-exp) and a combine kernel weighs
+    them. Each range holds ``k // needed`` key blocks, so the number of ranges is at least the
+    number needed (or every key block is its own range)."""
+    bn = cfg["BLOCK_N"]
+    programs = triton.cdiv(nq, cfg["BLOCK_M"]) * b * n_vchunks
+    kb = triton.cdiv(nk, bn)
+    if programs >= sms or kb == 1:
+        return 1, kb * bn
+    needed = triton.cdiv(sms, programs)
+    per = max(1, kb // needed)
+    return triton.cdiv(kb, per), per * bn
+
+
 def _launch_fwd(q, k, v, out, lse, nq, nk, cq, cv, scale, cfg, query) -> None:
     b = q.shape[0]
-    grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b, triton.cdiv(cv, cfg["BLOCK_DV"]))
-    launch(_fwd_kernel, grid,
-           q, k, v, out, lse,
+    qb = triton.cdiv(nq, cfg["BLOCK_M"])
+    nv = triton.cdiv(cv, cfg["BLOCK_DV"])
+    splits, per = key_splits(nq, nk, b, nv, cfg, sm_count(query))
+    split = splits > 1
+    if split:
+        o_dst = torch.empty((splits, b, nq, cv), dtype=torch.float32, device=out.device)
+        l_dst = torch.empty((splits, b, nq), dtype=torch.float32, device=out.device)
+    else:
+        o_dst, l_dst = out, lse
+    launch(_fwd_kernel, (qb, b, splits * nv),
+           q, k, v, o_dst, l_dst,
            q.stride(0), q.stride(1), q.stride(2),
            k.stride(0), k.stride(1), k.stride(2),
            v.stride(0), v.stride(1), v.stride(2),
            out.stride(0), out.stride(1), out.stride(2),
            nq, nk, cq, cv,
            float(scale) * _LOG2E,
+           per, nv,
            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
            BLOCK_CR=cfg["BLOCK_CR"], BLOCK_DV=cfg["BLOCK_DV"],
-           PREC=_precision(query.dtype), UPCAST=_upcast(query),
+           SPLIT=split, PREC=_precision(query.dtype), UPCAST=_upcast(query),
            num_warps=cfg["WARPS_FWD"],
     )
+    if split:
+        bm, bc = 32, min(128, _pow2(cv, 16, 128))
+        launch(_fwd_combine_kernel, (triton.cdiv(nq, bm), b, triton.cdiv(cv, bc)),
+               o_dst, l_dst, out, lse,
+               out.stride(0), out.stride(1), out.stride(2),
+               nq, cv, splits,
+               BLOCK_M=bm, BLOCK_C=bc, num_warps=4,
+        )
 
 
 def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
@@ -483,20 +592,37 @@ def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, n
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_CR=cfg["BLOCK_CR_BWD"],
                   BLOCK_CO=cfg["BLOCK_CO"], PREC=prec, UPCAST=_upcast(query),
                   num_warps=cfg["WARPS_BWD"])
-    grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
-    launch(_bwd_dkdv_kernel, grid,
-           q, k, v, do, lse, delta, dk3, dv3,
-           q.stride(0), q.stride(1), q.stride(2),
-           k.stride(0), k.stride(1), k.stride(2),
-           v.stride(0), v.stride(1), v.stride(2),
-           do.stride(0), do.stride(1), do.stride(2),
-           dk3.stride(0), dk3.stride(1), dk3.stride(2),
-           dv3.stride(0), dv3.stride(1), dv3.stride(2),
-           nq, nk, cq, cv,
-           float(scale) * _LOG2E, float(scale),
-           **common,
-    )
-    grid = (triton.cdiv(nq, bm), b, triton.cdiv(cq, cfg["BLOCK_CO"]))
+    args = (q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2),
+            do.stride(0), do.stride(1), do.stride(2),
+            dk3.stride(0), dk3.stride(1), dk3.stride(2),
+            dv3.stride(0), dv3.stride(1), dv3.stride(2),
+            nq, nk, cq, cv,
+            float(scale) * _LOG2E, float(scale))
+    if cfg.get("SEPARATE_DKDV"):
+        # dV and dK in two passes over the queries, each holding one full-width accumulator:
+        # the dV pass forms S^T, the dK pass S^T and dP^T, each once per (key, query) block.
+        for do_dk, width, tag in ((False, cv, "_DV"), (True, cq, "")):
+            block_co = _pow2(width, 16, cfg["BLOCK_CO"])
+            bn_pass = cfg.get("BLOCK_N" + tag, bn) if tag else bn
+            meta = {**common, "BLOCK_CO": block_co, "BLOCK_N": bn_pass}
+            if tag:
+                meta.update(BLOCK_M=cfg.get("BLOCK_M_DV", bm),
+                            BLOCK_CR=cfg.get("BLOCK_CR_DV", common["BLOCK_CR"]),
+                            num_warps=cfg.get("WARPS_DV", common["num_warps"]))
+            launch(_bwd_dkdv_kernel, (triton.cdiv(nk, bn_pass), b, triton.cdiv(width, block_co)),
+                   q, k, v, do, lse, delta, dk3, dv3, *args, **meta,
+                   DO_DK=do_dk, DO_DV=not do_dk)
+    else:
+        grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
+        launch(_bwd_dkdv_kernel, grid, q, k, v, do, lse, delta, dk3, dv3, *args, **common,
+               DO_DK=True, DO_DV=True)
+    bm_dq, bco_dq = cfg.get("BLOCK_M_DQ", bm), cfg.get("BLOCK_CO_DQ", cfg["BLOCK_CO"])
+    common.update(BLOCK_M=bm_dq, BLOCK_CO=bco_dq, BLOCK_N=cfg.get("BLOCK_N_DQ", bn),
+                  BLOCK_CR=cfg.get("BLOCK_CR_DQ", cfg["BLOCK_CR_BWD"]),
+                  num_warps=cfg.get("WARPS_DQ", cfg["WARPS_BWD"]))
+    grid = (triton.cdiv(nq, bm_dq), b, triton.cdiv(cq, bco_dq))
     launch(_bwd_dq_kernel, grid,
            q, k, v, do, lse, delta, dq3,
            q.stride(0), q.stride(1), q.stride(2),
