@@ -226,6 +226,7 @@ def _bwd_dkdv_kernel(
     sdvb, sdvc, sdvn,
     NQ, NK, CQ, CV,
     qk_scale, scale,
+    ROWS_PER_SPLIT, N_CHUNKS, s_split,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
     DO_DK: tl.constexpr, DO_DV: tl.constexpr,
@@ -233,7 +234,9 @@ def _bwd_dkdv_kernel(
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_CHUNKS  # query split: its partial dK/dV go to slice pid_s of DK/DV
+    pid_c = pid_z - pid_s * N_CHUNKS
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -251,7 +254,8 @@ def _bwd_dkdv_kernel(
     dk_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
     dv_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
 
-    for m0 in range(0, NQ, BLOCK_M):
+    m_lo = pid_s * ROWS_PER_SPLIT
+    for m0 in range(m_lo, tl.minimum(NQ, m_lo + ROWS_PER_SPLIT), BLOCK_M):
         offs_m = m0 + offs_mb
         mask_m = offs_m < NQ
         # S^T = K^T Q  (BLOCK_N x BLOCK_M), reduced over the query/key channels
@@ -292,10 +296,12 @@ def _bwd_dkdv_kernel(
 
     if DO_DK:
         dk_acc = dk_acc * scale
-        tl.store(DK + pid_b * sdkb + offs_n[:, None] * sdkn + offs_co[None, :] * sdkc,
+        tl.store(DK + pid_s.to(tl.int64) * s_split + pid_b * sdkb + offs_n[:, None] * sdkn
+                 + offs_co[None, :] * sdkc,
                  dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
     if DO_DV:
-        tl.store(DV + pid_b * sdvb + offs_n[:, None] * sdvn + offs_co[None, :] * sdvc,
+        tl.store(DV + pid_s.to(tl.int64) * s_split + pid_b * sdvb + offs_n[:, None] * sdvn
+                 + offs_co[None, :] * sdvc,
                  dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
 
 
@@ -309,13 +315,16 @@ def _bwd_dq_kernel(
     sdqb, sdqc, sdqn,
     NQ, NK, CQ, CV,
     qk_scale, scale,
+    KEYS_PER_SPLIT, N_CHUNKS, s_split,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_CHUNKS  # key split: its partial dQ goes to slice pid_s of DQ
+    pid_c = pid_z - pid_s * N_CHUNKS
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -333,7 +342,8 @@ def _bwd_dq_kernel(
     delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
     dq_acc = tl.zeros([BLOCK_M, BLOCK_CO], tl.float32)
 
-    for n0 in range(0, NK, BLOCK_N):
+    n_lo = pid_s * KEYS_PER_SPLIT
+    for n0 in range(n_lo, tl.minimum(NK, n_lo + KEYS_PER_SPLIT), BLOCK_N):
         offs_n = n0 + offs_nb
         mask_n = offs_n < NK
         s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -362,7 +372,8 @@ def _bwd_dq_kernel(
         dq_acc = _mm(ds.to(k_t.dtype), k_t, dq_acc, PREC, UPCAST)
 
     dq_acc = dq_acc * scale
-    tl.store(DQ + pid_b * sdqb + offs_m[:, None] * sdqn + offs_co[None, :] * sdqc,
+    tl.store(DQ + pid_s.to(tl.int64) * s_split + pid_b * sdqb + offs_m[:, None] * sdqn
+             + offs_co[None, :] * sdqc,
              dq_acc.to(DQ.dtype.element_ty), mask=mask_m[:, None] & mask_out[None, :])
 
 
@@ -434,7 +445,8 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
             "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": wide,
             "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 64),
             "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 32, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
-            "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_BWD": 8}
+            "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+            "WARPS_BWD": 4 if wide and cq <= 256 else 8}
 
 
 # Tests may replace this with a function returning other (power-of-two) blocks.
@@ -491,24 +503,29 @@ def sm_count(t: torch.Tensor) -> int:
     return 132
 
 
+def splits_to_fill(programs: int, length: int, block: int, sms: int) -> tuple[int, int]:
+    """(splits, items per split) of a reduction axis of ``length`` items in blocks of
+    ``block``, so that ``programs * splits`` fills ``sms`` streaming multiprocessors.
+
+    Used for the forward's key axis and the backward's query (dK/dV) and key (dQ) axes: when
+    the blocks of the output axis, batch items and channel chunks give fewer programs than
+    SMs (FCtL's 23 x 23 map at batch 1: 17 blocks of 32 on 132 SMs), the reduction is cut
+    into whole-block ranges whose partial results are combined afterwards. Each range holds
+    ``blocks // needed`` blocks, so there are at least ``needed`` ranges (or one per block)."""
+    nblocks = triton.cdiv(length, block)
+    if programs >= sms or nblocks == 1:
+        return 1, nblocks * block
+    per = max(1, nblocks // triton.cdiv(sms, programs))
+    return triton.cdiv(nblocks, per), per * block
+
+
 def key_splits(nq: int, nk: int, b: int, n_vchunks: int, cfg: dict[str, int],
                sms: int) -> tuple[int, int]:
-    """(splits, keys per split) of the forward's key axis.
-
-    The query blocks, batch items and value chunks give ``qb * b * n_vchunks`` programs; when
-    that is under one per SM (FCtL's 23 x 23 map at batch 1: 17 query blocks of 32 on 132
-    SMs) the keys are cut into whole-block ranges, each program returns a partial softmax
-    (its output normalised by its own sum, and its log-sum-exp) and a combine kernel weighs
-    them. Each range holds ``k // needed`` key blocks, so the number of ranges is at least the
-    number needed (or every key block is its own range)."""
-    bn = cfg["BLOCK_N"]
+    """(splits, keys per split) of the forward: each split returns a partial softmax (its
+    output normalised by its own sum, and its log-sum-exp), which ``_fwd_combine_kernel``
+    weighs."""
     programs = triton.cdiv(nq, cfg["BLOCK_M"]) * b * n_vchunks
-    kb = triton.cdiv(nk, bn)
-    if programs >= sms or kb == 1:
-        return 1, kb * bn
-    needed = triton.cdiv(sms, programs)
-    per = max(1, kb // needed)
-    return triton.cdiv(kb, per), per * bn
+    return splits_to_fill(programs, nk, cfg["BLOCK_N"], sms)
 
 
 def _launch_fwd(q, k, v, out, lse, nq, nk, cq, cv, scale, cfg, query) -> None:
@@ -581,6 +598,7 @@ def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
 def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, nk, cq, cv,
                 scale, cfg, prec, query) -> None:
     b = q.shape[0]
+    sms = sm_count(query)
     bm, bn = cfg["BLOCK_M_BWD"], cfg["BLOCK_N_BWD"]
     launch(_bwd_delta_kernel, (triton.cdiv(nq, bm), b),
            o, do, dlse, delta,
@@ -589,48 +607,59 @@ def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, n
            nq, cv,
            HAS_DLSE=has_dlse, BLOCK_M=bm, BLOCK_C=cfg["BLOCK_CR_BWD"],
     )
-    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_CR=cfg["BLOCK_CR_BWD"],
-                  BLOCK_CO=cfg["BLOCK_CO"], PREC=prec, UPCAST=_upcast(query),
-                  num_warps=cfg["WARPS_BWD"])
-    args = (q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
-            dk3.stride(0), dk3.stride(1), dk3.stride(2),
-            dv3.stride(0), dv3.stride(1), dv3.stride(2),
-            nq, nk, cq, cv,
-            float(scale) * _LOG2E, float(scale))
+    strides = (q.stride(0), q.stride(1), q.stride(2),
+               k.stride(0), k.stride(1), k.stride(2),
+               v.stride(0), v.stride(1), v.stride(2),
+               do.stride(0), do.stride(1), do.stride(2))
+    scales = (float(scale) * _LOG2E, float(scale))
+    base = dict(PREC=prec, UPCAST=_upcast(query))
+
+    # dK and dV: programs over key blocks, reducing over the queries
     if cfg.get("SEPARATE_DKDV"):
-        # dV and dK in two passes over the queries, each holding one full-width accumulator:
-        # the dV pass forms S^T, the dK pass S^T and dP^T, each once per (key, query) block.
-        for do_dk, width, tag in ((False, cv, "_DV"), (True, cq, "")):
-            block_co = _pow2(width, 16, cfg["BLOCK_CO"])
-            bn_pass = cfg.get("BLOCK_N" + tag, bn) if tag else bn
-            meta = {**common, "BLOCK_CO": block_co, "BLOCK_N": bn_pass}
-            if tag:
-                meta.update(BLOCK_M=cfg.get("BLOCK_M_DV", bm),
-                            BLOCK_CR=cfg.get("BLOCK_CR_DV", common["BLOCK_CR"]),
-                            num_warps=cfg.get("WARPS_DV", common["num_warps"]))
-            launch(_bwd_dkdv_kernel, (triton.cdiv(nk, bn_pass), b, triton.cdiv(width, block_co)),
-                   q, k, v, do, lse, delta, dk3, dv3, *args, **meta,
-                   DO_DK=do_dk, DO_DV=not do_dk)
+        # Two passes, each holding one full-width accumulator: the dV pass forms S^T, the dK
+        # pass S^T and dP^T, each once per (key, query) block pair.
+        passes = [(False, True, cv, cfg.get("BLOCK_M_DV", bm), cfg.get("BLOCK_N_DV", bn),
+                   cfg.get("BLOCK_CR_DV", cfg["BLOCK_CR_BWD"]), cfg.get("WARPS_DV", 8)),
+                  (True, False, cq, bm, bn, cfg["BLOCK_CR_BWD"], cfg["WARPS_BWD"])]
     else:
-        grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
-        launch(_bwd_dkdv_kernel, grid, q, k, v, do, lse, delta, dk3, dv3, *args, **common,
-               DO_DK=True, DO_DV=True)
-    bm_dq, bco_dq = cfg.get("BLOCK_M_DQ", bm), cfg.get("BLOCK_CO_DQ", cfg["BLOCK_CO"])
-    common.update(BLOCK_M=bm_dq, BLOCK_CO=bco_dq, BLOCK_N=cfg.get("BLOCK_N_DQ", bn),
-                  BLOCK_CR=cfg.get("BLOCK_CR_DQ", cfg["BLOCK_CR_BWD"]),
-                  num_warps=cfg.get("WARPS_DQ", cfg["WARPS_BWD"]))
-    grid = (triton.cdiv(nq, bm_dq), b, triton.cdiv(cq, bco_dq))
-    launch(_bwd_dq_kernel, grid,
-           q, k, v, do, lse, delta, dq3,
-           q.stride(0), q.stride(1), q.stride(2),
-           k.stride(0), k.stride(1), k.stride(2),
-           v.stride(0), v.stride(1), v.stride(2),
-           do.stride(0), do.stride(1), do.stride(2),
-           dq3.stride(0), dq3.stride(1), dq3.stride(2),
-           nq, nk, cq, cv,
-           float(scale) * _LOG2E, float(scale),
-           **common,
-    )
+        passes = [(True, True, max(cq, cv), bm, bn, cfg["BLOCK_CR_BWD"], cfg["WARPS_BWD"])]
+    for do_dk, do_dv, width, pbm, pbn, pcr, warps in passes:
+        block_co = _pow2(width, 16, cfg["BLOCK_CO"])
+        chunks = triton.cdiv(width, block_co)
+        splits, rows = splits_to_fill(triton.cdiv(nk, pbn) * b * chunks, nq, pbm, sms)
+        dk_dst, dv_dst, s_split = dk3, dv3, 0
+        if splits > 1:  # fp32 partial sums per query range, added below
+            shape = (splits, b, width, nk)
+            dk_dst = torch.empty(shape, dtype=torch.float32, device=q.device) if do_dk else dk3
+            dv_dst = torch.empty(shape, dtype=torch.float32, device=q.device) if do_dv else dv3
+            s_split = width * nk * b
+        launch(_bwd_dkdv_kernel, (triton.cdiv(nk, pbn), b, splits * chunks),
+               q, k, v, do, lse, delta, dk_dst, dv_dst, *strides,
+               dk_dst.stride(-3), dk_dst.stride(-2), dk_dst.stride(-1),
+               dv_dst.stride(-3), dv_dst.stride(-2), dv_dst.stride(-1),
+               nq, nk, cq, cv, *scales, rows, chunks, s_split,
+               BLOCK_M=pbm, BLOCK_N=pbn, BLOCK_CR=pcr, BLOCK_CO=block_co,
+               DO_DK=do_dk, DO_DV=do_dv, num_warps=warps, **base)
+        if splits > 1:
+            if do_dk:
+                dk3.copy_(dk_dst[:, :, :cq].sum(dim=0))
+            if do_dv:
+                dv3.copy_(dv_dst[:, :, :cv].sum(dim=0))
+
+    # dQ: programs over query blocks, reducing over the keys
+    bm_dq, bn_dq = cfg.get("BLOCK_M_DQ", bm), cfg.get("BLOCK_N_DQ", bn)
+    block_co = cfg.get("BLOCK_CO_DQ", cfg["BLOCK_CO"])
+    chunks = triton.cdiv(cq, block_co)
+    splits, keys = splits_to_fill(triton.cdiv(nq, bm_dq) * b * chunks, nk, bn_dq, sms)
+    dq_dst, s_split = dq3, 0
+    if splits > 1:
+        dq_dst = torch.empty((splits, b, cq, nq), dtype=torch.float32, device=q.device)
+        s_split = dq_dst.stride(0)
+    launch(_bwd_dq_kernel, (triton.cdiv(nq, bm_dq), b, splits * chunks),
+           q, k, v, do, lse, delta, dq_dst, *strides,
+           dq_dst.stride(-3), dq_dst.stride(-2), dq_dst.stride(-1),
+           nq, nk, cq, cv, *scales, keys, chunks, s_split,
+           BLOCK_M=bm_dq, BLOCK_N=bn_dq, BLOCK_CR=cfg.get("BLOCK_CR_DQ", cfg["BLOCK_CR_BWD"]),
+           BLOCK_CO=block_co, num_warps=cfg.get("WARPS_DQ", cfg["WARPS_BWD"]), **base)
+    if splits > 1:
+        dq3.copy_(dq_dst.sum(dim=0))
