@@ -5,23 +5,37 @@ strides, so NCHW (token axis contiguous) and channels_last (channel axis contigu
 are both read in place, without a transpose copy. Outputs are written contiguous
 (B, C, N), i.e. NCHW after a reshape.
 
-Forward (``attention_forward``): one program per (query block, batch item, value-channel
-chunk). It walks the key axis in blocks; for each key block the logits
-S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key channel tiles of
+Forward (``attention_forward``): one program per (query block, batch item, key split,
+value-channel chunk). It walks the key axis of its split in blocks; for each key block the
+logits S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key channel tiles of
 BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescales the
 (BLOCK_M x BLOCK_DV) accumulator and adds P V^T. The natural-log row log-sum-exp
-``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward. Value channels above BLOCK_DV
-(e.g. 512) are split over the third grid axis; each chunk recomputes S, which trades FLOPs
-for registers so that C = 512 never needs a 512-wide accumulator.
+``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward.
+  - fp16/bf16 hold the whole value width (up to 512) in one accumulator (32-row blocks), so
+    S is formed once per (query block, key block): the forward's matmul work is the minimum
+    up to block padding (1.06x at FCtL's 23 x 23 map, C = 512).
+  - fp32 splits the value channels over chunks of 64-128, each recomputing S: FMA or TF32
+    tiles take twice the registers of 16-bit ones, and a 512-wide fp32 accumulator spills.
+  - When the query blocks, batch items and chunks give fewer programs than the GPU has SMs,
+    the key axis is cut into ranges (``splits_to_fill``); each range's program stores its
+    output normalised by its own sum and its log-sum-exp, and ``_fwd_combine_kernel`` weighs
+    them: FCtL's map at batch 1 launches 17 x 9 = 153 programs instead of 17.
 
 Backward (``attention_backward``), deterministic, no atomics:
   1. ``_bwd_delta_kernel``: delta_i = sum_c dO_ci O_ci - dlse_i.
-  2. ``_bwd_dkdv_kernel``: one program per (key block, batch item, channel chunk); walks the
-     query blocks, recomputes P^T = exp(S^T - lse) from the saved lse, accumulates
-     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V.
-  3. ``_bwd_dq_kernel``: one program per (query block, batch item, channel chunk); walks the
-     key blocks and accumulates dQ += dS K^T.
-Nothing of size Nq x Nk is ever stored; memory is O(N * C).
+  2. ``_bwd_dkdv_kernel``: programs over key blocks (and channel chunks); each walks the query
+     blocks, recomputes P^T = exp(S^T - lse) from the saved lse, and accumulates
+     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. For channel
+     counts above 128 (16-bit) it runs as two passes, dV (forming S^T) then dK (forming S^T
+     and dP^T), each holding one full-width accumulator, so no product is formed once per
+     channel chunk.
+  3. ``_bwd_dq_kernel``: programs over query blocks; each walks the key blocks and
+     accumulates dQ += dS K^T, full width (up to 512) for 16-bit inputs.
+  The reduction axis of 2 and 3 is split like the forward's when the programs cannot fill
+  the SMs; the fp32 partial sums are added by one torch reduction. 16-bit matmul work: 1.21x
+  a FlashAttention-2-style backward at C = 512 (8 C against 7 C per block pair, times
+  padding; ``python -m uhrops.kernels.matmul_work``).
+Nothing of size Nq x Nk is ever stored; memory is O(N * C) (the split partials included).
 
 Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
 ``torch.get_float32_matmul_precision()``: "highest" (torch's default) uses
@@ -406,20 +420,22 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
     On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
     specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
     timed on hardware):
-      - fp16/bf16: forward 64x64 token blocks, 64-wide channel reduction tiles, value
-        chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps; backward 64x64
-        token blocks, 32-wide reduction tiles, 64-wide output-channel chunks (128 spilled
-        280 bytes in dK/dV on sm_90), 8 warps. No spills on sm_90.
+      - fp16/bf16: forward 32x32 token blocks, the whole value width (up to 512) in one
+        accumulator, 8 warps; backward: up to 128 channels one dK/dV pass with 64x64 blocks,
+        above that a dV pass (16-row query steps, 32-key blocks) and a dK pass (32x32, 4 warps
+        up to 256 channels, 8 above); dQ 32x32 blocks, full width, 8 warps. No spills on
+        sm_90 at any recorded shape (tried and rejected: 64-row blocks at 512 channels, and a
+        single dK/dV pass holding two 256- or 512-wide accumulators: 150-1600 bytes spilled).
       - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
         torch's default; "ieee" products run on the FMA units, which need more registers):
         forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
         backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
-        holds these to 128 registers and spills up to 28 bytes at some channel counts (the
+        holds these to 128 registers and spills up to 32 bytes at some channel counts (the
         compile check's documented bound; no configuration tried was spill-free everywhere).
       - fp32 with "high"/"medium" precision (TF32 tensor cores, wgmma on sm_90): forward
         64x64 blocks, 32-wide reduction tiles, value chunks up to 64; backward 64x64 blocks,
-        16-wide tiles, 32-wide output chunks; 8 warps. No spills on sm_90 (value chunks of
-        128 spilled 44 bytes, the 16-bit blocks up to 868).
+        16-wide tiles, 32-wide output chunks; 8 warps. No spills on sm_90. These chunks
+        recompute S and dP per chunk (5.3x the minimum forward work at C = 512).
     Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
     channel tiles keep the number of interpreted programs small.
     """
