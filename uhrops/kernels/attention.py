@@ -14,8 +14,9 @@ BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescal
   - fp16/bf16 hold the whole value width (up to 512) in one accumulator (32-row blocks), so
     S is formed once per (query block, key block): the forward's matmul work is the minimum
     up to block padding (1.06x at FCtL's 23 x 23 map, C = 512).
-  - fp32 splits the value channels over chunks of 64-128, each recomputing S: FMA or TF32
-    tiles take twice the registers of 16-bit ones, and a 512-wide fp32 accumulator spills.
+  - fp32 under TF32 ("high"/"medium" matmul precision) does the same with smaller blocks.
+    fp32 with exact products (FMA units, "highest") splits the value channels over chunks of
+    up to 128, each recomputing S: there a 512-wide accumulator spills.
   - When the query blocks, batch items and chunks give fewer programs than the GPU has SMs,
     the key axis is cut into ranges (``splits_to_fill``); each range's program stores its
     output normalised by its own sum and its log-sum-exp, and ``_fwd_combine_kernel`` weighs
@@ -25,16 +26,16 @@ Backward (``attention_backward``), deterministic, no atomics:
   1. ``_bwd_delta_kernel``: delta_i = sum_c dO_ci O_ci - dlse_i.
   2. ``_bwd_dkdv_kernel``: programs over key blocks (and channel chunks); each walks the query
      blocks, recomputes P^T = exp(S^T - lse) from the saved lse, and accumulates
-     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. For channel
-     counts above 128 (16-bit) it runs as two passes, dV (forming S^T) then dK (forming S^T
-     and dP^T), each holding one full-width accumulator, so no product is formed once per
-     channel chunk.
+     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. Above 128
+     channels (16-bit; 64 under TF32) it runs as two passes, dV (forming S^T) then dK
+     (forming S^T and dP^T), each holding one full-width accumulator, so no product is
+     formed once per channel chunk.
   3. ``_bwd_dq_kernel``: programs over query blocks; each walks the key blocks and
-     accumulates dQ += dS K^T, full width (up to 512) for 16-bit inputs.
+     accumulates dQ += dS K^T, full width (up to 512) for 16-bit and TF32 inputs.
   The reduction axis of 2 and 3 is split like the forward's when the programs cannot fill
-  the SMs; the fp32 partial sums are added by one torch reduction. 16-bit matmul work: 1.21x
-  a FlashAttention-2-style backward at C = 512 (8 C against 7 C per block pair, times
-  padding; ``python -m uhrops.kernels.matmul_work``).
+  the SMs; the fp32 partial sums are added by one torch reduction. 16-bit and TF32 matmul
+  work at C = 512: 1.21x a FlashAttention-2-style backward (8 C against 7 C per block pair,
+  times padding; ``python -m uhrops.kernels.matmul_work``).
 Nothing of size Nq x Nk is ever stored; memory is O(N * C) (the split partials included).
 
 Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
@@ -432,10 +433,11 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
         backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
         holds these to 128 registers and spills up to 32 bytes at some channel counts (the
         compile check's documented bound; no configuration tried was spill-free everywhere).
-      - fp32 with "high"/"medium" precision (TF32 tensor cores, wgmma on sm_90): forward
-        64x64 blocks, 32-wide reduction tiles, value chunks up to 64; backward 64x64 blocks,
-        16-wide tiles, 32-wide output chunks; 8 warps. No spills on sm_90. These chunks
-        recompute S and dP per chunk (5.3x the minimum forward work at C = 512).
+      - fp32 with "high"/"medium" precision (TF32 tensor cores): above 64 channels the
+        16-bit design with smaller blocks (fp32 tiles take twice the registers): forward
+        32x16 blocks with the whole value width, dV pass 16x32, dK pass 16x32 (4 warps up to
+        256 channels), dQ 16x16, full width; up to 64 channels 64x64 blocks with value chunks
+        up to 64 and 32-wide backward chunks. No spills on sm_90.
     Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
     channel tiles keep the number of interpreted programs small.
     """
@@ -449,10 +451,19 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
                 "BLOCK_CO": _pow2(max(cq, cv), 32, 64), "WARPS_BWD": 8}
     if dtype == torch.float32:  # TF32 tensor cores: fp32 tiles take twice the registers
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 32),
-                "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
-                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
-                "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
+        if max(cq, cv) <= 64:
+            return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 32),
+                    "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
+                    "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
+                    "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CR": _pow2(cq, 16, 32),
+                "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 16, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 32),
+                "BLOCK_M_DQ": 16, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
+                "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 4 if cq <= 256 else 8}
     wide = max(cq, cv) > 128
     return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(cq, 16, 64),
             "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
