@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Any
 
 import torch
@@ -132,7 +133,8 @@ def table(dtypes=(torch.bfloat16, torch.float16)) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m uhrops.kernels.matmul_work",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--json", help="also write the rows to this file (the README's block "
+                        "reads benchmarks/results/kernels-attention-work.json)")
     args = parser.parse_args(argv)
     rows = table()
     for r in rows:
@@ -140,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
               f"fwd {r['forward_work_ratio']:.3f}x  bwd {r['backward_work_ratio']:.3f}x  "
               f"fewest blocks {r['min_blocks_matmul_kernels']}  {r['blocks']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        from uhrops.kernels.compile_check import _metadata
+
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"metadata": _metadata(), "sms": SMS, "rows": rows}, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, args.json)
     return 0
 
 
