@@ -11,9 +11,10 @@ logits S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key chan
 BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescales the
 (BLOCK_M x BLOCK_DV) accumulator and adds P V^T. The natural-log row log-sum-exp
 ``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward.
-  - fp16/bf16 hold the whole value width (up to 512) in one accumulator (32-row blocks), so
-    S is formed once per (query block, key block): the forward's matmul work is the minimum
-    up to block padding (1.06x at FCtL's 23 x 23 map, C = 512).
+  - fp16/bf16 hold the whole value width (up to 512) in one accumulator (64-row blocks up to
+    256 channels, 32-row blocks above), so S is formed once per (query block, key block): the
+    forward's matmul work is the minimum up to block padding (1.06x at FCtL's 23 x 23 map,
+    C = 512).
   - fp32 under TF32 ("high"/"medium" matmul precision) does the same with smaller blocks.
     fp32 with exact products (FMA units, "highest") splits the value channels over chunks of
     up to 128, each recomputing S: there a 512-wide accumulator spills.
@@ -26,8 +27,8 @@ Backward (``attention_backward``), deterministic, no atomics:
   1. ``_bwd_delta_kernel``: delta_i = sum_c dO_ci O_ci - dlse_i.
   2. ``_bwd_dkdv_kernel``: programs over key blocks (and channel chunks); each walks the query
      blocks, recomputes P^T = exp(S^T - lse) from the saved lse, and accumulates
-     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. Above 128
-     channels (16-bit; 64 under TF32) it runs as two passes, dV (forming S^T) then dK
+     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. Above 64
+     channels it runs as two passes, dV (forming S^T) then dK
      (forming S^T and dP^T), each holding one full-width accumulator, so no product is
      formed once per channel chunk.
   3. ``_bwd_dq_kernel``: programs over query blocks; each walks the key blocks and
@@ -421,12 +422,12 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
     On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
     specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
     timed on hardware):
-      - fp16/bf16: forward 32x32 token blocks, the whole value width (up to 512) in one
-        accumulator, 8 warps; backward: up to 128 channels one dK/dV pass with 64x64 blocks,
-        above that a dV pass (16-row query steps, 32-key blocks) and a dK pass (32x32, 4 warps
-        up to 256 channels, 8 above); dQ 32x32 blocks, full width, 8 warps. No spills on
-        sm_90 at any recorded shape (tried and rejected: 64-row blocks at 512 channels, and a
-        single dK/dV pass holding two 256- or 512-wide accumulators: 150-1600 bytes spilled).
+      - fp16/bf16, by the widest channel count: up to 64, everything in 64x64 blocks with
+        one dK/dV pass; 65-256, 64x64 blocks with the whole value width in the forward and
+        separate dV and dK passes (wgmma on sm_90 in both tiers); 257-512, 32-row blocks
+        (mma.sync: 64-row blocks with 512-wide accumulators spilled 150-1600 bytes), a dV pass
+        stepping 16 queries per 32-key block, a dK pass 32x32 and dQ 32x32, full width. 8
+        warps (4 for the 32x32 dK pass up to 256 query channels). No spills on sm_90.
       - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
         torch's default; "ieee" products run on the FMA units, which need more registers):
         forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
@@ -464,16 +465,30 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_M_DQ": 16, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
                 "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
                 "WARPS_BWD": 4 if cq <= 256 else 8}
-    wide = max(cq, cv) > 128
+    width = max(cq, cv)
+    if width <= 64:  # one dK/dV pass, everything 64 x 64 (wgmma on sm_90)
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
+                "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
+                "BLOCK_CO": _pow2(width, 16, 64), "WARPS_BWD": 8}
+    if width <= 256:  # separate dV and dK passes, 64 x 64 blocks (wgmma on sm_90)
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
+                "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
+                "BLOCK_CO": _pow2(width, 16, 256), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 64, "BLOCK_N_DV": 64, "BLOCK_CR_DV": _pow2(cq, 16, 64),
+                "BLOCK_M_DQ": 64, "BLOCK_N_DQ": 64, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
+                "BLOCK_CO_DQ": _pow2(cq, 16, 256), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 8}
+    # up to 512: 32-row blocks (mma.sync), since 64-row ones spill with 512-wide accumulators
     return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(cq, 16, 64),
             "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
-            "BLOCK_M_BWD": 32 if wide else 64, "BLOCK_N_BWD": 32 if wide else 64,
-            "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 64 if wide else 32),
-            "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": wide,
+            "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 64),
+            "BLOCK_CO": _pow2(width, 16, 512), "SEPARATE_DKDV": True,
             "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 64),
             "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 32, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
             "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
-            "WARPS_BWD": 4 if wide and cq <= 256 else 8}
+            "WARPS_BWD": 4 if cq <= 256 else 8}
 
 
 # Tests may replace this with a function returning other (power-of-two) blocks.
@@ -521,13 +536,18 @@ def _batch_chunks(b: int) -> list[tuple[int, int]]:
     return [(b0, min(b, b0 + GRID_LIMITS[1])) for b0 in range(0, b, GRID_LIMITS[1])]
 
 
+# What the Triton interpreter pretends to fill: enough for the tests' multi-block maps to take
+# the split paths, few enough that they do not multiply the interpreted programs.
+INTERPRETER_SMS = 8
+
+
 def sm_count(t: torch.Tensor) -> int:
     """Streaming multiprocessors the launch should fill: the device's own count on CUDA; an
-    H100/H200's 132 when the launch is only planned (compile check, interpreter), so that the
-    split decisions made there are the ones an H100 would see."""
+    H100/H200's 132 when the launch is only planned (the compile check), so that the split
+    decisions recorded there are the ones an H100 would see; ``INTERPRETER_SMS`` otherwise."""
     if t.device.type == "cuda":
         return torch.cuda.get_device_properties(t.device).multi_processor_count
-    return 132
+    return 132 if recording_launches() else INTERPRETER_SMS
 
 
 def splits_to_fill(programs: int, length: int, block: int, sms: int) -> tuple[int, int]:
