@@ -15,9 +15,10 @@ BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescal
     256 channels, 32-row blocks above), so S is formed once per (query block, key block): the
     forward's matmul work is the minimum up to block padding (1.06x at FCtL's 23 x 23 map,
     C = 512).
-  - fp32 under TF32 ("high"/"medium" matmul precision) does the same with smaller blocks.
-    fp32 with exact products (FMA units, "highest") splits the value channels over chunks of
-    up to 128, each recomputing S: there a 512-wide accumulator spills.
+  - fp32 (TF32 tensor cores under "high"/"medium" matmul precision, exact products on the
+    FMA units under "highest") does the same above 64 (TF32) or 128 (exact) channels with
+    smaller blocks, since fp32 tiles take twice the registers; below that it splits the value
+    channels over chunks of up to 64 (TF32) or 128 (exact), each recomputing S.
   - When the query blocks, batch items and chunks give fewer programs than the GPU has SMs,
     the key axis is cut into ranges (``splits_to_fill``); each range's program stores its
     output normalised by its own sum and its log-sum-exp, and ``_fwd_combine_kernel`` weighs
@@ -430,6 +431,8 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
         warps (4 for the 32x32 dK pass up to 256 query channels). No spills on sm_90.
       - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
         torch's default; "ieee" products run on the FMA units, which need more registers):
+        above 128 channels the full-width design with 32x16 forward blocks, a 32x32 dV pass,
+        a 32x16 dK pass and 32x16 dQ blocks; up to 128 channels
         forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
         backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
         holds these to 128 registers and spills up to 32 bytes at some channel counts (the
@@ -447,6 +450,15 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_DV": _pow2(cv, 16, 128), "BLOCK_CO": _pow2(max(cq, cv), 16, 256),
                 "WARPS_FWD": 4, "WARPS_BWD": 4, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32,
                 "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
+    if dtype == torch.float32 and _precision(dtype) == "ieee" and max(cq, cv) > 128:
+        # exact products on the FMA units, full width with small blocks (no spills on sm_90)
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 512),
+                "WARPS_FWD": 8, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 16, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 32, "BLOCK_N_DV": 32, "BLOCK_CR_DV": 16,
+                "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
+                "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 8}
     if dtype == torch.float32 and _precision(dtype) == "ieee":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 128),
                 "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
