@@ -60,6 +60,7 @@ Nothing here imports torch.nn; argument checks are the caller's job (uhrops/atte
 
 from __future__ import annotations
 
+import functools
 
 import torch
 import triton
@@ -558,8 +559,14 @@ def sm_count(t: torch.Tensor) -> int:
     H100/H200's 132 when the launch is only planned (the compile check), so that the split
     decisions recorded there are the ones an H100 would see; ``INTERPRETER_SMS`` otherwise."""
     if t.device.type == "cuda":
-        return torch.cuda.get_device_properties(t.device).multi_processor_count
+        return _cuda_sms(t.device.index if t.device.index is not None
+                         else torch.cuda.current_device())
     return 132 if recording_launches() else INTERPRETER_SMS
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def splits_to_fill(programs: int, length: int, block: int, sms: int) -> tuple[int, int]:
