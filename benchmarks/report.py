@@ -44,7 +44,7 @@ from typing import Any, Iterable
 from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "models")
+BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "attention-work", "models")
 FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
 # family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
 CRITERIA: dict[str, tuple[str, str, str]] = {
@@ -178,6 +178,40 @@ def kernels_block(reports: dict[int, dict[str, Any]]) -> str:
                              "widest store (bit)"], body))
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def load_attention_work(results_dir: str) -> dict[str, Any] | None:
+    """``kernels-attention-work.json`` (``python -m uhrops.kernels.matmul_work --json``)."""
+    path = os.path.join(results_dir, "kernels-attention-work.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and "rows" in doc else None
+
+
+def attention_work_block(doc: dict[str, Any] | None) -> str:
+    """Matmul work of the attention launches against the minimum, and blocks per kernel."""
+    if doc is None:
+        return ("Attention work: **no report** (run `python -m uhrops.kernels.matmul_work "
+                "--json benchmarks/results/kernels-attention-work.json`).")
+    meta = doc.get("metadata", {})
+    out = [f"Launch plans a CUDA call makes (Triton {meta.get('triton', '?')}, commit "
+           f"{meta.get('commit', '?')}, {meta.get('date', '?')}; {doc.get('sms', '?')} SMs "
+           "assumed). Work ratios include block padding; blocks are per launch, in launch "
+           "order.", ""]
+    body = []
+    for r in doc["rows"]:
+        blocks = "; ".join(f"`{k.strip('_').replace('_kernel', '')}` "
+                           + "+".join(str(n) for n in v) for k, v in r["blocks"].items())
+        body.append([r["shape"], r["dtype"], r["precision"] if r["dtype"] == "float32" else "—",
+                     f"{r['forward_work_ratio']:.2f}x", f"{r['backward_work_ratio']:.2f}x",
+                     str(r["min_blocks_matmul_kernels"]), blocks])
+    out.append(md_table(["shape", "dtype", "fp32 precision", "forward work / minimum",
+                         "backward work / FA2-style", "fewest blocks (matmul kernels)",
+                         "blocks per launch"], body))
+    return "\n".join(out)
 
 
 def is_gpu(tag: str) -> bool:
@@ -566,7 +600,8 @@ def goals_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
-                  kernels: dict[int, dict[str, Any]] | None = None) -> dict[str, str]:
+                  kernels: dict[int, dict[str, Any]] | None = None,
+                  attention_work: dict[str, Any] | None = None) -> dict[str, str]:
     """The markdown content of every block, keyed by block name."""
     models = models_block(docs)
     if plots_rel and any(model_rows(docs)):
@@ -574,7 +609,8 @@ def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
     return {"summary": summary_block(docs), "goals": goals_block(docs),
             "ops-cpu": ops_block(docs, False, plots_rel),
             "ops-gpu": ops_block(docs, True, plots_rel),
-            "kernels": kernels_block(kernels or {}), "models": models}
+            "kernels": kernels_block(kernels or {}),
+            "attention-work": attention_work_block(attention_work), "models": models}
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -717,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     if plots_rel.startswith(".."):
         plots_rel = os.path.abspath(plots_dir).replace(os.sep, "/")
     blocks = render_blocks(docs, None if args.no_plots else plots_rel,
-                           load_kernel_reports(args.results_dir))
+                           load_kernel_reports(args.results_dir),
+                           load_attention_work(args.results_dir))
     try:
         with open(args.readme, encoding="utf-8") as f:
             old = f.read()

@@ -200,3 +200,19 @@ def test_gpu_results_fill_gpu_rows(results, tmp_path):
     assert "| FCtL | 2448² | GPU | — | not measured |" in models
     # 333 FPS >= 303 and 900 MiB < 1876: the WSDNet goal is met
     assert "| 333 FPS, 900 MiB (bf16+cl+bench) | met |" in models
+
+
+def test_attention_work_block(tmp_path):
+    rows = [{"shape": "B1 C512/512 23x23<-23x23", "dtype": "bfloat16", "precision": "highest",
+             "forward_work_ratio": 1.0575, "backward_work_ratio": 1.2087,
+             "min_blocks_matmul_kernels": 153,
+             "blocks": {"_fwd_kernel": [153], "_bwd_dkdv_kernel": [153, 17]}, "sms": 132}]
+    path = tmp_path / "kernels-attention-work.json"
+    path.write_text(json.dumps({"metadata": {"commit": "abc"}, "sms": 132, "rows": rows}))
+    block = report.attention_work_block(report.load_attention_work(str(tmp_path)))
+    line = [x for x in block.splitlines() if x.startswith("| B1 C512")][0]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:6] == ["bfloat16", "—", "1.06x", "1.21x", "153"]
+    assert "`fwd` 153" in cells[6] and "`bwd_dkdv` 153+17" in cells[6]
+    assert "no report" in report.attention_work_block(report.load_attention_work(
+        str(tmp_path / "missing")))

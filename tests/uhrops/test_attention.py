@@ -321,6 +321,46 @@ class TestContextAttentionTriton:
         for a, r in zip(grads, ref_grads):
             assert_rel(a, r, GRAD_TOL[torch.float32], "grad")
 
+    @pytest.mark.parametrize("dtype,precision,shape", [
+        # wide: separate dK/dV passes and key splits
+        (torch.bfloat16, "highest", (192, 160, 10, 11, 9, 9)),
+        (torch.float32, "highest", (160, 144, 6, 7, 9, 9)),
+        (torch.float32, "high", (80, 72, 6, 7, 9, 9)),
+        # FCtL's width: one 512-wide value accumulator per program
+        (torch.float16, "highest", (512, 512, 3, 5, 9, 8)),
+        # narrow: one dK/dV pass
+        (torch.bfloat16, "highest", (24, 40, 9, 8, 13, 5))])
+    def test_gpu_block_plans_match_naive(self, device, monkeypatch, dtype, precision, shape):
+        """The block plans a GPU gets (key splits with the combine kernel, full-width value
+        accumulators, separate dK/dV passes), run here by the interpreter."""
+        needs_triton(device)
+        from uhrops.kernels import attention as K
+
+        cq, cv, hq, wq, hk, wk = shape
+        gpu = torch.device("cuda")
+        cfg = K.block_config(hq * wq, hk * wk, cq, cv, gpu, dtype)
+        monkeypatch.setattr(K, "INTERPRETER_SMS", 132)  # split as an H100 would
+        splits, _ = K.key_splits(hq * wq, hk * wk, 2, 1, cfg, K.sm_count(torch.empty(0)))
+        assert splits > 1  # these maps are far too small to fill 132 SMs with query blocks
+        monkeypatch.setattr(K, "CONFIG_OVERRIDE",
+                            lambda nq, nk, cq, cv, dev: K.block_config(nq, nk, cq, cv, gpu, dtype))
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(precision)
+        try:
+            q, k, v, g = make(2, cq, cv, hq, wq, hk, wk, torch.float64, device,
+                              amp=cq ** -0.25)
+            q, k, v, g = (t.to(dtype) for t in (q, k, v, g))
+            with use_backend("triton"):
+                out, grads = run_with_grads(q, k, v, g, scale=cq ** -0.5)
+        finally:
+            torch.set_float32_matmul_precision(old)
+        ref, ref_grads = oracle_with_grads(q, k, v, g, cq ** -0.5, False)
+        tf32 = dtype == torch.float32 and precision != "highest"
+        tol, gtol = (3e-3, 1e-2) if tf32 else (2 * TOL[dtype], 2 * GRAD_TOL[dtype])
+        assert_rel(out, ref, tol, "out")
+        for name, a, r in zip("qkv", grads, ref_grads):
+            assert_rel(a, r, gtol, f"d{name}")
+
     @settings(max_examples=10, **HYP)
     @given(data=st.data())
     def test_random_shapes_match_naive(self, device, data):

@@ -112,11 +112,21 @@ def test_multi_level_haar_kernels_compile(quick):
         assert {1, 2, 4} <= levels, (kernel, levels)
 
 
-def test_16bit_attention_uses_wgmma_on_sm90(quick):
+def test_16bit_attention_uses_tensor_cores_on_sm90(quick):
+    """wgmma where a block has the 64 rows a warpgroup multiplies (the dK/dV kernel's rows
+    are its key block), mma.sync for the 32-row blocks of the widest channel counts."""
+    seen = set()
     for s in quick["specialisations"]:
         if s["kernel"] in TENSOR_CORE_KERNELS and "*bf16" in s["pointer_types"]:
-            assert s["wgmma"] > 0, _label(s)
+            c = s["constexprs"]
+            rows = c["BLOCK_N"] if s["kernel"] == "_bwd_dkdv_kernel" else c["BLOCK_M"]
+            if rows >= 64:
+                assert s["wgmma"] > 0, _label(s)
+            else:
+                assert s["mma"] > 0, _label(s)
+            seen.add(rows >= 64)
             assert s["fma_f32"] < 100, _label(s)  # the products are not on the FMA units
+    assert seen == {True, False}
 
 
 def test_recorded_grids_within_cuda_limits(quick):
@@ -145,8 +155,8 @@ def test_fp32_attention_on_tensor_cores_when_matmul_precision_allows(quick):
     tf32 = [s for s in fp32 if s["constexprs"].get("PREC") == "tf32"]
     ieee = [s for s in fp32 if s["constexprs"].get("PREC") == "ieee"]
     assert tf32 and ieee, "the quick suite must compile both fp32 precisions"
-    for s in tf32:
-        assert s["wgmma"] > 0 and s["spill_store_bytes"] == 0, _label(s)
+    for s in tf32:  # wgmma for 64-row blocks, mma.sync for the smaller ones above 64 channels
+        assert s["wgmma"] + s["mma"] > 0 and s["spill_store_bytes"] == 0, _label(s)
     for s in ieee:
         assert s["wgmma"] == 0 and s["mma"] == 0, _label(s)  # exact products: FMA units
 

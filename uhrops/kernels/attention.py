@@ -5,23 +5,40 @@ strides, so NCHW (token axis contiguous) and channels_last (channel axis contigu
 are both read in place, without a transpose copy. Outputs are written contiguous
 (B, C, N), i.e. NCHW after a reshape.
 
-Forward (``attention_forward``): one program per (query block, batch item, value-channel
-chunk). It walks the key axis in blocks; for each key block the logits
-S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key channel tiles of
+Forward (``attention_forward``): one program per (query block, batch item, key split,
+value-channel chunk). It walks the key axis of its split in blocks; for each key block the
+logits S = scale * Q^T K (BLOCK_M x BLOCK_N) are accumulated over query/key channel tiles of
 BLOCK_CR, then an online softmax in base 2 (running max m, running sum l) rescales the
 (BLOCK_M x BLOCK_DV) accumulator and adds P V^T. The natural-log row log-sum-exp
-``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward. Value channels above BLOCK_DV
-(e.g. 512) are split over the third grid axis; each chunk recomputes S, which trades FLOPs
-for registers so that C = 512 never needs a 512-wide accumulator.
+``lse = ln sum_j exp(S_ij)`` is stored (fp32) for the backward.
+  - fp16/bf16 hold the whole value width (up to 512) in one accumulator (64-row blocks up to
+    256 channels, 32-row blocks above), so S is formed once per (query block, key block): the
+    forward's matmul work is the minimum up to block padding (1.06x at FCtL's 23 x 23 map,
+    C = 512).
+  - fp32 (TF32 tensor cores under "high"/"medium" matmul precision, exact products on the
+    FMA units under "highest") does the same above 64 (TF32) or 128 (exact) channels with
+    smaller blocks, since fp32 tiles take twice the registers; below that it splits the value
+    channels over chunks of up to 64 (TF32) or 128 (exact), each recomputing S.
+  - When the query blocks, batch items and chunks give fewer programs than the GPU has SMs,
+    the key axis is cut into ranges (``splits_to_fill``); each range's program stores its
+    output normalised by its own sum and its log-sum-exp, and ``_fwd_combine_kernel`` weighs
+    them: FCtL's map at batch 1 launches 17 x 9 = 153 programs instead of 17.
 
 Backward (``attention_backward``), deterministic, no atomics:
   1. ``_bwd_delta_kernel``: delta_i = sum_c dO_ci O_ci - dlse_i.
-  2. ``_bwd_dkdv_kernel``: one program per (key block, batch item, channel chunk); walks the
-     query blocks, recomputes P^T = exp(S^T - lse) from the saved lse, accumulates
-     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V.
-  3. ``_bwd_dq_kernel``: one program per (query block, batch item, channel chunk); walks the
-     key blocks and accumulates dQ += dS K^T.
-Nothing of size Nq x Nk is ever stored; memory is O(N * C).
+  2. ``_bwd_dkdv_kernel``: programs over key blocks (and channel chunks); each walks the query
+     blocks, recomputes P^T = exp(S^T - lse) from the saved lse, and accumulates
+     dV += P^T dO^T and dK += dS^T Q^T with dS = P * (dP - delta), dP = dO^T V. Above 64
+     channels it runs as two passes, dV (forming S^T) then dK
+     (forming S^T and dP^T), each holding one full-width accumulator, so no product is
+     formed once per channel chunk.
+  3. ``_bwd_dq_kernel``: programs over query blocks; each walks the key blocks and
+     accumulates dQ += dS K^T, full width (up to 512) for 16-bit and TF32 inputs.
+  The reduction axis of 2 and 3 is split like the forward's when the programs cannot fill
+  the SMs; the fp32 partial sums are added by one torch reduction. 16-bit and TF32 matmul
+  work at C = 512: 1.21x a FlashAttention-2-style backward (8 C against 7 C per block pair,
+  times padding; ``python -m uhrops.kernels.matmul_work``).
+Nothing of size Nq x Nk is ever stored; memory is O(N * C) (the split partials included).
 
 Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
 ``torch.get_float32_matmul_precision()``: "highest" (torch's default) uses
@@ -43,6 +60,7 @@ Nothing here imports torch.nn; argument checks are the caller's job (uhrops/atte
 
 from __future__ import annotations
 
+import functools
 
 import torch
 import triton
@@ -77,13 +95,16 @@ def _fwd_kernel(
     sob, soc, son,
     NQ, NK, CQ, CV,
     qk_scale,  # scale * log2(e)
+    KEYS_PER_SPLIT, N_VCHUNKS,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_v = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_VCHUNKS  # key split
+    pid_v = pid_z - pid_s * N_VCHUNKS  # value-channel chunk
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_v = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
@@ -100,9 +121,11 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
 
-    for n0 in range(0, NK, BLOCK_N):
+    n_lo = pid_s * KEYS_PER_SPLIT
+    n_hi = tl.minimum(NK, n_lo + KEYS_PER_SPLIT)
+    for n0 in range(n_lo, n_hi, BLOCK_N):
         offs_n = n0 + offs_nb
-        mask_n = offs_n < NK
+        mask_n = offs_n < n_hi
         s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for c0 in range(0, CQ, BLOCK_CR):
             cc = c0 + offs_c
@@ -124,11 +147,59 @@ def _fwd_kernel(
         m_i = m_new
 
     out = acc / l_i[:, None]
-    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_v[None, :] * soc,
-             out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_v[None, :])
-    if pid_v == 0:
-        lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
-        tl.store(LSE + pid_b * NQ + offs_m, lse, mask=mask_m)
+    lse2 = m_i + tl.log2(l_i)  # base 2
+    if SPLIT:
+        # Partial result of this key split, normalised by its own sum, with its base-2
+        # log-sum-exp; _fwd_combine_kernel weighs the splits. O is (splits, B, NQ, CV) fp32
+        # here and LSE (splits, B, NQ).
+        o_base = O + (pid_s * tl.num_programs(1) + pid_b) * NQ * CV
+        tl.store(o_base + offs_m[:, None] * CV + offs_v[None, :], out,
+                 mask=mask_m[:, None] & mask_v[None, :])
+        if pid_v == 0:
+            tl.store(LSE + (pid_s * tl.num_programs(1) + pid_b) * NQ + offs_m, lse2,
+                     mask=mask_m)
+    else:
+        tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_v[None, :] * soc,
+                 out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_v[None, :])
+        if pid_v == 0:
+            tl.store(LSE + pid_b * NQ + offs_m, lse2 * 0.6931471805599453, mask=mask_m)
+
+
+@triton.jit
+def _fwd_combine_kernel(
+    OP, LP, O, LSE,
+    sob, soc, son,
+    NQ, CV, SPLITS,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Weighs the key splits' partial outputs: lse = log2 sum_s 2^lse_s and
+    O = sum_s 2^(lse_s - lse) O_s (the softmax over all keys, exactly)."""
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    nb = tl.num_programs(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_m = offs_m < NQ
+    mask = mask_m[:, None] & (offs_c < CV)[None, :]
+
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    for sp in range(0, SPLITS):
+        m = tl.maximum(m, tl.load(LP + (sp * nb + pid_b) * NQ + offs_m, mask=mask_m,
+                                  other=0.0))
+    total = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+    for sp in range(0, SPLITS):
+        w = tl.exp2(tl.load(LP + (sp * nb + pid_b) * NQ + offs_m, mask=mask_m, other=0.0) - m)
+        part = tl.load(OP + (sp * nb + pid_b) * NQ * CV + offs_m[:, None] * CV
+                       + offs_c[None, :], mask=mask, other=0.0)
+        total += w
+        acc += w[:, None] * part
+    tl.store(O + pid_b * sob + offs_m[:, None] * son + offs_c[None, :] * soc,
+             (acc / total[:, None]).to(O.dtype.element_ty), mask=mask)
+    if pid_c == 0:
+        tl.store(LSE + pid_b * NQ + offs_m, (m + tl.log2(total)) * 0.6931471805599453,
+                 mask=mask_m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,13 +244,17 @@ def _bwd_dkdv_kernel(
     sdvb, sdvc, sdvn,
     NQ, NK, CQ, CV,
     qk_scale, scale,
+    ROWS_PER_SPLIT, N_CHUNKS, s_split,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
+    DO_DK: tl.constexpr, DO_DV: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_CHUNKS  # query split: its partial dK/dV go to slice pid_s of DK/DV
+    pid_c = pid_z - pid_s * N_CHUNKS
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -197,7 +272,8 @@ def _bwd_dkdv_kernel(
     dk_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
     dv_acc = tl.zeros([BLOCK_N, BLOCK_CO], tl.float32)
 
-    for m0 in range(0, NQ, BLOCK_M):
+    m_lo = pid_s * ROWS_PER_SPLIT
+    for m0 in range(m_lo, tl.minimum(NQ, m_lo + ROWS_PER_SPLIT), BLOCK_M):
         offs_m = m0 + offs_mb
         mask_m = offs_m < NQ
         # S^T = K^T Q  (BLOCK_N x BLOCK_M), reduced over the query/key channels
@@ -213,32 +289,38 @@ def _bwd_dkdv_kernel(
         lse2 = tl.load(LSE + pid_b * NQ + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
         pt = tl.exp2(st * qk_scale - lse2[None, :])
         pt = tl.where(mask_m[None, :] & mask_n[:, None], pt, 0.0)
-        # dV += P^T dO^T  (BLOCK_N x BLOCK_CO)
-        do_t = tl.load(do_base + offs_m[:, None] * sdn + offs_co[None, :] * sdc,
-                       mask=mask_m[:, None] & mask_v_out[None, :], other=0.0)
-        dv_acc = _mm(pt.to(do_t.dtype), do_t, dv_acc, PREC, UPCAST)
-        # dP^T = V^T dO  (BLOCK_N x BLOCK_M), reduced over the value channels
-        dpt = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-        for c0 in range(0, CV, BLOCK_CR):
-            cc = c0 + offs_cr
-            mask_c = cc < CV
-            v = tl.load(v_base + offs_n[:, None] * svn + cc[None, :] * svc,
-                        mask=mask_n[:, None] & mask_c[None, :], other=0.0)
-            do = tl.load(do_base + cc[:, None] * sdc + offs_m[None, :] * sdn,
-                         mask=mask_c[:, None] & mask_m[None, :], other=0.0)
-            dpt = _mm(v, do, dpt, PREC, UPCAST)
-        delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
-        dst = pt * (dpt - delta[None, :])
-        # dK += dS^T Q^T  (BLOCK_N x BLOCK_CO)
-        q_t = tl.load(q_base + offs_m[:, None] * sqn + offs_co[None, :] * sqc,
-                      mask=mask_m[:, None] & mask_k_out[None, :], other=0.0)
-        dk_acc = _mm(dst.to(q_t.dtype), q_t, dk_acc, PREC, UPCAST)
+        if DO_DV:
+            # dV += P^T dO^T  (BLOCK_N x BLOCK_CO)
+            do_t = tl.load(do_base + offs_m[:, None] * sdn + offs_co[None, :] * sdc,
+                           mask=mask_m[:, None] & mask_v_out[None, :], other=0.0)
+            dv_acc = _mm(pt.to(do_t.dtype), do_t, dv_acc, PREC, UPCAST)
+        if DO_DK:
+            # dP^T = V^T dO  (BLOCK_N x BLOCK_M), reduced over the value channels
+            dpt = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+            for c0 in range(0, CV, BLOCK_CR):
+                cc = c0 + offs_cr
+                mask_c = cc < CV
+                v = tl.load(v_base + offs_n[:, None] * svn + cc[None, :] * svc,
+                            mask=mask_n[:, None] & mask_c[None, :], other=0.0)
+                do = tl.load(do_base + cc[:, None] * sdc + offs_m[None, :] * sdn,
+                             mask=mask_c[:, None] & mask_m[None, :], other=0.0)
+                dpt = _mm(v, do, dpt, PREC, UPCAST)
+            delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
+            dst = pt * (dpt - delta[None, :])
+            # dK += dS^T Q^T  (BLOCK_N x BLOCK_CO)
+            q_t = tl.load(q_base + offs_m[:, None] * sqn + offs_co[None, :] * sqc,
+                          mask=mask_m[:, None] & mask_k_out[None, :], other=0.0)
+            dk_acc = _mm(dst.to(q_t.dtype), q_t, dk_acc, PREC, UPCAST)
 
-    dk_acc = dk_acc * scale
-    tl.store(DK + pid_b * sdkb + offs_n[:, None] * sdkn + offs_co[None, :] * sdkc,
-             dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
-    tl.store(DV + pid_b * sdvb + offs_n[:, None] * sdvn + offs_co[None, :] * sdvc,
-             dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
+    if DO_DK:
+        dk_acc = dk_acc * scale
+        tl.store(DK + pid_s.to(tl.int64) * s_split + pid_b * sdkb + offs_n[:, None] * sdkn
+                 + offs_co[None, :] * sdkc,
+                 dk_acc.to(DK.dtype.element_ty), mask=mask_n[:, None] & mask_k_out[None, :])
+    if DO_DV:
+        tl.store(DV + pid_s.to(tl.int64) * s_split + pid_b * sdvb + offs_n[:, None] * sdvn
+                 + offs_co[None, :] * sdvc,
+                 dv_acc.to(DV.dtype.element_ty), mask=mask_n[:, None] & mask_v_out[None, :])
 
 
 @triton.jit
@@ -251,13 +333,16 @@ def _bwd_dq_kernel(
     sdqb, sdqc, sdqn,
     NQ, NK, CQ, CV,
     qk_scale, scale,
+    KEYS_PER_SPLIT, N_CHUNKS, s_split,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_CR: tl.constexpr, BLOCK_CO: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
+    pid_z = tl.program_id(2)
+    pid_s = pid_z // N_CHUNKS  # key split: its partial dQ goes to slice pid_s of DQ
+    pid_c = pid_z - pid_s * N_CHUNKS
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_co = pid_c * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -275,7 +360,8 @@ def _bwd_dq_kernel(
     delta = tl.load(DELTA + pid_b * NQ + offs_m, mask=mask_m, other=0.0)
     dq_acc = tl.zeros([BLOCK_M, BLOCK_CO], tl.float32)
 
-    for n0 in range(0, NK, BLOCK_N):
+    n_lo = pid_s * KEYS_PER_SPLIT
+    for n0 in range(n_lo, tl.minimum(NK, n_lo + KEYS_PER_SPLIT), BLOCK_N):
         offs_n = n0 + offs_nb
         mask_n = offs_n < NK
         s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -304,7 +390,8 @@ def _bwd_dq_kernel(
         dq_acc = _mm(ds.to(k_t.dtype), k_t, dq_acc, PREC, UPCAST)
 
     dq_acc = dq_acc * scale
-    tl.store(DQ + pid_b * sdqb + offs_m[:, None] * sdqn + offs_co[None, :] * sdqc,
+    tl.store(DQ + pid_s.to(tl.int64) * s_split + pid_b * sdqb + offs_m[:, None] * sdqn
+             + offs_co[None, :] * sdqc,
              dq_acc.to(DQ.dtype.element_ty), mask=mask_m[:, None] & mask_out[None, :])
 
 
@@ -337,20 +424,25 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
     On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
     specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
     timed on hardware):
-      - fp16/bf16: forward 64x64 token blocks, 64-wide channel reduction tiles, value
-        chunks up to 256 (C = 512 -> 2 chunks, each recomputing S), 8 warps; backward 64x64
-        token blocks, 32-wide reduction tiles, 64-wide output-channel chunks (128 spilled
-        280 bytes in dK/dV on sm_90), 8 warps. No spills on sm_90.
+      - fp16/bf16, by the widest channel count: up to 64, everything in 64x64 blocks with
+        one dK/dV pass; 65-256, 64x64 blocks with the whole value width in the forward and
+        separate dV and dK passes (wgmma on sm_90 in both tiers); 257-512, 32-row blocks
+        (mma.sync: 64-row blocks with 512-wide accumulators spilled 150-1600 bytes), a dV pass
+        stepping 16 queries per 32-key block, a dK pass 32x32 and dQ 32x32, full width. 8
+        warps (4 for the 32x32 dK pass up to 256 query channels). No spills on sm_90.
       - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
         torch's default; "ieee" products run on the FMA units, which need more registers):
+        above 128 channels the full-width design with 32x16 forward blocks, a 32x32 dV pass,
+        a 32x16 dK pass and 32x16 dQ blocks; up to 128 channels
         forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
         backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
-        holds these to 128 registers and spills up to 28 bytes at some channel counts (the
+        holds these to 128 registers and spills up to 32 bytes at some channel counts (the
         compile check's documented bound; no configuration tried was spill-free everywhere).
-      - fp32 with "high"/"medium" precision (TF32 tensor cores, wgmma on sm_90): forward
-        64x64 blocks, 32-wide reduction tiles, value chunks up to 64; backward 64x64 blocks,
-        16-wide tiles, 32-wide output chunks; 8 warps. No spills on sm_90 (value chunks of
-        128 spilled 44 bytes, the 16-bit blocks up to 868).
+      - fp32 with "high"/"medium" precision (TF32 tensor cores): above 64 channels the
+        16-bit design with smaller blocks (fp32 tiles take twice the registers): forward
+        32x16 blocks with the whole value width, dV pass 16x32, dK pass 16x32 (4 warps up to
+        256 channels), dQ 16x16, full width; up to 64 channels 64x64 blocks with value chunks
+        up to 64 and 32-wide backward chunks. No spills on sm_90.
     Under the CPU interpreter 32-token blocks keep the test shapes multi-block and wider
     channel tiles keep the number of interpreted programs small.
     """
@@ -359,19 +451,57 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_DV": _pow2(cv, 16, 128), "BLOCK_CO": _pow2(max(cq, cv), 16, 256),
                 "WARPS_FWD": 4, "WARPS_BWD": 4, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32,
                 "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
+    if dtype == torch.float32 and _precision(dtype) == "ieee" and max(cq, cv) > 128:
+        # exact products on the FMA units, full width with small blocks (no spills on sm_90)
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 512),
+                "WARPS_FWD": 8, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 16, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 32, "BLOCK_N_DV": 32, "BLOCK_CR_DV": 16,
+                "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
+                "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 8}
     if dtype == torch.float32 and _precision(dtype) == "ieee":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 128),
                 "WARPS_FWD": 8, "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
                 "BLOCK_CO": _pow2(max(cq, cv), 32, 64), "WARPS_BWD": 8}
     if dtype == torch.float32:  # TF32 tensor cores: fp32 tiles take twice the registers
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 32),
+        if max(cq, cv) <= 64:
+            return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 32),
+                    "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
+                    "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
+                    "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CR": _pow2(cq, 16, 32),
+                "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 16, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": 16,
+                "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 32),
+                "BLOCK_M_DQ": 16, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
+                "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 4 if cq <= 256 else 8}
+    width = max(cq, cv)
+    if width <= 64:  # one dK/dV pass, everything 64 x 64 (wgmma on sm_90)
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
                 "BLOCK_DV": _pow2(cv, 16, 64), "WARPS_FWD": 8,
-                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": 16,
-                "BLOCK_CO": _pow2(max(cq, cv), 16, 32), "WARPS_BWD": 8}
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
-            "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
-            "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
-            "BLOCK_CO": _pow2(max(cq, cv), 16, 64), "WARPS_BWD": 8}
+                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
+                "BLOCK_CO": _pow2(width, 16, 64), "WARPS_BWD": 8}
+    if width <= 256:  # separate dV and dK passes, 64 x 64 blocks (wgmma on sm_90)
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": _pow2(cq, 16, 64),
+                "BLOCK_DV": _pow2(cv, 16, 256), "WARPS_FWD": 8,
+                "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
+                "BLOCK_CO": _pow2(width, 16, 256), "SEPARATE_DKDV": True,
+                "BLOCK_M_DV": 64, "BLOCK_N_DV": 64, "BLOCK_CR_DV": _pow2(cq, 16, 64),
+                "BLOCK_M_DQ": 64, "BLOCK_N_DQ": 64, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
+                "BLOCK_CO_DQ": _pow2(cq, 16, 256), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "WARPS_BWD": 8}
+    # up to 512: 32-row blocks (mma.sync), since 64-row ones spill with 512-wide accumulators
+    return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_CR": _pow2(cq, 16, 64),
+            "BLOCK_DV": _pow2(cv, 16, 512), "WARPS_FWD": 8,
+            "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 32, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 64),
+            "BLOCK_CO": _pow2(width, 16, 512), "SEPARATE_DKDV": True,
+            "BLOCK_M_DV": 16, "BLOCK_N_DV": 32, "BLOCK_CR_DV": _pow2(cq, 16, 64),
+            "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 32, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
+            "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+            "WARPS_BWD": 4 if cq <= 256 else 8}
 
 
 # Tests may replace this with a function returning other (power-of-two) blocks.
@@ -419,22 +549,84 @@ def _batch_chunks(b: int) -> list[tuple[int, int]]:
     return [(b0, min(b, b0 + GRID_LIMITS[1])) for b0 in range(0, b, GRID_LIMITS[1])]
 
 
+# What the Triton interpreter pretends to fill: enough for the tests' multi-block maps to take
+# the split paths, few enough that they do not multiply the interpreted programs.
+INTERPRETER_SMS = 8
+
+
+def sm_count(t: torch.Tensor) -> int:
+    """Streaming multiprocessors the launch should fill: the device's own count on CUDA; an
+    H100/H200's 132 when the launch is only planned (the compile check), so that the split
+    decisions recorded there are the ones an H100 would see; ``INTERPRETER_SMS`` otherwise."""
+    if t.device.type == "cuda":
+        return _cuda_sms(t.device.index if t.device.index is not None
+                         else torch.cuda.current_device())
+    return 132 if recording_launches() else INTERPRETER_SMS
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def splits_to_fill(programs: int, length: int, block: int, sms: int) -> tuple[int, int]:
+    """(splits, items per split) of a reduction axis of ``length`` items in blocks of
+    ``block``, so that ``programs * splits`` fills ``sms`` streaming multiprocessors.
+
+    Used for the forward's key axis and the backward's query (dK/dV) and key (dQ) axes: when
+    the blocks of the output axis, batch items and channel chunks give fewer programs than
+    SMs (FCtL's 23 x 23 map at batch 1: 17 blocks of 32 on 132 SMs), the reduction is cut
+    into whole-block ranges whose partial results are combined afterwards. Each range holds
+    ``blocks // needed`` blocks, so there are at least ``needed`` ranges (or one per block)."""
+    nblocks = triton.cdiv(length, block)
+    if programs >= sms or nblocks == 1:
+        return 1, nblocks * block
+    per = max(1, nblocks // triton.cdiv(sms, programs))
+    return triton.cdiv(nblocks, per), per * block
+
+
+def key_splits(nq: int, nk: int, b: int, n_vchunks: int, cfg: dict[str, int],
+               sms: int) -> tuple[int, int]:
+    """(splits, keys per split) of the forward: each split returns a partial softmax (its
+    output normalised by its own sum, and its log-sum-exp), which ``_fwd_combine_kernel``
+    weighs."""
+    programs = triton.cdiv(nq, cfg["BLOCK_M"]) * b * n_vchunks
+    return splits_to_fill(programs, nk, cfg["BLOCK_N"], sms)
+
+
 def _launch_fwd(q, k, v, out, lse, nq, nk, cq, cv, scale, cfg, query) -> None:
     b = q.shape[0]
-    grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b, triton.cdiv(cv, cfg["BLOCK_DV"]))
-    launch(_fwd_kernel, grid,
-           q, k, v, out, lse,
+    qb = triton.cdiv(nq, cfg["BLOCK_M"])
+    nv = triton.cdiv(cv, cfg["BLOCK_DV"])
+    splits, per = key_splits(nq, nk, b, nv, cfg, sm_count(query))
+    split = splits > 1
+    if split:
+        o_dst = torch.empty((splits, b, nq, cv), dtype=torch.float32, device=out.device)
+        l_dst = torch.empty((splits, b, nq), dtype=torch.float32, device=out.device)
+    else:
+        o_dst, l_dst = out, lse
+    launch(_fwd_kernel, (qb, b, splits * nv),
+           q, k, v, o_dst, l_dst,
            q.stride(0), q.stride(1), q.stride(2),
            k.stride(0), k.stride(1), k.stride(2),
            v.stride(0), v.stride(1), v.stride(2),
            out.stride(0), out.stride(1), out.stride(2),
            nq, nk, cq, cv,
            float(scale) * _LOG2E,
+           per, nv,
            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
            BLOCK_CR=cfg["BLOCK_CR"], BLOCK_DV=cfg["BLOCK_DV"],
-           PREC=_precision(query.dtype), UPCAST=_upcast(query),
+           SPLIT=split, PREC=_precision(query.dtype), UPCAST=_upcast(query),
            num_warps=cfg["WARPS_FWD"],
     )
+    if split:
+        bm, bc = 32, min(128, _pow2(cv, 16, 128))
+        launch(_fwd_combine_kernel, (triton.cdiv(nq, bm), b, triton.cdiv(cv, bc)),
+               o_dst, l_dst, out, lse,
+               out.stride(0), out.stride(1), out.stride(2),
+               nq, cv, splits,
+               BLOCK_M=bm, BLOCK_C=bc, num_warps=4,
+        )
 
 
 def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
@@ -472,6 +664,7 @@ def attention_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None,
 def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, nk, cq, cv,
                 scale, cfg, prec, query) -> None:
     b = q.shape[0]
+    sms = sm_count(query)
     bm, bn = cfg["BLOCK_M_BWD"], cfg["BLOCK_N_BWD"]
     launch(_bwd_delta_kernel, (triton.cdiv(nq, bm), b),
            o, do, dlse, delta,
@@ -480,31 +673,59 @@ def _launch_bwd(q, k, v, do, o, lse, dlse, delta, dq3, dk3, dv3, has_dlse, nq, n
            nq, cv,
            HAS_DLSE=has_dlse, BLOCK_M=bm, BLOCK_C=cfg["BLOCK_CR_BWD"],
     )
-    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_CR=cfg["BLOCK_CR_BWD"],
-                  BLOCK_CO=cfg["BLOCK_CO"], PREC=prec, UPCAST=_upcast(query),
-                  num_warps=cfg["WARPS_BWD"])
-    grid = (triton.cdiv(nk, bn), b, triton.cdiv(max(cq, cv), cfg["BLOCK_CO"]))
-    launch(_bwd_dkdv_kernel, grid,
-           q, k, v, do, lse, delta, dk3, dv3,
-           q.stride(0), q.stride(1), q.stride(2),
-           k.stride(0), k.stride(1), k.stride(2),
-           v.stride(0), v.stride(1), v.stride(2),
-           do.stride(0), do.stride(1), do.stride(2),
-           dk3.stride(0), dk3.stride(1), dk3.stride(2),
-           dv3.stride(0), dv3.stride(1), dv3.stride(2),
-           nq, nk, cq, cv,
-           float(scale) * _LOG2E, float(scale),
-           **common,
-    )
-    grid = (triton.cdiv(nq, bm), b, triton.cdiv(cq, cfg["BLOCK_CO"]))
-    launch(_bwd_dq_kernel, grid,
-           q, k, v, do, lse, delta, dq3,
-           q.stride(0), q.stride(1), q.stride(2),
-           k.stride(0), k.stride(1), k.stride(2),
-           v.stride(0), v.stride(1), v.stride(2),
-           do.stride(0), do.stride(1), do.stride(2),
-           dq3.stride(0), dq3.stride(1), dq3.stride(2),
-           nq, nk, cq, cv,
-           float(scale) * _LOG2E, float(scale),
-           **common,
-    )
+    strides = (q.stride(0), q.stride(1), q.stride(2),
+               k.stride(0), k.stride(1), k.stride(2),
+               v.stride(0), v.stride(1), v.stride(2),
+               do.stride(0), do.stride(1), do.stride(2))
+    scales = (float(scale) * _LOG2E, float(scale))
+    base = dict(PREC=prec, UPCAST=_upcast(query))
+
+    # dK and dV: programs over key blocks, reducing over the queries
+    if cfg.get("SEPARATE_DKDV"):
+        # Two passes, each holding one full-width accumulator: the dV pass forms S^T, the dK
+        # pass S^T and dP^T, each once per (key, query) block pair.
+        passes = [(False, True, cv, cfg.get("BLOCK_M_DV", bm), cfg.get("BLOCK_N_DV", bn),
+                   cfg.get("BLOCK_CR_DV", cfg["BLOCK_CR_BWD"]), cfg.get("WARPS_DV", 8)),
+                  (True, False, cq, bm, bn, cfg["BLOCK_CR_BWD"], cfg["WARPS_BWD"])]
+    else:
+        passes = [(True, True, max(cq, cv), bm, bn, cfg["BLOCK_CR_BWD"], cfg["WARPS_BWD"])]
+    for do_dk, do_dv, width, pbm, pbn, pcr, warps in passes:
+        block_co = _pow2(width, 16, cfg["BLOCK_CO"])
+        chunks = triton.cdiv(width, block_co)
+        splits, rows = splits_to_fill(triton.cdiv(nk, pbn) * b * chunks, nq, pbm, sms)
+        dk_dst, dv_dst, s_split = dk3, dv3, 0
+        if splits > 1:  # fp32 partial sums per query range, added below
+            shape = (splits, b, width, nk)
+            dk_dst = torch.empty(shape, dtype=torch.float32, device=q.device) if do_dk else dk3
+            dv_dst = torch.empty(shape, dtype=torch.float32, device=q.device) if do_dv else dv3
+            s_split = width * nk * b
+        launch(_bwd_dkdv_kernel, (triton.cdiv(nk, pbn), b, splits * chunks),
+               q, k, v, do, lse, delta, dk_dst, dv_dst, *strides,
+               dk_dst.stride(-3), dk_dst.stride(-2), dk_dst.stride(-1),
+               dv_dst.stride(-3), dv_dst.stride(-2), dv_dst.stride(-1),
+               nq, nk, cq, cv, *scales, rows, chunks, s_split,
+               BLOCK_M=pbm, BLOCK_N=pbn, BLOCK_CR=pcr, BLOCK_CO=block_co,
+               DO_DK=do_dk, DO_DV=do_dv, num_warps=warps, **base)
+        if splits > 1:
+            if do_dk:
+                dk3.copy_(dk_dst[:, :, :cq].sum(dim=0))
+            if do_dv:
+                dv3.copy_(dv_dst[:, :, :cv].sum(dim=0))
+
+    # dQ: programs over query blocks, reducing over the keys
+    bm_dq, bn_dq = cfg.get("BLOCK_M_DQ", bm), cfg.get("BLOCK_N_DQ", bn)
+    block_co = cfg.get("BLOCK_CO_DQ", cfg["BLOCK_CO"])
+    chunks = triton.cdiv(cq, block_co)
+    splits, keys = splits_to_fill(triton.cdiv(nq, bm_dq) * b * chunks, nk, bn_dq, sms)
+    dq_dst, s_split = dq3, 0
+    if splits > 1:
+        dq_dst = torch.empty((splits, b, cq, nq), dtype=torch.float32, device=q.device)
+        s_split = dq_dst.stride(0)
+    launch(_bwd_dq_kernel, (triton.cdiv(nq, bm_dq), b, splits * chunks),
+           q, k, v, do, lse, delta, dq_dst, *strides,
+           dq_dst.stride(-3), dq_dst.stride(-2), dq_dst.stride(-1),
+           nq, nk, cq, cv, *scales, keys, chunks, s_split,
+           BLOCK_M=bm_dq, BLOCK_N=bn_dq, BLOCK_CR=cfg.get("BLOCK_CR_DQ", cfg["BLOCK_CR_BWD"]),
+           BLOCK_CO=block_co, num_warps=cfg.get("WARPS_DQ", cfg["WARPS_BWD"]), **base)
+    if splits > 1:
+        dq3.copy_(dq_dst.sum(dim=0))
