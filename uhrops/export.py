@@ -196,11 +196,20 @@ def _take(x: Tensor, dim: int, start: int, stop: int, step: int = 1) -> Tensor:
     return x[..., start:stop:step, :] if dim == -2 else x[..., start:stop:step]
 
 
+def _at_least(n: Any, k: int, what: str) -> bool:
+    """``n >= k`` for a plain size; for a symbolic (dynamic) size, assume it and record the
+    assumption as a runtime check instead of a guard that would specialise the size."""
+    if isinstance(n, int):
+        return n >= k
+    torch._check(n >= k, lambda: f"uhrops export: {what} needs a side of at least {k}")
+    return True
+
+
 def _pad_reflect101(x: Tensor, dim: int, before: int, after: int) -> Tensor:
     """Reflect-101 padding along ``dim`` (-2 or -1), folded again on short sides."""
     n = x.shape[dim]
-    if n > max(before, after):  # one reflection suffices: slices, no gather
-        parts = [_take(x, dim, i, i + 1) for i in range(before, 0, -1)]
+    if _at_least(n, max(before, after) + 1, "the pyramid's reflect-101 border"):
+        parts = [_take(x, dim, i, i + 1) for i in range(before, 0, -1)]  # slices, no gather
         parts.append(x)
         parts += [_take(x, dim, n - 2 - i, n - 1 - i) for i in range(after)]
         return torch.cat(parts, dim=dim)
@@ -222,7 +231,8 @@ def _decimate(a: Tensor, dim: int, m: int) -> Tensor:
 def _down_axis(x: Tensor, dim: int) -> Tensor:
     n = x.shape[dim]
     m = (n + 1) // 2
-    return _decimate(_pad_reflect101(x, dim, 2, 2 * m + 1 - n), dim, m)
+    # padded positions -2 .. 2m: 2 before, 2m + 1 - n after (1 for even n, 2 for odd n)
+    return _decimate(_pad_reflect101(x, dim, 2, 2 if n % 2 else 1), dim, m)
 
 
 def _interleave(even: Tensor, odd: Tensor, dim: int) -> Tensor:
@@ -237,13 +247,12 @@ def _up_axis(x: Tensor, dim: int, size: int) -> Tensor:
     """Expand one axis: even[i] = (a[i] + 6 a[i+1] + a[i+2]) / 8, odd[i] = (a[i+1] + a[i+2]) / 2
     with a = [x[1], x[0..n-1], x[n-1]] (x[0] first when n == 1), cropped to ``size``."""
     n = x.shape[dim]
-    first = _take(x, dim, 1, 2) if n > 1 else _take(x, dim, 0, 1)
+    first = _take(x, dim, 1, 2) if _at_least(n, 2, "pyr_up") else _take(x, dim, 0, 1)
     a = torch.cat([first, x, _take(x, dim, n - 1, n)], dim=dim)
     even = (_take(a, dim, 0, n) + _take(a, dim, 2, n + 2)) + 6 * _take(a, dim, 1, n + 1)
     even = even * 0.125
     odd = (_take(a, dim, 1, n + 1) + _take(a, dim, 2, n + 2)) * 0.5
-    out = _interleave(even, odd, dim)
-    return out if size == 2 * n else _take(out, dim, 0, size)
+    return _take(_interleave(even, odd, dim), dim, 0, size)  # (no size test: no guard)
 
 
 def _pyr_down(x: Tensor, backend: str) -> Tensor:
@@ -505,7 +514,7 @@ def to_onnx(module: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
     program = torch.onnx.export(ep, tuple(args), input_names=list(input_names or []) or None,
                                 output_names=list(output_names or []) or None,
                                 opset_version=opset_version, optimize=optimize,
-                                dynamo=True, external_data=False)
+                                dynamo=True, external_data=False, verbose=False)
     proto = program.model_proto
     if metadata:
         keep = [p for p in proto.metadata_props if p.key not in metadata]
