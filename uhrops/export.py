@@ -30,16 +30,17 @@ Convention:
       the saved statistic, removed by dead-code elimination when unused): O(Nq * Nk) memory in
       the exported graph, as in any standard-op attention.
     - Tiling ops (``extract_patches``, ``merge_patches``, ``extract_contexts``) bake the patch
-      grid into the graph (static image size): slices, zero/constant padding, sums, and the
-      resize of contexts as two constant matrices (the exact weights of torch's
-      (antialiased) bilinear resize).
+      grid into the graph (static image size): slices, zero/constant padding, sums, and
+      torch's (antialiased) bilinear resize of the context windows (ONNX ``Resize`` with
+      ``antialias=1``).
+    - ``merge_patches`` with a weight ("gaussian" or a tensor) does not export: its Python
+      checks read the weight's values; ``weight=None`` ("mean" or "sum") does.
     - Backward-only ops (adjoints, attention backward) have no decomposition: export
       inference graphs (``model.eval()``, no autograd).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
@@ -213,8 +214,9 @@ def _pad_reflect101(x: Tensor, dim: int, before: int, after: int) -> Tensor:
         parts.append(x)
         parts += [_take(x, dim, n - 2 - i, n - 1 - i) for i in range(after)]
         return torch.cat(parts, dim=dim)
-    idx = [_reflect101(p, n) for p in range(-before, n + after)]  # n is a plain int here
-    return x.index_select(dim, torch.tensor(idx, device=x.device))
+    # a side of 1-2 samples (n is a plain int here): a few slices, no index constant
+    idx = [_reflect101(p, n) for p in range(-before, n + after)]
+    return torch.cat([_take(x, dim, i, i + 1) for i in idx], dim=dim)
 
 
 def _decimate(a: Tensor, dim: int, m: int) -> Tensor:
@@ -300,11 +302,14 @@ def _context_attention(query: Tensor, key: Tensor, value: Tensor, scale: float,
 # --------------------------------------------------------------------------------------------
 
 
-def _axis_coverage(starts: Sequence[int], p: int, size: int) -> list[float]:
-    c = [0.0] * size
+def _axis_coverage(starts: Sequence[int], p: int, size: int, dtype: torch.dtype,
+                   device: torch.device) -> Tensor:
+    """Number of patches covering each position of one axis, built from ones and zero
+    padding (no tensor literal, which a traced decomposition cannot hold)."""
+    c = torch.zeros(size, dtype=dtype, device=device)
     for s in starts:
-        for i in range(s, min(s + p, size)):
-            c[i] += 1.0
+        e = min(s + p, size)
+        c = c + F.pad(torch.ones(e - s, dtype=dtype, device=device), (s, size - e))
     return c
 
 
@@ -319,8 +324,8 @@ def _inverse_norm(weight: Optional[Tensor], ys: Sequence[int], xs: Sequence[int]
                   pw: int, H: int, W: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """1 / Σ_k w_k at every pixel (0 where no patch covers), (H, W)."""
     if weight is None:  # constant weights: patch counts per axis, an outer product
-        cy = torch.tensor(_axis_coverage(ys, ph, H), dtype=dtype, device=device)
-        cx = torch.tensor(_axis_coverage(xs, pw, W), dtype=dtype, device=device)
+        cy = _axis_coverage(ys, ph, H, dtype, device)
+        cx = _axis_coverage(xs, pw, W, dtype, device)
         norm = cy[:, None] * cx[None, :]
     else:
         w = weight.to(dtype)
@@ -380,40 +385,34 @@ def _tile_scatter(patches: Tensor, weight: Optional[Tensor], ys: List[int], xs: 
     return out.to(patches.dtype)
 
 
-@functools.lru_cache(maxsize=64)
-def _resize_matrix(n_in: int, n_out: int, antialias: bool) -> Tensor:
-    """(n_out, n_in) matrix of torch's bilinear (antialiased) resize along one axis, float64.
-
-    Read off the resize itself (columns = images of the unit vectors), so the weights are
-    torch's exactly; the second axis is left at 2 samples (an identity resize) because torch's
-    antialiased kernel mishandles an output one sample wide (see uhrops.tiling._resize)."""
-    if n_in == n_out:
-        return torch.eye(n_in, dtype=torch.float64)
-    basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1).expand(
-        n_in, 1, n_in, 2).contiguous()
-    out = F.interpolate(basis, size=(n_out, 2), mode="bilinear", align_corners=False,
-                        antialias=antialias)
-    return out[:, 0, :, 0].t().contiguous()
+def _resize(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
+    """Bilinear (antialiased) resize of the last two axes, half-pixel centres."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    if antialias and size[1] == 1 and t.shape[-2] != size[0]:
+        # torch's antialiased kernel ignores the H filter for a one-column output (2.4-2.13);
+        # the op resizes the transpose, so does this
+        return F.interpolate(t.transpose(-1, -2), size=(size[1], size[0]), mode="bilinear",
+                             align_corners=False, antialias=True).transpose(-1, -2)
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False,
+                         antialias=antialias)
 
 
 def _tile_contexts(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, oh: int,
                    ow: int, pad_value: float, antialias: bool, backend: str) -> Tensor:
     B, C, H, W = image.shape
-    cdt = torch.float32 if image.dtype in _HALF else image.dtype
     top, left = max(0, -min(ys)), max(0, -min(xs))
     bottom, right = max(0, max(ys) + wh - H), max(0, max(xs) + ww - W)
-    src = _work(image) if image.dtype in _HALF else image
-    if top or left or bottom or right:
+    src = _work(image)
+    if top or left or bottom or right:  # the windows read pad_value outside the image
         src = F.pad(src, (left, right, top, bottom), value=pad_value)
-    rh = _resize_matrix(wh, oh, antialias).to(cdt)
-    rw_t = _resize_matrix(ww, ow, antialias).to(cdt).t()
     out = []
     for y in ys:
-        rows = src[:, :, y + top:y + top + wh]  # (B, C, wh, W')
-        vert = rows if wh == oh else torch.matmul(rh, rows)  # (B, C, oh, W')
+        # separable, as the op: each row of windows resized along H once, then each window
+        # along W (the filter is per axis, so this equals the 2-D resize of each window)
+        vert = _resize(src[:, :, y + top:y + top + wh], (oh, src.shape[-1]), antialias)
         for x in xs:
-            win = vert[..., x + left:x + left + ww]
-            out.append(win if ww == ow else torch.matmul(win, rw_t))
+            out.append(_resize(vert[..., x + left:x + left + ww], (oh, ow), antialias))
     return torch.stack(out, dim=1).reshape(B * len(out), C, oh, ow).to(image.dtype)
 
 

@@ -131,7 +131,8 @@ def export_spec(task: Task, model: nn.Module, size: Sequence[int] | None,
         args = (torch.rand(2, 3, p, p),) + tuple(
             torch.rand(1 if s == "global" else 2, 3, p, p) for s in scales)
         module = FCtLExportWrapper(model, scales)
-        shapes = ({0: batch},) + tuple(None if s == "global" else {0: batch} for s in scales)
+        ctx_shapes = tuple(None if s == "global" else {0: batch} for s in scales)
+        shapes = ({0: batch}, ctx_shapes) if scales else ({0: batch},)  # *contexts: one tuple
         if dynamic:
             print("zoo.export: FCtL exports with a dynamic batch and a fixed patch size "
                   f"({p}); its decoder crops at fixed offsets of the patch.")
