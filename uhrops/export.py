@@ -41,7 +41,6 @@ Convention:
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
