@@ -17,8 +17,9 @@ shared machine hits all of them alike. Contenders:
 - ``onnxruntime static``: the same network exported at this size.
 
 Both runtimes get the same thread count (torch's). The ONNX outputs are compared with the
-eager fp32 logits (max relative error, argmax agreement). Medians, the paired ratios
-(eager / ONNX Runtime: > 1 means ONNX Runtime is faster) and the metadata go to
+eager fp32 logits (max relative error, argmax agreement). Wall and process CPU time (all
+threads) of every call; medians, the paired ratios (eager / ONNX Runtime: > 1 means ONNX
+Runtime is faster), the load average and the metadata go to
 ``benchmarks/results/onnx-cpu.json`` (``--quick``: 96 px, one round, results-quick folder).
 """
 
@@ -115,21 +116,36 @@ def run(size: int, rounds: int) -> dict[str, Any]:
         err = float((out - ref).abs().max()) / float(ref.abs().max())
         agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
         accuracy[name] = {"max_rel_err": err, "argmax_agreement": agree}
-    t0 = time.process_time()
-    times = paired_rounds(fns, rounds)
-    cpu_s = time.process_time() - t0
+    # process CPU time of every call too (all threads, ONNX Runtime's included): steadier
+    # than wall time on a shared machine (the first entry is paired_rounds' warm-up call)
+    cpu_ms: dict[str, list[float]] = {n: [] for n in fns}
+
+    def with_cpu(name: str):
+        def call() -> Any:
+            c0 = time.process_time()
+            out = fns[name]()
+            cpu_ms[name].append((time.process_time() - c0) * 1e3)
+            return out
+        return call
+
+    times = paired_rounds({n: with_cpu(n) for n in fns}, rounds)
     rows = []
     for name, ts in times.items():
-        row = {"contender": name, "size": size, "rounds": len(ts), "median_ms": statistics.median(ts),
-               "times_ms": ts}
+        cpu = cpu_ms[name][1:]
+        row = {"contender": name, "size": size, "rounds": len(ts),
+               "median_ms": statistics.median(ts), "times_ms": ts,
+               "median_cpu_ms": statistics.median(cpu), "cpu_ms": cpu}
         if name in accuracy:
             row.update(accuracy[name])
         rows.append(row)
-    ratios = {}
+    ratios, cpu_ratios = {}, {}
     for eager_name in ("eager fp32", "eager fp32+cl+fold"):
         for ort_name in ("onnxruntime dynamic", "onnxruntime static"):
-            ratios[f"{eager_name} / {ort_name}"] = statistics.median(
+            key = f"{eager_name} / {ort_name}"
+            ratios[key] = statistics.median(
                 a / b for a, b in zip(times[eager_name], times[ort_name]))
+            cpu_ratios[key] = statistics.median(
+                a / b for a, b in zip(cpu_ms[eager_name][1:], cpu_ms[ort_name][1:]))
     for p in paths.values():
         os.remove(p)
     os.rmdir(tmp)
@@ -137,7 +153,7 @@ def run(size: int, rounds: int) -> dict[str, Any]:
 
     return {"model": desc, "size": size, "batch": 1, "threads": threads,
             "folded_batch_norms": folded, "export_s": export_s, "rows": rows,
-            "paired_median_ratios": ratios, "process_cpu_s_timed_rounds": cpu_s,
+            "paired_median_ratios": ratios, "paired_median_cpu_ratios": cpu_ratios,
             "onnxruntime": onnxruntime.__version__}
 
 
@@ -166,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["rows"]:
         extra = (f"  max rel err {row['max_rel_err']:.1e}, argmax agree "
                  f"{row['argmax_agreement']:.4f}" if "max_rel_err" in row else "")
-        print(f"{row['contender']:>22}: {row['median_ms']:9.1f} ms{extra}")
+        print(f"{row['contender']:>22}: {row['median_ms']:9.1f} ms wall, "
+              f"{row['median_cpu_ms']:9.1f} ms CPU{extra}")
     for k, v in result["paired_median_ratios"].items():
-        print(f"  {k}: {v:.2f}x")
+        print(f"  {k}: {v:.2f}x wall, {result['paired_median_cpu_ratios'][k]:.2f}x CPU")
     print(f"-> {path}")
     return 0
 
