@@ -2,6 +2,8 @@
 
     python -m zoo.infer --config NAME|PATH --checkpoint FILE IMAGE [IMAGE ...] --out DIR
                         [--tta] [--set key=value ...] [--overwrite]
+    python -m zoo.infer --engine onnxruntime --model FILE.onnx IMAGE [IMAGE ...] --out DIR
+                        [--config NAME|PATH] [--tta] [--set key=value ...] [--overwrite]
 
 For each image ``<name>.<ext>`` it writes ``<name>_mask.png`` (class indices),
 ``<name>_color.png`` (the dataset palette) and ``<name>_overlay.png`` (image and colours
