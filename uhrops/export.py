@@ -41,10 +41,12 @@ Convention:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
+import torch._decomp
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -491,6 +493,28 @@ def require_onnx(what: str = "ONNX export") -> None:
             f"pip install 'uhrops[onnx]' (onnx, onnxscript and onnxruntime).")
 
 
+@contextlib.contextmanager
+def _in_onnx_decompositions() -> Iterator[bool]:
+    """The uhrops decompositions added to the table ``torch.onnx.export(dynamo=True)`` reads
+    (``torch._decomp.decomposition_table``) for the duration of one export, then removed.
+
+    The exporter re-traces the program once to decompose what ONNX lacks; with uhrops' ops in
+    that table they go in the same pass (a second re-trace costs as much as the first: ~10 s
+    for WSDNet). Inductor and eager never read this table, and entries already present are
+    left alone. Yields False where the table does not exist (the caller decomposes first)."""
+    table = getattr(torch._decomp, "decomposition_table", None)
+    if not isinstance(table, dict):
+        yield False
+        return
+    added = {op: fn for op, fn in decompositions().items() if op not in table}
+    table.update(added)
+    try:
+        yield True
+    finally:
+        for op in added:
+            table.pop(op, None)
+
+
 def to_onnx(module: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
             input_names: Sequence[str] | None = None,
             output_names: Sequence[str] | None = None, dynamic_shapes: Any = None,
@@ -499,8 +523,9 @@ def to_onnx(module: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
     """Export ``module`` (with uhrops ops) to an ONNX file at ``path``, written atomically.
 
     Convention:
-        :func:`export` (torch.export, uhrops ops decomposed), then
-        ``torch.onnx.export(dynamo=True)`` with ``input_names``/``output_names``; ``metadata``
+        ``torch.export.export`` (non-strict), then ``torch.onnx.export(dynamo=True)`` with
+        ``input_names``/``output_names``, the uhrops ops decomposed by :func:`decompositions`
+        in the exporter's own decomposition pass; ``metadata``
         (str -> str) goes into the model's ``metadata_props``. The weights are stored inside
         the file (models above 2 GB need ONNX external data: not done here). Returns the
         path. Needs ``pip install 'uhrops[onnx]'`` (:class:`MissingExtraError` otherwise).
@@ -508,11 +533,15 @@ def to_onnx(module: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
     require_onnx()
     import onnx
 
-    ep = export(module, args, dynamic_shapes=dynamic_shapes)
-    program = torch.onnx.export(ep, tuple(args), input_names=list(input_names or []) or None,
-                                output_names=list(output_names or []) or None,
-                                opset_version=opset_version, optimize=optimize,
-                                dynamo=True, external_data=False, verbose=False)
+    ep = torch.export.export(module, tuple(args), dynamic_shapes=dynamic_shapes, strict=False)
+    with _in_onnx_decompositions() as merged:
+        if not merged:  # this torch has no such table: decompose first (one more re-trace)
+            ep = ep.run_decompositions(decompositions())
+        program = torch.onnx.export(ep, tuple(args),
+                                    input_names=list(input_names or []) or None,
+                                    output_names=list(output_names or []) or None,
+                                    opset_version=opset_version, optimize=optimize,
+                                    dynamo=True, external_data=False, verbose=False)
     proto = program.model_proto
     if metadata:
         keep = [p for p in proto.metadata_props if p.key not in metadata]
