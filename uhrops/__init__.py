@@ -14,6 +14,7 @@ from uhrops._backend import (
     use_backend,
 )
 from uhrops import checks  # the argument checks, a module (so not in __all__, which lists ops)
+from uhrops import export  # torch.export / ONNX decompositions of the ops, a module likewise
 from uhrops.attention import LocalContextCorrelation, context_attention
 from uhrops.pyramid import (
     GaussianPyramid,

@@ -424,6 +424,11 @@ def _max_levels(H: int, W: int) -> int:
 
 def _check_levels(levels: object, H: int, W: int, op: str) -> int:
     levels = _checks.check_int(levels, "levels", op, minimum=1)
+    if not (isinstance(H, int) and isinstance(W, int)):
+        # symbolic sizes (torch.export / compile with dynamic shapes): comparing them here
+        # would add a guard on min(H, W) that pins the exported sizes; the ops' shapes still
+        # follow the same rule
+        return levels
     most = _max_levels(H, W)
     if levels > most:
         chain, n = [min(H, W)], min(H, W)

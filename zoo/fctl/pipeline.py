@@ -276,7 +276,8 @@ class FCtLSegmenter(nn.Module):
                  context_resize: str = "float") -> None:
         super().__init__()
         op = "FCtLSegmenter"
-        if not isinstance(model, FCtL):
+        # (or a stand-in that is called the same way: the ONNX Runtime engine's OnnxFCtL)
+        if not isinstance(model, FCtL) and not getattr(model, "fctl_compatible", False):
             raise TypeError(f"{op}(): `model` must be a zoo FCtL; got {type(model).__name__}.")
         self.merge = checks.check_choice(merge, "merge", op, ("sum", "mean"))
         if refiner is not None:
