@@ -370,9 +370,9 @@ class SRHead(nn.Module):
         if not (self.checkpoint and self.training):
             return self._tail(self._stages(x, 0, last))
         # Two segments: only d8 and the 1/4 -> 1/2 stage's output are kept for backward. One
-        # segment would keep less, but its recomputation would hold the whole head's
-        # activations at once during backward, on top of the rest of the model's (the SR
-        # head's backward runs first), and the step's peak would not go down.
+        # segment keeps less, but its recomputation holds the whole head's activations at
+        # once during backward, on top of the rest of the model's (the SR head's backward
+        # runs first): haar1 at 1248^2, saved 510 vs 605 MiB per image but peak 1633 vs 1348.
         x = checkpoint_segment(lambda t: self._stages(t, 0, last), self.stages[:last], x)
         return checkpoint_segment(self._tail, [self.stages[last], self.out], x)
 
