@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import platform
 import warnings
@@ -214,11 +213,6 @@ def measure(sizes: list[int], validate: list[int], log=print) -> dict[str, Any]:
                 f"fake {row['saved_fake'] / 2**20:.1f} MiB, peak real "
                 f"{row['peak_real'] / 2**20:.1f} / fake {row['peak_fake'] / 2**20:.1f} MiB")
     return doc
-
-
-def batch_that_fits(doc: dict[str, Any], variant: str, size: int) -> int:
-    v = doc["variants"][variant]
-    return int(math.floor((doc["device_bytes"] - v["fixed"]) / v["crops"][str(size)]["peak"]))
 
 
 def main(argv: list[str] | None = None) -> None:
