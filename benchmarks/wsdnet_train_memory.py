@@ -23,7 +23,8 @@ dtypes and storages without data), so a 2560² crop costs no memory; ``--validat
 also run on real tensors and both counts are written side by side (they must agree; the
 tests check it at a small size). Weights, gradients and the optimizer state are not included
 (they do not depend on the crop): :func:`fixed_bytes` gives them for the "batch that fits"
-column, which divides 80 GB less those by the peak per image.
+column of the README block (``benchmarks.report``: 80 GB less those, divided by the peak
+per image).
 """
 
 from __future__ import annotations
