@@ -21,6 +21,11 @@ nothing):
   shared memory, tensor-core instructions and the widest global load/store.
 - ``bench:models``: whole-model rows (every protocol variant), the papers' figures with our
   ratio, and the GPU goals (rows read "not measured" without a CUDA run).
+- ``bench:wsdnet-memory``: WSDNet's training-step activation memory per crop and SR-head /
+  checkpointing variant, and the batch that fits 80 GB, from ``wsdnet-train-memory.json``
+  (``python -m benchmarks.wsdnet_train_memory``).
+- ``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on real
+  DeepGlobe crops, from ``wsl-magnitudes.json`` (``python -m benchmarks.wsl_magnitudes``).
 
 Plots (Pillow only, :mod:`benchmarks.plot`): ``ops-speedup-<tag>.png`` per machine (speed-up
 against the fastest anchor for every case; attention's memory ratio against SDPA math) and
@@ -44,7 +49,12 @@ from typing import Any, Iterable
 from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "attention-work", "models")
+BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "attention-work", "models",
+          "wsdnet-memory", "wsl-magnitudes")
+# Results files of single benchmarks, each rendered into its own block (not device results).
+WSDNET_MEMORY_FILE = "wsdnet-train-memory.json"
+WSL_MAGNITUDES_FILE = "wsl-magnitudes.json"
+OWN_FILES = (WSDNET_MEMORY_FILE, WSL_MAGNITUDES_FILE)
 FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
 # family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
 CRITERIA: dict[str, tuple[str, str, str]] = {
@@ -103,6 +113,8 @@ def load_all(results_dir: str, warn: bool = True) -> dict[str, dict[str, Any]]:
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         if os.path.basename(path).startswith("kernels-"):
             continue  # compile-check reports: see load_kernel_reports
+        if os.path.basename(path) in OWN_FILES:
+            continue  # single-benchmark files: see load_own
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -117,6 +129,16 @@ def load_all(results_dir: str, warn: bool = True) -> dict[str, dict[str, Any]]:
         tag = doc.get("device_tag") or os.path.splitext(os.path.basename(path))[0]
         docs[tag] = doc
     return dict(sorted(docs.items(), key=lambda kv: (not kv[0].startswith("cpu"), kv[0])))
+
+
+def load_own(results_dir: str, name: str) -> dict[str, Any] | None:
+    """One of :data:`OWN_FILES`, or None when it is absent or unreadable."""
+    try:
+        with open(os.path.join(results_dir, name), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def load_kernel_reports(results_dir: str) -> dict[int, dict[str, Any]]:
@@ -596,12 +618,99 @@ def goals_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return md_table(["GPU goal", "target", "best measured", "status"], body)
 
 
+# ---- WSDNet training memory and Wavelet Smooth Loss magnitudes -------------------------------
+
+MIB = 2 ** 20
+
+
+def _pct(x: float, ref: float) -> str:
+    return f"{100 * x / ref:.0f} %"
+
+
+def wsdnet_memory_block(doc: dict[str, Any] | None) -> str:
+    """``bench:wsdnet-memory``: saved and peak activation memory per image of a WSDNet training
+    step per crop and variant, the FLOPs, the batch that fits the device and the fake- vs
+    real-tensor validation, from ``wsdnet-train-memory.json``."""
+    if not doc:
+        return (f"Not measured: run `python -m benchmarks.wsdnet_train_memory` (writes "
+                f"benchmarks/results/{WSDNET_MEMORY_FILE}).")
+    variants = doc["variants"]
+    names = list(variants)
+    ref = names[0]
+    crops = sorted({int(c) for v in variants.values() for c in v["crops"]})
+    header = ["crop"] + [f"`{n}`: saved · peak" for n in names]
+    body = []
+    for c in crops:
+        row = [f"{c}²"]
+        base = variants[ref]["crops"].get(str(c))
+        for n in names:
+            r = variants[n]["crops"].get(str(c))
+            if r is None:
+                row.append("—")
+            elif n == ref or base is None:
+                row.append(f"{fnum(r['saved'] / MIB)} · {fnum(r['peak'] / MIB)}")
+            else:
+                row.append(f"{fnum(r['saved'] / MIB)} ({_pct(r['saved'], base['saved'])}) · "
+                           f"{fnum(r['peak'] / MIB)} ({_pct(r['peak'], base['peak'])})")
+        body.append(row)
+    parts = [f"MiB per image (batch {doc['batch']}, {doc['dtype']}; in parentheses: against "
+             f"`{ref}`), `{doc['command']}`, torch {doc['torch']}, {doc['date']}. Variants:",
+             "\n".join(f"- `{n}`: {v['description']}; WSDNet kwargs `{json.dumps(v['kwargs'])}`"
+                       for n, v in variants.items()),
+             md_table(header, body)]
+    flops = [[f"{c}²"] + [fnum(variants[n]["crops"][str(c)]["flops"] / 1e9)
+                          if str(c) in variants[n]["crops"] else "—" for n in names]
+             for c in crops]
+    parts.append("GFLOP per image of the step (forward, loss, backward; recomputation "
+                 "included):\n\n" + md_table(["crop"] + [f"`{n}`" for n in names], flops))
+    fit = []
+    cap = doc["device_bytes"]
+    for cfg, c in doc["paper_crops"].items():
+        cells = []
+        for n in names:
+            r = variants[n]["crops"].get(str(c))
+            cells.append("—" if r is None else
+                         str(int((cap - variants[n]["fixed"]) // r["peak"])))
+        fit.append([f"`{cfg}`", f"{c}²"] + cells)
+    parts.append(f"Batch that fits {cap / 1e9:g} GB by the peak (less weights, gradients and "
+                 f"SGD momentum, {fnum(variants[ref]['fixed'] / MIB)} MiB):\n\n"
+                 + md_table(["paper config", "crop (padded)"] + [f"`{n}`" for n in names], fit))
+    checks = doc.get("validation") or []
+    if checks:
+        same = all(v["saved_real"] == v["saved_fake"] and v["peak_real"] == v["peak_fake"]
+                   for v in checks)
+        sizes = ", ".join(sorted({f"{v['size']}²" for v in checks}))
+        worst = max(max(abs(v["saved_real"] - v["saved_fake"]) / max(v["saved_real"], 1),
+                        abs(v["peak_real"] - v["peak_fake"]) / max(v["peak_real"], 1))
+                    for v in checks)
+        runs = f"{len(checks)} run" + ("s" if len(checks) != 1 else "")
+        parts.append(f"Counted on fake tensors; on real tensors at {sizes} ({runs}: each variant "
+                     f"once) the saved and peak bytes are "
+                     + ("identical." if same else f"within {100 * worst:.2g} %."))
+    return "\n\n".join(parts)
+
+
+def wsl_magnitudes_block(doc: dict[str, Any] | None) -> str:
+    """``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on
+    real images, from ``wsl-magnitudes.json``."""
+    if not doc:
+        return (f"Not measured: run `python -m benchmarks.wsl_magnitudes` (writes "
+                f"benchmarks/results/{WSL_MAGNITUDES_FILE}).")
+    seg = doc["ce_seg"]
+    head = (f"{doc['data']}, `{doc['command']}`: CE(seg) {fnum(seg)}, CE(aux) "
+            f"{fnum(doc['ce_aux'])}.")
+    body = [[r["label"], fnum(r["wsl"]), fnum(r["wsl"] / seg)] for r in doc["rows"]]
+    return head + "\n\n" + md_table(["WSL reading (`WaveletSmoothLoss(...)`)", "WSL",
+                                        "WSL / CE(seg)"], body)
+
+
 # ---- README blocks ---------------------------------------------------------------------------
 
 
 def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
                   kernels: dict[int, dict[str, Any]] | None = None,
-                  attention_work: dict[str, Any] | None = None) -> dict[str, str]:
+                  attention_work: dict[str, Any] | None = None,
+                  own: dict[str, dict[str, Any] | None] | None = None) -> dict[str, str]:
     """The markdown content of every block, keyed by block name."""
     models = models_block(docs)
     if plots_rel and any(model_rows(docs)):
@@ -610,7 +719,9 @@ def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
             "ops-cpu": ops_block(docs, False, plots_rel),
             "ops-gpu": ops_block(docs, True, plots_rel),
             "kernels": kernels_block(kernels or {}),
-            "attention-work": attention_work_block(attention_work), "models": models}
+            "attention-work": attention_work_block(attention_work), "models": models,
+            "wsdnet-memory": wsdnet_memory_block((own or {}).get(WSDNET_MEMORY_FILE)),
+            "wsl-magnitudes": wsl_magnitudes_block((own or {}).get(WSL_MAGNITUDES_FILE))}
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -754,7 +865,8 @@ def main(argv: list[str] | None = None) -> int:
         plots_rel = os.path.abspath(plots_dir).replace(os.sep, "/")
     blocks = render_blocks(docs, None if args.no_plots else plots_rel,
                            load_kernel_reports(args.results_dir),
-                           load_attention_work(args.results_dir))
+                           load_attention_work(args.results_dir),
+                           {name: load_own(args.results_dir, name) for name in OWN_FILES})
     try:
         with open(args.readme, encoding="utf-8") as f:
             old = f.read()

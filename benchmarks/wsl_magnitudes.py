@@ -1,23 +1,26 @@
 """The Wavelet Smooth Loss's readings against cross-entropy on real DeepGlobe crops (issue 19).
 
-``python -m benchmarks.wsl_magnitudes [--root DIR] [--crop N]``: WSDNet at initialisation
+``python -m benchmarks.wsl_magnitudes [--root DIR] [--crop N] [--out JSON]``: WSDNet at initialisation
 (seed 0, random backbones, train mode) on the top-left ``N x N`` crops (1224, the training
 crop) of the DeepGlobe images in ``DIR`` (default: shared/data/deepglobe, two images = a batch
 of two, which the ASPP image-pool BN needs), and prints one Markdown row per reading: the
 segmentation and auxiliary cross-entropies, and the WSL between the SR head's
 reconstruction and the normalised input. The loss's weight against the CE terms is the
-number that changes between readings; at initialisation it is dominated by the low-frequency
+number that changes between readings (written to
+``benchmarks/results/wsl-magnitudes.json``, the README's ``bench:wsl-magnitudes`` block); at initialisation it is dominated by the low-frequency
 (L2) terms, since the reconstruction starts near zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import torch
 
 from zoo.config import load_config
+from zoo.core.atomic import atomic_write_text
 from zoo.data.registry import build_dataset
 from zoo.wsdnet import WSDNet
 from zoo.wsdnet.losses import WaveletSmoothLoss, _cross_entropy
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=DEFAULT_ROOT)
     ap.add_argument("--crop", type=int, default=1224)
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "wsl-magnitudes.json"),
+                    help="results JSON ('' for none)")
     args = ap.parse_args(argv)
     cfg = load_config("wsdnet_deepglobe", [f"data.root={args.root}", "data.missing=skip"])
     ds = build_dataset(cfg, "train")
@@ -59,9 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CE(seg) {seg:.3f}, CE(aux) {aux:.3f}, lambda_3 * CE(aux) {0.1 * aux:.3f}\n")
     print("| WSL reading | WSL | WSL / CE(seg) |")
     print("|---|---|---|")
+    rows = []
     for label, kw in READINGS:
         wsl = float(WaveletSmoothLoss(**kw)(out["recon"], out["image"]))
+        rows.append({"label": label, "kwargs": kw, "wsl": wsl})
         print(f"| {label} | {wsl:.3f} | {wsl / seg:.2f} |")
+    if args.out:
+        doc = {"schema": "uhrops-wsl-magnitudes/1", "torch": torch.__version__,
+               "command": "python -m benchmarks.wsl_magnitudes"
+                          + ("" if n == 1224 else f" --crop {n}"),
+               "data": f"DeepGlobe {ids}, top-left {n}² crops, WSDNet(7) at initialisation "
+                       f"(seed 0, random backbones, train mode)",
+               "ce_seg": seg, "ce_aux": aux, "rows": rows}
+        atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ from typing import Sequence
 import torch
 
 __all__ = ["SegmentationMetrics", "confusion_matrix", "masked_confusion_matrix",
-           "metrics_from_confusion", "DATASET_EXCLUDE"]
+           "metrics_from_confusion"]
 
 # classes left out of the mean per dataset (the papers' conventions)
-DATASET_EXCLUDE = {"deepglobe": (0,), "inria": (0,), "urur": (), "synthetic": (0,)}
 
 
 def _labels(pred: torch.Tensor, target: torch.Tensor, op: str) -> torch.Tensor:
@@ -218,15 +217,18 @@ class SegmentationMetrics:
     @classmethod
     def for_dataset(cls, dataset: object, num_classes: int | None = None) -> "SegmentationMetrics":
         """Metrics with a dataset's conventions: a dataset object (uses its ``num_classes``,
-        ``exclude_from_mean``, ``ignore_index``) or a name "deepglobe" (7), "inria" (2),
-        "urur" (8)."""
+        ``exclude_from_mean``, ``ignore_index``) or the name of a declared dataset
+        ("deepglobe" (7 classes), "inria" (2), "urur" (8), "synthetic"), whose rules are read
+        from :func:`zoo.data.registry.declared_rules` (the single table of them)."""
         if isinstance(dataset, str):
-            name = dataset.lower()
-            default_k = {"deepglobe": 7, "inria": 2, "urur": 8, "synthetic": 7}
-            if name not in default_k:
-                raise ValueError(f"SegmentationMetrics.for_dataset(): unknown dataset "
-                                 f"{dataset!r}; expected one of {sorted(default_k)}.")
-            return cls(num_classes or default_k[name], DATASET_EXCLUDE[name])
+            from zoo.data.registry import declared_rules  # zoo.data imports torch datasets
+
+            try:
+                rules = declared_rules(dataset, num_classes)
+            except ValueError as exc:
+                raise ValueError(f"SegmentationMetrics.for_dataset(): {exc}") from None
+            return cls(num_classes or len(rules.classes), rules.exclude_from_mean,
+                       rules.ignore_index)
         return cls(num_classes or dataset.num_classes,
                    getattr(dataset, "exclude_from_mean", ()),
                    getattr(dataset, "ignore_index", 255))

@@ -216,3 +216,57 @@ def test_attention_work_block(tmp_path):
     assert "`fwd` 153" in cells[6] and "`bwd_dkdv` 153+17" in cells[6]
     assert "no report" in report.attention_work_block(report.load_attention_work(
         str(tmp_path / "missing")))
+
+
+MIB = 2 ** 20
+MEMORY = {
+    "schema": "uhrops-wsdnet-train-memory/1", "date": "2026-01-02", "torch": "2.x",
+    "command": "python -m benchmarks.wsdnet_train_memory", "batch": 2, "dtype": "float32",
+    "device_bytes": 80e9, "paper_crops": {"wsdnet_a": 512, "wsdnet_b": 1024},
+    "variants": {
+        "today": {"kwargs": {}, "description": "before", "fixed": 200 * MIB,
+                  "crops": {"512": {"saved": 600 * MIB, "peak": 800 * MIB, "flops": 3e11},
+                            "1024": {"saved": 2400 * MIB, "peak": 3200 * MIB, "flops": 1.2e12}}},
+        "new": {"kwargs": {"sr_output": "haar1"}, "description": "after", "fixed": 200 * MIB,
+                "crops": {"512": {"saved": 150 * MIB, "peak": 200 * MIB, "flops": 1.5e11}}},
+    },
+    "validation": [{"variant": "new", "size": 64, "saved_real": 10, "saved_fake": 10,
+                    "peak_real": 20, "peak_fake": 20}],
+}
+
+
+def test_wsdnet_memory_block(tmp_path):
+    text = report.wsdnet_memory_block(MEMORY)
+    assert "| 512² | 600 · 800 | 150 (25 %) · 200 (25 %) |" in text
+    assert "| 1024² | 2400 · 3200 | — |" in text
+    assert "| 512² | 300 | 150 |" in text  # GFLOP
+    # batch that fits: (80e9 - 200 MiB) // peak per image
+    fit_today = int((80e9 - 200 * MIB) // (800 * MIB))
+    fit_new = int((80e9 - 200 * MIB) // (200 * MIB))
+    assert f"| `wsdnet_a` | 512² | {fit_today} | {fit_new} |" in text
+    assert "Batch that fits 80 GB" in text
+    assert "at 64² (1 run: each variant once) the saved and peak bytes are identical." in text
+    off = json.loads(json.dumps(MEMORY))
+    off["validation"][0]["peak_fake"] = 21
+    assert "within 5 %." in report.wsdnet_memory_block(off)
+    assert report.wsdnet_memory_block(None).startswith("Not measured")
+    # The block is rendered from its file by the command.
+    d = tmp_path / "results"
+    d.mkdir()
+    (d / "wsdnet-train-memory.json").write_text(json.dumps(MEMORY))
+    readme = tmp_path / "README.md"
+    readme.write_text("")
+    assert _run(d, readme, "--no-plots") == 0
+    assert "150 (25 %) · 200 (25 %)" in _block(readme.read_text(), "wsdnet-memory")
+    assert "Not measured" in _block(readme.read_text(), "wsl-magnitudes")
+
+
+def test_wsl_magnitudes_block():
+    doc = {"data": "two crops", "command": "python -m benchmarks.wsl_magnitudes",
+           "ce_seg": 2.0, "ce_aux": 1.5,
+           "rows": [{"label": "Eq. 4", "kwargs": {}, "wsl": 40.0},
+                    {"label": "mean", "kwargs": {"reduction": "mean"}, "wsl": 5.0}]}
+    text = report.wsl_magnitudes_block(doc)
+    assert "CE(seg) 2.00, CE(aux) 1.50" in text
+    assert "| Eq. 4 | 40.0 | 20.0 |" in text and "| mean | 5.00 | 2.50 |" in text
+    assert report.wsl_magnitudes_block(None).startswith("Not measured")

@@ -505,7 +505,8 @@ def test_end_to_end_synthetic(tmp_path, capsys):
     common = ["data.dataset=synthetic", "data.synthetic_train=1", "data.synthetic_val=1",
               "data.synthetic_size=[40, 40]", "fctl.patch_size=32", "fctl.min_overlap=8",
               "fctl.images_per_step=1", "fctl.sub_batch=4", "train.val_every=0",
-              "train.predictions=0", "train.device=cpu", "data.num_workers=0"]
+              "train.predictions=0", "train.device=cpu", "data.num_workers=0",
+              "model.pretrained=none"]
     local = str(tmp_path / "local")
     # plain SGD keeps no optimiser state: a 0.5 GB checkpoint instead of 1.6 GB
     train(load_config("fctl_deepglobe_fcn", common + [

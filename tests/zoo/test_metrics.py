@@ -133,6 +133,21 @@ class TestSegmentationMetrics:
         with pytest.raises(ValueError, match="unknown dataset"):
             SegmentationMetrics.for_dataset("cityscapes")
 
+    def test_for_dataset_reads_the_registry(self, monkeypatch):
+        # One table of dataset rules: a dataset declared in the registry is known to the
+        # metrics with its class count, excluded classes and ignore value.
+        from zoo.data import registry
+
+        rules = registry.DatasetRules(("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 9,
+                                      (2,), "index")
+        monkeypatch.setitem(registry.DATASETS, "toy",
+                            registry.DatasetSpec("toy", rules, lambda *a: None))
+        m = SegmentationMetrics.for_dataset("toy")
+        assert (m.num_classes, m.exclude_from_mean, m.ignore_index) == (3, (2,), 9)
+        assert SegmentationMetrics.for_dataset("synthetic", 2).exclude_from_mean == (0,)
+        with pytest.raises(ValueError, match="unknown dataset 'folder'"):
+            SegmentationMetrics.for_dataset("folder")
+
     def test_logits_and_ignore(self):
         logits = torch.zeros(1, 3, 2, 2)
         logits[0, 2] = 1.0

@@ -232,7 +232,7 @@ def test_fctl_stages_chain_through_checkpoints(tmp_path):
               "data.synthetic_size=[48, 48]", "fctl.patch_size=32", "fctl.min_overlap=8",
               "fctl.images_per_step=1", "fctl.sub_batch=2", "train.iters=1",
               "train.val_every=1", "train.ckpt_every=1", "train.predictions=1",
-              "train.device=cpu", "data.num_workers=0"]
+              "train.device=cpu", "data.num_workers=0", "model.pretrained=none"]
     fcn = str(tmp_path / "fcn")
     m1 = train(load_config("fctl_inria_fcn", common), fcn)
     best1 = os.path.join(fcn, "checkpoints", "best.safetensors")

@@ -23,6 +23,7 @@ from zoo.engine.trainer import train
 # (config, dotted key) -> (value, source)
 PAPER = "WSDNet §5.2"
 ISDNET = "ISDNet config"
+BUDGET = "uhrops' training memory budget (issue 19), not a paper setting"
 SHARED = {
     "train.optimizer": ("sgd", PAPER),
     "train.momentum": (0.9, PAPER),
@@ -37,6 +38,8 @@ SHARED = {
     "data.photometric": (True, ISDNET),
     "eval.split": ("test", PAPER),
     "model.require_pretrained": (True, PAPER),
+    "model.kwargs.sr_output": ("haar1", BUDGET),
+    "model.kwargs.activation_checkpoint": (["shallow", "sr_head"], BUDGET),
 }
 PER_DATASET = {
     "wsdnet_deepglobe": {

@@ -26,7 +26,7 @@ from .base import ROOT_FIX, Transform, read_id_file
 from .folder import MASK_ENCODINGS, ImageFolderSegmentation, default_palette
 
 __all__ = ["DATASETS", "DatasetRules", "DatasetSpec", "RULE_KEYS", "SYNTHETIC_VAL_SEED_OFFSET",
-           "build_dataset", "dataset_names", "dataset_rules", "palette_for",
+           "build_dataset", "dataset_names", "dataset_rules", "declared_rules", "palette_for",
            "register_dataset", "split_ids_from_config"]
 
 # Held-out synthetic scenes use seeds far from the training seed.
@@ -175,6 +175,21 @@ def dataset_rules(cfg: Mapping[str, Any]) -> DatasetRules:
                           f"'data.exclude_from_mean=[0]'.")
     return DatasetRules(classes, palette if palette is not None else default_palette(n),
                         ignore, tuple(exclude), encoding)
+
+
+def declared_rules(name: str, num_classes: int | None = None) -> DatasetRules:
+    """The fixed rules of a declared dataset (``synthetic`` with ``num_classes``, 7 by
+    default): the one table the metrics (:meth:`zoo.metrics.SegmentationMetrics.for_dataset`)
+    and the configs read. ValueError for ``folder`` (its rules come from a config) and for
+    unknown names."""
+    key = name.lower()
+    fixed = [k for k, spec in DATASETS.items() if spec.rules is not None or k == "synthetic"]
+    if key not in fixed:
+        raise ValueError(f"declared_rules(): unknown dataset {name!r} (or one whose rules come "
+                         f"from a config); expected one of {fixed}.")
+    if key == "synthetic":
+        return _synthetic_rules(7 if num_classes is None else num_classes)
+    return DATASETS[key].rules  # type: ignore[return-value]
 
 
 def _synthetic_rules(n: int) -> DatasetRules:

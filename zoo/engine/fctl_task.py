@@ -80,6 +80,17 @@ def _labels(mask: Tensor, grid: PatchGrid) -> Tensor:
 @register_family
 class FCtLTask(Task):
     family = "fctl"
+    pretrained_backbones = {
+        "vgg16": "ImageNet VGG16 weights (torchvision's vgg16-397923af.pth, as the released "
+                 "code; FCN-8s's conv6/conv7 are taken from its fc6/fc7)",
+    }
+
+    def check_pretrained(self) -> None:
+        # A stage started from the previous stage's checkpoint (fctl.init_stage) takes its
+        # encoder from there, not from ImageNet: only the first stages (fcn, global) ask.
+        if self.cfg["fctl"]["init_stage"]:
+            return
+        super().check_pretrained()
 
     def samples_per_step(self) -> int:
         return int(self.cfg["fctl"]["images_per_step"])
@@ -96,8 +107,13 @@ class FCtLTask(Task):
         if set(pretrained) - {"vgg16"}:
             raise ConfigError(f"model.pretrained: FCtL takes only vgg16 (a local ImageNet VGG16 "
                               f"file); got {sorted(pretrained)}.")
+        self.pretrained_report = {}
         if pretrained.get("vgg16"):
-            load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
+            rep = load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
+            # The loader raises on any missing weight, so nothing of the encoder stays random.
+            self.pretrained_report["vgg16"] = {"file": os.fspath(pretrained["vgg16"]),
+                                               "loaded": rep["loaded"], "kept": [],
+                                               "ignored": rep["unused"]}
         if f["init_stage"]:
             if os.path.isfile(f["init_stage"]) and not is_safetensors(f["init_stage"]):
                 raise ConfigError(f"fctl.init_stage={f['init_stage']}: not a zoo.train "
@@ -228,6 +244,7 @@ class RefineTask(FCtLTask):
     """FCtL's CSRN: focal loss on refined patches of crude masks, FCtL's step protocol."""
 
     family = "fctl_refine"
+    pretrained_backbones: dict[str, str] = {}  # a CSRN from scratch: no ImageNet backbone
 
     @property
     def input_channels(self) -> int:  # type: ignore[override]

@@ -34,7 +34,11 @@ class WSDNetTask(Task):
         for key in ("aspp_dilations", "sr_channels", "mean", "std"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
-        model = WSDNet(self.num_classes, **kwargs)
+        try:
+            model = WSDNet(self.num_classes, **kwargs)
+        except (TypeError, ValueError) as exc:  # a misspelt key or a bad value
+            raise ConfigError(f"model.kwargs: {exc} (config keys: the WSDNet constructor's "
+                              f"arguments, see zoo.wsdnet.WSDNet)") from exc
         raw = self.cfg["model"]["pretrained"]
         unknown = set(raw) - set(self.pretrained_backbones) if isinstance(raw, dict) else set()
         if unknown:

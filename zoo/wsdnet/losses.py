@@ -151,10 +151,6 @@ def _wsl_from_level1(p1: Tensor, levels: int, lambda_low: float, lambda_high: fl
     if tree == "packet":
         p, n = p1.unsqueeze(2), 1  # (B, C, n, 4, h, w): the 4 children of n parents
         for level in range(1, levels + 1):
-            if level > 1:
-                p = haar_packet2d(cur, 1)
-                h, w = p.shape[-2:]
-                p = p.reshape(B, C, n, 4, h, w)
             h, w = p.shape[-2:]
             s = 0.5 ** level if ll_scale == "average" else 1.0
             if low_every_level or level == levels:
@@ -162,7 +158,9 @@ def _wsl_from_level1(p1: Tensor, levels: int, lambda_low: float, lambda_high: fl
             high = p[:, :, :, 1:].abs().flatten(2, 3)
             total = total + (lambda_high * s) * _reduce(high, 1, reduction)
             n *= 4
-            cur = p.reshape(B, C * n, h, w)
+            if level < levels:  # the next level: one more split of each of the n subbands
+                p = haar_packet2d(p.reshape(B, C * n, h, w), 1)
+                p = p.reshape(B, C, n, 4, *p.shape[-2:])
         return total
     low, high = p1[:, :, 0], p1[:, :, 1:]
     if low_every_level:

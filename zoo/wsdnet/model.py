@@ -41,6 +41,7 @@ from uhrops.pyramid import laplacian_pyramid
 from uhrops.wavelet import haar_dwt2d, haar_idwt2d
 from zoo.backbones.resnet import ResNet18V1c, load_resnet18_imagenet
 from zoo.backbones.stdc import STDCShallowNet, load_stdc1_imagenet
+from zoo.wsdnet.recompute import checkpoint_segment
 
 __all__ = [
     "ASPP",
@@ -326,14 +327,20 @@ class SRHead(nn.Module):
           the 1x1 conv gives ``4 * out_channels`` channels, the reconstruction's level-1 Haar
           subbands (layout of :func:`dwt_channels`, "pywt"); the full-resolution stage, about
           3/4 of a training step's saved activations at the paper widths, is gone.
+        - ``checkpoint=True`` (train mode with autograd on): the head runs as two
+          activation-checkpointed segments (:func:`zoo.wsdnet.recompute.checkpoint_segment`),
+          the stages up to 1/2 resolution and then the last stage with the output convs;
+          backward keeps only their inputs and recomputes the rest, one segment at a time.
+          Same outputs and gradients (bit for bit in float32), BN statistics updated once.
     """
 
     def __init__(self, in_channels: int = 128, channels: Sequence[int] = (64, 64, 128),
                  out_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d,
-                 output: str = "image") -> None:
+                 output: str = "image", checkpoint: bool = False) -> None:
         super().__init__()
         checks.check_choice(output, "output", "SRHead", ("image", "haar1"))
-        self.output = output
+        checks.check_choice(checkpoint, "checkpoint", "SRHead", (False, True))
+        self.output, self.checkpoint = output, checkpoint
         if output == "haar1":
             # The level-1 Haar subbands of the image, 4 per channel, at 1/2 resolution.
             out_channels = 4 * out_channels
@@ -346,13 +353,28 @@ class SRHead(nn.Module):
         self.out = nn.Sequential(ConvBNReLU(cin, 64, 3, norm_layer=norm_layer),
                                  nn.Conv2d(64, out_channels, 1))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _stages(self, x: Tensor, first: int, stop: int) -> Tensor:
         last = len(self.stages) - 1
-        for i, stage in enumerate(self.stages):
+        for i in range(first, stop):
             if not (self.output == "haar1" and i == last):  # haar1: the last stage at 1/2
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = stage(x)
+            x = self.stages[i](x)
+        return x
+
+    def _tail(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self._stages(x, len(self.stages) - 1, len(self.stages))
         return x, self.out(x)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        last = len(self.stages) - 1
+        if not (self.checkpoint and self.training):
+            return self._tail(self._stages(x, 0, last))
+        # Two segments: only d8 and the 1/4 -> 1/2 stage's output are kept for backward. One
+        # segment keeps less, but its recomputation holds the whole head's activations at
+        # once during backward, on top of the rest of the model's (the SR head's backward
+        # runs first): haar1 at 1248^2, saved 510 vs 605 MiB per image but peak 1633 vs 1348.
+        x = checkpoint_segment(lambda t: self._stages(t, 0, last), self.stages[:last], x)
+        return checkpoint_segment(self._tail, [self.stages[last], self.out], x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +437,14 @@ class WSDNet(nn.Module):
             ceil(W/2)) in place of ``"recon"``; the Wavelet Smooth Loss is the same Eq. 4 on
             ``idwt_channels(recon_bands)``, computed without building it (README "Training
             memory").
+        activation_checkpoint: parts run under activation checkpointing in training, a
+            list among "shallow" (the Laplacian input and STDC branch, one segment) and
+            "sr_head" (two segments, see :class:`SRHead`); () by default. Outputs and
+            gradients are unchanged (bit for bit in float32, dropout draws preserved), BN
+            running statistics are updated once per step; the recomputation costs about a
+            quarter more FLOPs per step. With ``sr_output="haar1"`` both parts bring the
+            step's peak activation memory under a third of the full-resolution head's (the
+            paper configs' setting; README "Training memory").
         head_channels: segmentation head's hidden width (64).
         dropout: Dropout2d rate before the classifiers (0.1).
         norm_layer: normalisation factory (BatchNorm2d; convert to SyncBatchNorm for DDP).
@@ -444,6 +474,7 @@ class WSDNet(nn.Module):
                  fusion: str = "sum",
                  sr_channels: Sequence[int] = (64, 64, 128),
                  sr_output: str = "image",
+                 activation_checkpoint: Sequence[str] = (),
                  head_channels: int = 64,
                  dropout: float = 0.1,
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
@@ -466,6 +497,7 @@ class WSDNet(nn.Module):
         if len(sr_channels) != 3:
             raise ValueError(f"{op}(): `sr_channels` needs 3 widths (1/8 -> 1/4 -> 1/2 -> 1/1); "
                              f"got {tuple(sr_channels)}.")
+        self.activation_checkpoint = _check_checkpoint_parts(activation_checkpoint, op)
         self.num_classes = num_classes
         self.pad_mode = pad_mode
         self.size_divisor = SIZE_DIVISOR
@@ -506,7 +538,8 @@ class WSDNet(nn.Module):
         # Training only: auxiliary classifier on the ASPP feature, SR head on D's 1/8 output.
         self.aux_head = nn.Sequential(nn.Dropout2d(dropout),
                                       nn.Conv2d(aspp_channels, num_classes, 1))
-        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer, sr_output)
+        self.sr_head = SRHead(aspp_channels, sr_channels, 3, norm_layer, sr_output,
+                              checkpoint="sr_head" in self.activation_checkpoint)
         self._init_new_layers()
 
     def _init_new_layers(self) -> None:
@@ -586,6 +619,9 @@ class WSDNet(nn.Module):
         h1 = F.interpolate(h1, size=h0.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([h0, h1], dim=1)
 
+    def _shallow(self, xp: Tensor) -> tuple[Tensor, Tensor]:
+        return self.shallow(self._laplacian_input(xp))
+
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         op = "WSDNet.forward"
         checks.check_image(image, "image", op)
@@ -597,7 +633,13 @@ class WSDNet(nn.Module):
         xp = self._pad(x)
 
         # Shallow branch S.
-        f8, f16 = self.shallow(self._laplacian_input(xp))
+        if "shallow" in self.activation_checkpoint and self.training:
+            # Only xp is kept; S runs again during backward, after the rest of the model's
+            # backward has freed its tensors (S's ops are the first recorded, so the last
+            # to run backward).
+            f8, f16 = checkpoint_segment(self._shallow, [self.shallow], xp)
+        else:
+            f8, f16 = self._shallow(xp)
 
         # Deep branch D.
         stem, c1, _, _, c4 = self.backbone(self.dwt_down(xp), return_stem=True)
@@ -633,6 +675,21 @@ class WSDNet(nn.Module):
             "feat_deep": feat32,
             "feat_sr": feat_sr,
         }
+
+
+CHECKPOINT_PARTS = ("shallow", "sr_head")
+
+
+def _check_checkpoint_parts(parts: object, op: str) -> tuple[str, ...]:
+    if isinstance(parts, str) or not isinstance(parts, (list, tuple)):
+        raise ValueError(f"{op}(): `activation_checkpoint` must be a list of parts among "
+                         f"{list(CHECKPOINT_PARTS)} (or [] for none); got {parts!r}. Fix: e.g. "
+                         f"model.kwargs.activation_checkpoint: [shallow, sr_head].")
+    bad = [p for p in parts if p not in CHECKPOINT_PARTS]
+    if bad:
+        raise ValueError(f"{op}(): `activation_checkpoint` names unknown part(s) {bad}; the "
+                         f"parts that can be checkpointed are {list(CHECKPOINT_PARTS)}.")
+    return tuple(p for p in CHECKPOINT_PARTS if p in parts)
 
 
 def padded_size(size: int, divisor: int = SIZE_DIVISOR) -> int:
