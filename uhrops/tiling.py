@@ -1097,7 +1097,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                    contexts: Sequence[Union[float, Callable[[Tensor, Tensor], Tensor]]] = (),
                    out_device: torch.device | str | None = None, progress: bool = False, *,
                    reduction: str = "mean", weight: Union[str, Tensor, None] = None,
-                   device: torch.device | str | None = None) -> Tensor:
+                   device: torch.device | str | None = None,
+                   sink: Callable[[int, Tensor], Any] | None = None) -> Tensor | None:
     """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
 
     Convention:
@@ -1125,6 +1126,22 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           differentiable :func:`merge_patches` instead, which holds all patch outputs (the
           autograd graph holds them anyway). Under ``use_backend("triton")`` the steps that
           have no Triton kernel (float64, contexts) take the PyTorch path in both modes.
+        - Streaming (images of any size): ``image`` may be a *reader*, any object with
+          ``image_size`` = (H, W) and ``read(y0, x0, y1, x1)`` returning that window of one
+          image as a (C, h, w) or (1, C, h, w) floating tensor (a file opened window by
+          window, a memory map, ...), and/or ``sink`` a callable ``sink(y0, band)`` that
+          receives the finished output rows ``y0 : y0 + band.shape[-2]`` as a
+          (1, C_out, h, W) tensor, top to bottom, each row exactly once. Then only the
+          windows of one batch (and their contexts, read window by window) and an
+          accumulator of one patch row (ph x W) are held, whatever the image height: the
+          rows of a patch row are handed to the sink as soon as the next patch row starts
+          below them. ``band`` is a view of that accumulator, valid during the call only
+          (copy what you keep). Same patches, same batches, same factors w/Σw, same
+          accumulation order as the in-memory call: the merged rows are bitwise equal to
+          it. Without ``sink`` the rows are gathered into the returned tensor; with one,
+          the call returns None. No autograd (run under ``torch.no_grad``); one image
+          (B = 1); callable contexts receive the reader (the tensor, for a tensor image).
+
 
     Args:
         fn: callable on a batch of patches (and contexts).
@@ -1137,10 +1154,12 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         progress: show a tqdm progress bar.
         reduction: "mean" or "sum", as in :func:`merge_patches`.
         weight: None, "constant", "gaussian" or a (ph, pw) tensor, as in :func:`merge_patches`.
-        device: device the batches are sent to before ``fn`` (default ``image.device``).
+        device: device the batches are sent to before ``fn`` (default ``image.device``;
+            for a reader, where its windows are).
+        sink: ``sink(y0, band)`` receiving finished row bands (streaming; see above).
 
     Returns:
-        (B, C_out, H, W) tensor on ``out_device``.
+        (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows.
 
     Example:
         >>> g = PatchGrid.from_stride(64, 32, 16)
@@ -1148,11 +1167,31 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         >>> y = sliding_window(lambda p: p[:, :1] * 2, x, g, batch_size=4)
         >>> torch.allclose(y, 2 * x[:, :1])
         True
+
+        A reader of your own (here over a memory map; a GeoTIFF read window by window
+        works the same way) and a sink writing each finished band out:
+
+        >>> import numpy as np
+        >>> class MemmapReader:
+        ...     def __init__(self, array):  # (C, H, W) uint8, e.g. np.memmap of a raw file
+        ...         self.array, self.image_size = array, array.shape[1:]
+        ...     def read(self, y0, x0, y1, x1):
+        ...         return torch.from_numpy(self.array[:, y0:y1, x0:x1] / 255.0).float()
+        >>> pixels = np.random.randint(0, 256, (3, 64, 48), dtype=np.uint8)
+        >>> rows = []
+        >>> sliding_window(lambda p: p[:, :1] * 2, MemmapReader(pixels),
+        ...                PatchGrid.from_stride((64, 48), 32, 16), batch_size=4,
+        ...                sink=lambda y0, band: rows.append((y0, band.clone())))
+        >>> [(y0, tuple(b.shape)) for y0, b in rows]
+        [(0, (1, 1, 16, 48)), (16, (1, 1, 16, 48)), (32, (1, 1, 32, 48))]
     """
     op = "sliding_window"
     if not callable(fn):
         raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
                         f"patches); got {type(fn).__name__}.")
+    if sink is not None or not isinstance(image, Tensor):
+        return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
+                                        progress, reduction, weight, device, sink)
     image = _checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
@@ -1323,6 +1362,47 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
             return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
     return acc if acc.dtype == out_dtype else acc.to(out_dtype)
+
+
+def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchGrid,
+                             batch_size: int, contexts: Any, out_device: Any, progress: bool,
+                             reduction: str, weight: Any, device: Any,
+                             sink: Callable[[int, Tensor], Any] | None) -> Tensor | None:
+    """sliding_window over a reader and/or into a sink: checks, then uhrops._stream."""
+    from uhrops import _stream
+
+    op = "sliding_window"
+    if sink is not None and not callable(sink):
+        raise TypeError(f"{op}(): `sink` must be a callable sink(y0, band) or None; got "
+                        f"{type(sink).__name__}.")
+    if isinstance(image, Tensor):
+        image = _checks.check_image(image, "image", op)
+        if image.shape[0] != 1:
+            raise ValueError(f"{op}(): streaming into a `sink` takes one image (B = 1); got "
+                             f"shape {tuple(image.shape)}. Fix: call it once per image.")
+        reader: Any = _stream.TensorReader(image)
+    else:
+        _stream.check_reader(image, op)
+        reader = image
+    grid = _check_grid(grid, op)
+    if tuple(reader.image_size) != grid.image_size:
+        raise ValueError(f"{op}(): `image` is {reader.image_size[0]}x{reader.image_size[1]} "
+                         f"but the grid was built for {grid.image_size[0]}x"
+                         f"{grid.image_size[1]}. Fix: build the grid from the image size.")
+    batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
+    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    if not isinstance(contexts, (list, tuple)):
+        raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
+                        f"got {type(contexts).__name__}.")
+    specs = [c if callable(c) else _check_scale(c, op, f"contexts[{i}]")
+             for i, c in enumerate(contexts)]
+    out_device = None if out_device is None else _checks.check_device(
+        out_device, "out_device", op, usable=True)
+    device = None if device is None else _checks.check_device(device, "device", op,
+                                                              usable=True)
+    _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device or "cpu"), op)
+    return _stream.stream(fn, reader, grid, batch_size, specs, sink, out_device, device,
+                          reduction, weight, bool(progress), op)
 
 
 # --------------------------------------------------------------------------------------------
