@@ -85,25 +85,30 @@ class _Bands:
 
     def __init__(self, ys: Sequence[int], ph: int, H: int, W: int, channels: int,
                  acc_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device,
-                 uncovered_cols: Sequence[tuple[int, int]], sink: Callable[[int, Tensor], Any]):
+                 uncovered_cols: Sequence[tuple[int, int]], sink: Callable[[int, Tensor], Any],
+                 rows: tuple[int, int]):
         from uhrops.tiling import _empty
 
         self.ys, self.ph, self.H, self.W = list(ys), ph, H, W
         self.out_dtype, self.sink = out_dtype, sink
+        self.lo, self.hi = rows  # only these image rows reach the sink
         self.buf = _empty((1, channels, min(ph, H), W), acc_dtype, device)
         for a, b in uncovered_cols:  # never written by a patch: zero for good (carries keep it)
             self.buf[..., a:b].zero_()
         self.row = -1
-        self.emitted = 0  # image rows handed to the sink so far
+        self.emitted = self.lo  # the next image row the sink gets
 
     def _give(self, y0: int, band: Tensor) -> None:
-        if band.shape[-2] == 0:
+        a, b = max(y0, self.lo), min(y0 + band.shape[-2], self.hi)
+        if a >= b:  # outside the rows asked for (a warm-up row of a partial run)
             return
-        self.sink(y0, band if band.dtype == self.out_dtype else band.to(self.out_dtype))
-        self.emitted = y0 + band.shape[-2]
+        band = band[:, :, a - y0:b - y0]
+        self.sink(a, band if band.dtype == self.out_dtype else band.to(self.out_dtype))
+        self.emitted = b
 
     def _zeros_until(self, y: int) -> None:
         """Rows no patch covers (only in hand-made grids with gaps) are zero, as in memory."""
+        y = min(y, self.hi)
         if y > self.emitted:
             z = torch.zeros((1, self.buf.shape[1], y - self.emitted, self.W),
                             dtype=self.buf.dtype, device=self.buf.device)
@@ -135,10 +140,33 @@ class _Bands:
         self._zeros_until(self.H)
 
 
+def patch_range(grid: Any, rows: tuple[int, int], batch_size: int
+                ) -> tuple[int, int, int, int]:
+    """(first, end) of the patches (row-major) that cover image rows [r0, r1), and (kb, ke),
+    the run of whole batches of the full call that holds them.
+
+    Rows >= r0 receive nothing from patch rows that end at or above r0, so starting at the
+    first patch row that reaches r0 gives those rows exactly the full call's operations; the
+    rows above it that the same patches touch hold partial sums and are not handed out. The
+    batches are the full call's (``fn`` sees the same batches: a network whose results
+    depend on the batch composition gives the same bits too)."""
+    H = grid.image_size[0]
+    ph = grid.patch_size[0]
+    nx = len(grid.xs)
+    need = [i for i, y in enumerate(grid.ys) if y < rows[1] and min(y + ph, H) > rows[0]]
+    if not need:
+        return 0, 0, 0, 0
+    first, end = need[0] * nx, (need[-1] + 1) * nx
+    total = len(grid.ys) * nx
+    return first, end, first // batch_size * batch_size, \
+        min(-(-end // batch_size) * batch_size, total)
+
+
 def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
            ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
            out_device: torch.device | None, device: torch.device | None, reduction: str,
-           weight: Any, progress: bool, op: str) -> Tensor | None:
+           weight: Any, progress: bool, op: str,
+           rows: tuple[int, int] | None = None) -> Tensor | None:
     """The streaming body of sliding_window (arguments already checked there)."""
     from uhrops.tiling import (_HALF, _context_window as _ctx_geometry, _empty, _factor,
                                _mean_band, _place, _recycle, _splits, _uncovered,
@@ -152,6 +180,8 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     total = len(starts)
     ysp, xsp = _splits(ys, ph, H), _splits(xs, pw, W)
     mean = reduction == "mean"
+    rows = (0, H) if rows is None else rows
+    first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
     out: Tensor | None = None
     if sink is None:  # no sink: the whole output, filled band by band
         def sink(y0: int, band: Tensor) -> None:
@@ -164,7 +194,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=op, unit="patch")
+        bar = tqdm(total=ke - kb, desc=op, unit="patch")
     bands: _Bands | None = None
     spare: Tensor | None = None
     w_acc: Tensor | None = None
@@ -173,7 +203,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     first: tuple[int, torch.dtype, torch.device] | None = None
     try:
         with torch.no_grad():
-            for k0 in range(0, total, batch_size):
+            for k0 in range(kb, ke, batch_size):
                 k1 = min(k0 + batch_size, total)
                 batch = None
                 for r, (y, x) in enumerate(starts[k0:k1]):
@@ -220,7 +250,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                     acc_dtype = torch.float32 if y_out.dtype in _HALF else y_out.dtype
                     odev = out_device if out_device is not None else y_out.device
                     bands = _Bands(ys, ph, H, W, y_out.shape[1], acc_dtype, y_out.dtype, odev,
-                                   _uncovered(xs, pw, W), sink)
+                                   _uncovered(xs, pw, W), sink, rows)
                     w_acc = _weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
                 elif now != first:
                     raise ValueError(
@@ -230,6 +260,8 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                 assert bands is not None
                 yo = y_out.to(device=bands.buf.device)
                 for r, k in enumerate(range(k0, k1)):
+                    if not first_k <= k < end_k:  # run for the batch's sake, not needed
+                        continue
                     gi, gj = divmod(k, nx)
                     if gi != bands.row:
                         bands.open(gi)
@@ -248,7 +280,12 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                 del batch
                 if bar is not None:
                     bar.update(k1 - k0)
-            assert bands is not None
+            if bands is None:  # rows no patch covers (a gap of a hand-made grid): zeros
+                with torch.no_grad():
+                    t = _read(reader, 0, 0, 1, 1, op)
+                    probe = fn(_empty((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
+                bands = _Bands(ys, ph, H, W, probe.shape[1], probe.dtype, probe.dtype,
+                               out_device or probe.device, (), sink, rows)
             bands.close()
     finally:
         if bar is not None:

@@ -1098,7 +1098,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                    out_device: torch.device | str | None = None, progress: bool = False, *,
                    reduction: str = "mean", weight: Union[str, Tensor, None] = None,
                    device: torch.device | str | None = None,
-                   sink: Callable[[int, Tensor], Any] | None = None) -> Tensor | None:
+                   sink: Callable[[int, Tensor], Any] | None = None,
+                   rows: tuple[int, int] | None = None) -> Tensor | None:
     """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
 
     Convention:
@@ -1141,6 +1142,10 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           it. Without ``sink`` the rows are gathered into the returned tensor; with one,
           the call returns None. No autograd (run under ``torch.no_grad``); one image
           (B = 1); callable contexts receive the reader (the tensor, for a tensor image).
+        - ``rows=(r0, r1)`` (streaming only) computes only output rows r0:r1, bitwise equal
+          to those rows of the full call: it runs the full call's batches that hold the
+          patches covering those rows (so a band can be resumed, or bands of one image shared
+          out between processes, recomputing at most the one patch row above r0).
 
 
     Args:
@@ -1157,6 +1162,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         device: device the batches are sent to before ``fn`` (default ``image.device``;
             for a reader, where its windows are).
         sink: ``sink(y0, band)`` receiving finished row bands (streaming; see above).
+        rows: (r0, r1): only these output rows (streaming; see above).
 
     Returns:
         (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows.
@@ -1189,9 +1195,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     if not callable(fn):
         raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
                         f"patches); got {type(fn).__name__}.")
-    if sink is not None or not isinstance(image, Tensor):
+    if sink is not None or rows is not None or not isinstance(image, Tensor):
         return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
-                                        progress, reduction, weight, device, sink)
+                                        progress, reduction, weight, device, sink, rows)
     image = _checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
@@ -1367,7 +1373,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
 def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchGrid,
                              batch_size: int, contexts: Any, out_device: Any, progress: bool,
                              reduction: str, weight: Any, device: Any,
-                             sink: Callable[[int, Tensor], Any] | None) -> Tensor | None:
+                             sink: Callable[[int, Tensor], Any] | None,
+                             rows: tuple[int, int] | None) -> Tensor | None:
     """sliding_window over a reader and/or into a sink: checks, then uhrops._stream."""
     from uhrops import _stream
 
@@ -1401,8 +1408,17 @@ def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchG
     device = None if device is None else _checks.check_device(device, "device", op,
                                                               usable=True)
     _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device or "cpu"), op)
+    if rows is not None:
+        ok = isinstance(rows, (tuple, list)) and len(rows) == 2 and all(
+            isinstance(r, int) and not isinstance(r, bool) for r in rows) \
+            and 0 <= rows[0] < rows[1] <= grid.image_size[0]
+        if not ok:
+            raise ValueError(f"{op}(): `rows` must be a pair (r0, r1) of ints with 0 <= r0 < r1 "
+                             f"<= H = {grid.image_size[0]}; got {rows!r}. Fix: e.g. "
+                             f"rows=(0, {grid.image_size[0]}) for every row.")
+        rows = (int(rows[0]), int(rows[1]))
     return _stream.stream(fn, reader, grid, batch_size, specs, sink, out_device, device,
-                          reduction, weight, bool(progress), op)
+                          reduction, weight, bool(progress), op, rows)
 
 
 # --------------------------------------------------------------------------------------------
