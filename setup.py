@@ -33,7 +33,10 @@ setup(
             "setuptools<81",  # pytorch_wavelets imports pkg_resources
             "monai>=1.3",  # oracle for the tiling grid and Gaussian blending
             "triton>=3.0",
+            "rasterio>=1.3",  # = the geo extra: GeoTIFF tests
         ],
+        # Windowed GeoTIFF / COG / BigTIFF reading and GeoTIFF outputs in zoo.infer.
+        "geo": ["rasterio>=1.3"],
         # Anchors the benchmarks compare against (beyond the dev oracles).
         "bench": ["kornia>=0.7", "monai>=1.3"],
     },

@@ -133,7 +133,11 @@ DEFAULTS: dict[str, Any] = {
         "sliding": False,  # whole-image inference through uhrops.sliding_window
         "window": [1024, 1024],
         "window_overlap": 128,
-        "max_whole_pixels": 26214400,  # larger images are segmented window by window (5120^2)
+        # Images whose whole-image inference would need more than max_memory GiB (estimated
+        # per family: WSDNet ~160 B/pixel, so ~5000^2 fits 4 GiB) are streamed window by
+        # window from the file, in bounded memory whatever their size.
+        "max_memory": 4.0,
+        "max_whole_pixels": 0,  # > 0: also stream images with more pixels than this
     },
 }
 
