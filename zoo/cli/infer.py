@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     tta=bool(cfg["eval"]["tta"]),
                     rank=0 if share_images else rank, world=1 if share_images else world,
                     signature=settings_signature(args.checkpoint, cfg),
-                    wait_timeout_s=float(cfg["train"]["dist_timeout"]) * 100)
+                    # the others' bands take as long as ours: wait for them generously
+                    wait_timeout_s=max(3600.0, float(cfg["train"]["dist_timeout"]) * 6))
     speaks = rank == 0 or share_images
     failures = 0
     for path in todo:

@@ -116,10 +116,33 @@ class _RasterioImage(ImageSource):
         self.georeferenced = ds.crs is not None or not ds.transform.is_identity
         self.has_mask = not all(MaskFlags.all_valid in f for f in ds.mask_flag_enums)
 
+    # Windows of one row of windows share their rows: the full-width strip is read once (GDAL
+    # decodes each tile once, in order) and kept while it is asked for; a few strips (the
+    # patches' and their contexts') up to this many bytes each.
+    STRIP_BYTES = 256 * 2**20
+    STRIPS = 3
+
+    def _strip(self, y0: int, y1: int) -> np.ndarray | None:
+        W = self.image_size[1]
+        if (y1 - y0) * W * len(self.bands) * np.dtype(self.ds.dtypes[0]).itemsize > self.STRIP_BYTES:
+            return None
+        strips = self.__dict__.setdefault("_strips", {})
+        if (y0, y1) not in strips:
+            while len(strips) >= self.STRIPS:
+                strips.pop(next(iter(strips)))
+            strips[(y0, y1)] = self.ds.read(self.bands, window=self._window(0, y0, W, y1 - y0))
+        return strips[(y0, y1)]
+
     def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:
-        arr = self.ds.read(self.bands, window=self._window(x0, y0, x1 - x0, y1 - y0))
+        strip = self._strip(y0, y1)
+        if strip is not None:
+            arr = strip[:, :, x0:x1]
+        else:
+            arr = self.ds.read(self.bands, window=self._window(x0, y0, x1 - x0, y1 - y0))
         if arr.shape[0] == 1:
             arr = np.repeat(arr, 3, axis=0)
+        else:
+            arr = np.ascontiguousarray(arr)
         return torch.from_numpy(arr).to(torch.float32).div_(self.scale)
 
     def valid(self, y0: int, y1: int) -> np.ndarray | None:

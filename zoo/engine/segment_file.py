@@ -153,21 +153,34 @@ class _Parts:
         return idx, probs
 
 
-def _prepare_parts(folder: str, plan: dict[str, Any]) -> None:
-    """Keep the parts of the same plan (a resumed run), discard those of another."""
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _prepare_parts(folder: str, plan: dict[str, Any], rank: int, timeout_s: float) -> None:
+    """Keep the parts of the same plan (a resumed run), discard those of another. Only rank
+    0 discards and writes the plan; the other ranks wait for it (so that none removes bands
+    another has just written)."""
     meta = os.path.join(folder, "plan.json")
     text = json.dumps(plan, sort_keys=True)
-    if os.path.isdir(folder):
-        try:
-            with open(meta, encoding="utf-8") as f:
-                same = f.read() == text
-        except OSError:
-            same = False
-        if not same:
+    if rank == 0:
+        if os.path.isdir(folder) and _read_text(meta) != text:
             shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
-    if not os.path.exists(meta):
-        atomic_write_text(meta, text)
+        os.makedirs(folder, exist_ok=True)
+        if _read_text(meta) != text:
+            atomic_write_text(meta, text)
+    else:
+        t0 = time.monotonic()
+        while _read_text(meta) != text:
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"zoo.infer: rank 0 did not prepare {folder} within "
+                                   f"{timeout_s:.0f} s (it writes plan.json there). Fix: "
+                                   f"start every process with the same arguments.")
+            time.sleep(0.1)
     for name in os.listdir(folder):  # temporaries of a write the kill interrupted
         if name.endswith(".tmp"):
             try:
@@ -192,6 +205,11 @@ class _BandSink:
 
     def __call__(self, y0: int, logits: Tensor) -> None:
         logits = logits[0] if logits.dim() == 4 else logits  # (n, h, W)
+        if logits.shape[0] != self.parts.classes:
+            raise ValueError(f"zoo.infer: the model gives {logits.shape[0]} class maps but "
+                             f"model.num_classes is {self.parts.classes}. Fix: --set "
+                             f"model.num_classes={logits.shape[0]} (or use the checkpoint's "
+                             f"config).")
         h = logits.shape[-2]
         r = 0
         while r < h:
@@ -221,7 +239,7 @@ class _BandSink:
         step = max(1, (1 << 22) // max(1, logits.shape[-1]))
         for a in range(0, logits.shape[1], step):
             part = logits[:, a:a + step]
-            self.idx[at + a:at + a + part.shape[1]] = part.argmax(0).to(torch.uint8).numpy()
+            self.idx[at + a:at + a + part.shape[1]] = _argmax0(part).numpy()
             if self.prob is not None:
                 p = torch.softmax(part.float(), 0) if self.soft else part.float()
                 self.prob[:, at + a:at + a + part.shape[1]] = \
@@ -238,6 +256,18 @@ class _BandSink:
         self.parts.write(b0, self.idx, self.prob)
         self.cur, self.idx, self.prob = None, None, None
         self.on_band(b0, b1)
+
+
+def _argmax0(logits: Tensor) -> Tensor:
+    """argmax over dim 0 as uint8 (the first maximum, as torch.argmax), class by class: a
+    reduction over the outer dimension of a (n, h, W) tensor is several times slower."""
+    best = logits[0].clone()
+    idx = torch.zeros(best.shape, dtype=torch.uint8)
+    for c in range(1, logits.shape[0]):
+        gt = logits[c] > best
+        idx.masked_fill_(gt, c)
+        torch.maximum(best, logits[c], out=best)
+    return idx
 
 
 def _runs(bands: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -283,7 +313,8 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                   f"({task.whole_image_bytes(H, W) / 2**30:.1f} GiB estimated, over "
                   f"eval.max_memory); reading it whole anyway.")
         folder = _parts_dir(out_dir, name)
-        _prepare_parts(folder, _plan(task, path, src, outputs, st, whole))
+        _prepare_parts(folder, _plan(task, path, src, outputs, st, whole), st.rank,
+                       st.wait_timeout_s)
         parts = _Parts(folder, H, W, n, "probs" in outputs)
         bands = parts.bands
         lo, hi = (len(bands) * st.rank) // st.world, (len(bands) * (st.rank + 1)) // st.world
@@ -307,17 +338,20 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                     for r0, r1 in _runs(mine):
                         task.stream_predict(model, src, sink, rows=(r0, r1), device=device)
         if st.world > 1:
-            _wait_for(parts, st.wait_timeout_s)
-            if st.rank != 0:
+            if st.rank != 0:  # rank 0 assembles (and then removes the parts)
+                _wait_for(parts, st.wait_timeout_s, lambda: not os.path.isdir(folder))
                 return []
+            _wait_for(parts, st.wait_timeout_s)
         written = _assemble(parts, src, out_dir, name, outputs, st, n)
     shutil.rmtree(folder, ignore_errors=True)
     return written
 
 
-def _wait_for(parts: _Parts, timeout_s: float) -> None:
+def _wait_for(parts: _Parts, timeout_s: float,
+              finished: Callable[[], bool] = lambda: False) -> None:
+    """Until every band's part is on disk (or ``finished()``: assembled and cleaned up)."""
     t0 = time.monotonic()
-    while not all(parts.done(y0) for y0, _ in parts.bands):
+    while not all(parts.done(y0) for y0, _ in parts.bands) and not finished():
         if time.monotonic() - t0 > timeout_s:
             missing = [y0 for y0, _ in parts.bands if not parts.done(y0)]
             raise TimeoutError(f"zoo.infer: bands at rows {missing[:8]} of {parts.folder} "
