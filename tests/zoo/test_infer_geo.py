@@ -77,17 +77,18 @@ def read(path, band=None):
 def test_streamed_geotiff_equals_in_memory_and_keeps_georeferencing(tmp_path):
     H, W = 3000, 1700
     img = write_geotiff(tmp_path / "scene.tif", H, W, nodata_box=(100, 1300, 700, 1700))
-    outs = ("tif", "probs", "mask", "color")
     written = {}
     for mode, sets in (("memory", ["eval.sliding=true", "eval.max_memory=1000.0"]),
                        ("stream", ["eval.max_memory=0.001"])):
         task, model = cheap_task(*sets)
         assert task.fits_in_memory(H, W) == (mode == "memory")
         out = tmp_path / mode
+        outs = ("tif", "probs") + (("mask", "color") if mode == "stream" else ())
         files = sf.segment_file(task, model, str(tmp_path / "scene.tif"), str(out),
                                 settings(outputs=outs), torch.device("cpu"))
-        assert [os.path.basename(f) for f in files] == \
-            ["scene_mask.tif", "scene_probs.tif", "scene_mask.png", "scene_color.png"]
+        assert [os.path.basename(f) for f in files] == [
+            "scene_mask.tif", "scene_probs.tif", "scene_mask.png", "scene_color.png"
+        ][:len(outs)]
         assert not os.path.exists(out / ".scene.parts")  # the bands are gone once assembled
         written[mode] = out
     for name in ("scene_mask.tif", "scene_probs.tif"):
@@ -137,7 +138,7 @@ def test_kill_and_resume_gives_the_same_file(tmp_path, monkeypatch):
     ref = sf.segment_file(task, model, str(tmp_path / "a.tif"), str(tmp_path / "ref"), st,
                           torch.device("cpu"))
     real_write = sf._Parts.write
-    for kill_after in (1, 2):
+    for kill_after in (2,):
         out = tmp_path / f"killed{kill_after}"
         count = {"n": 0}
 
@@ -202,12 +203,19 @@ def _cli(args, env_extra=None):
 def test_two_processes_give_the_files_of_one(tmp_path):
     """A real (small) WSDNet through the command: one process, then two processes sharing
     the bands of one image (RANK / WORLD_SIZE as torchrun sets them)."""
+    from zoo.infer import main
+
     args = _tiny_run(tmp_path, 1200, 96)
-    one = _cli(args + [str(tmp_path / "big.tif"), "--out", str(tmp_path / "one")])
-    out1, err1 = one.communicate(timeout=600)
-    assert one.returncode == 0, err1
     procs = [_cli(args + [str(tmp_path / "big.tif"), "--out", str(tmp_path / "two")],
                   {"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    # meanwhile the reference: the same command in one process (this one), with the same
+    # thread count (a convolution's last bits may depend on how its work is split)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args + [str(tmp_path / "big.tif"), "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -227,30 +235,41 @@ from benchmarks.common import proc_status_kb, reset_peak_rss
 from tests.zoo.test_infer_geo import cheap_task, settings
 from zoo.engine import segment_file as sf
 task, model = cheap_task("eval.max_memory=0.001")
-sf.segment_file(task, model, sys.argv[1], sys.argv[2] + "_warm", settings(outputs=("tif",)),
-                torch.device("cpu"))
-reset_peak_rss()
-base = proc_status_kb("VmRSS")
-sf.segment_file(task, model, sys.argv[1], sys.argv[2], settings(outputs=("tif",)),
-                torch.device("cpu"))
-print(json.dumps({{"peak_kb": proc_status_kb("VmHWM"), "base_kb": base}}))
+out, warm, images = sys.argv[1], sys.argv[2], sys.argv[3:]
+sf.segment_file(task, model, warm, out + "/warm", settings(outputs=("tif",)),
+                torch.device("cpu"))  # libraries and caches in place first
+peaks = []
+for k, image in enumerate(images):
+    reset_peak_rss()
+    base = proc_status_kb("VmRSS")
+    sf.segment_file(task, model, image, out + f"/{{k}}", settings(outputs=("tif",)),
+                    torch.device("cpu"))
+    peaks.append((proc_status_kb("VmHWM") - base) / 1024)
+print(json.dumps(peaks))
 """
 
 
+LONG = os.environ.get("UHROPS_LONG") == "1"
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-def test_peak_rss_does_not_grow_with_the_height(tmp_path):
-    W = 1500
+@pytest.mark.parametrize("W,heights,limit", [
+    (1024, (1024, 5120), 12.0),  # +4096 rows: image as float32 +48 MiB, logits +32 MiB
+    pytest.param(1500, (1500, 9000), 20.0, marks=[pytest.mark.long, pytest.mark.skipif(
+        not LONG, reason="long: -m long or UHROPS_LONG=1")]),  # +162 / +108 MiB
+])
+def test_peak_rss_does_not_grow_with_the_height(tmp_path, W, heights, limit):
+    """The streamed run's peak RSS (above the RSS before it, in a fresh process after a warm
+    run) is the same for two heights; the in-memory path's would grow by the MiB noted."""
     script = tmp_path / "rss.py"
     script.write_text(_RSS_SCRIPT.format(root=ROOT))
-    peaks = {}
-    for H in (1500, 9000):
+    write_geotiff(tmp_path / "warm.tif", 600, W, seed=1)
+    for H in heights:
         write_geotiff(tmp_path / f"h{H}.tif", H, W, seed=H)
-        p = subprocess.run([sys.executable, str(script), str(tmp_path / f"h{H}.tif"),
-                            str(tmp_path / f"out{H}")], cwd=ROOT, capture_output=True,
-                           text=True, timeout=600,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-        assert p.returncode == 0, p.stderr
-        r = json.loads(p.stdout.strip().splitlines()[-1])
-        peaks[H] = (r["peak_kb"] - r["base_kb"]) / 1024
-    # 6x the height: the whole image as float32 would be +162 MB, its logits +86 MB
-    assert peaks[9000] - peaks[1500] < 25, peaks
+    p = subprocess.run([sys.executable, str(script), str(tmp_path), str(tmp_path / "warm.tif"),
+                        *(str(tmp_path / f"h{H}.tif") for H in heights)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr
+    peaks = json.loads(p.stdout.strip().splitlines()[-1])
+    assert peaks[1] - peaks[0] < limit, dict(zip(heights, peaks))
