@@ -32,6 +32,7 @@ import bisect
 import contextlib
 import math
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Union
 
@@ -564,6 +565,70 @@ def _empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Te
 
 def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
     return _empty(shape, dtype, device).zero_()
+
+
+# Buffers kept between sliding_window calls. A fresh multi-MB CPU tensor is a fresh mmap:
+# every page faults in on first touch and, under memory pressure, the kernel compacts memory
+# for huge pages in the middle of the call (stalls of 2-3x the median call seen at 2448²).
+# The output and the batch buffers of a call are kept here when it returns; a later call with
+# the same shapes takes them back once nothing else references them (the caller dropped the
+# output: checked on the Python object and on its storage), so a steady loop over images of
+# one size touches no new page. Like PyTorch's CUDA caching allocator, this holds memory the
+# caller has freed: at most _POOL_BYTES, CPU only; _release_buffers() frees it.
+_POOL_BYTES = 1 << 30
+_pool: list[Tensor] = []
+_pool_lock = threading.Lock()  # calls from several threads never get the same buffer
+
+
+def _unreferenced(t: Tensor, extra: int) -> bool:
+    """Only the pool (and ``extra`` local names) hold ``t`` and its storage."""
+    try:
+        # the list entry, getrefcount's argument, this frame's `t` and the caller's names
+        if sys.getrefcount(t) > 3 + extra or t._base is not None:
+            return False
+        # 2: the tensor and the storage object made for this call
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2
+    except Exception:  # private API gone: never reuse
+        return False
+
+
+def _pooled_empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """_empty, or an idle pooled buffer of exactly that shape, dtype and device."""
+    shape = tuple(int(v) for v in shape)
+    with _pool_lock:
+        for i in range(len(_pool)):  # (enumerate's tuple would hold one more reference)
+            t = _pool[i]
+            if t.shape == shape and t.dtype == dtype and t.device == device \
+                    and _unreferenced(t, 1):
+                return _pool.pop(i)
+    return _empty(shape, dtype, device)
+
+
+def _pool_keep(*tensors: Tensor | None) -> None:
+    """Offer buffers for reuse by later calls (CPU, up to _POOL_BYTES, newest kept)."""
+    with _pool_lock:
+        _keep_locked(tensors)
+
+
+def _keep_locked(tensors: Sequence[Tensor | None]) -> None:
+    global _pool
+    for t in tensors:
+        if t is None or t.device.type != "cpu" or t.numel() * t.element_size() < _HUGE_MIN_BYTES \
+                or any(t is q for q in _pool):
+            continue
+        _pool.insert(0, t)
+    total, kept = 0, []
+    for t in _pool:
+        total += t.numel() * t.element_size()
+        if total <= _POOL_BYTES:
+            kept.append(t)
+    _pool = kept
+
+
+def _release_buffers() -> None:
+    """Drop the buffers sliding_window keeps for reuse (see _pool)."""
+    with _pool_lock:
+        _pool.clear()
 
 # --------------------------------------------------------------------------------------------
 # PyTorch reference path (no autograd inside: the custom ops provide the backward)
@@ -1275,8 +1340,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     if spare is not None and spare.shape[0] == k1 - k0:
                         batch, spare = spare, None
                     else:
-                        batch = _empty((k1 - k0, image.shape[1], ph, pw), image.dtype,
-                                       image.device)
+                        batch = _pooled_empty((k1 - k0, image.shape[1], ph, pw),
+                                              image.dtype, image.device)
                     r = 0
                     for b, idx in segs:
                         _crop_boxes(image[b:b + 1], [starts[i] for i in idx], ph, pw,
@@ -1328,7 +1393,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     outs = []
                 else:
                     acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
-                    acc = _empty((B, y.shape[1], H, W), acc_dtype, out_device)
+                    acc = _pooled_empty((B, y.shape[1], H, W), acc_dtype, out_device)
                     _zero_gaps(acc, grid.ys, grid.xs, ph, pw)
                     w_acc = _weight_map(weight, (ph, pw), acc, op, mean=mean)
             if outs is not None:
@@ -1367,7 +1432,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         with _torch_where_no_kernel(merged.dtype != torch.float64):
             return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
-    return acc if acc.dtype == out_dtype else acc.to(out_dtype)
+    _pool_keep(spare)
+    if acc.dtype == out_dtype:
+        _pool_keep(acc)  # reused by a later call once the caller has dropped it
+        return acc
+    return acc.to(out_dtype)
 
 
 def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchGrid,

@@ -170,3 +170,31 @@ def test_stream_rows_resume_bitwise(H, W, p, s, bs):
         assert torch.equal(torch.cat(part.parts, -2), ref[:, :, r0:r1])
     with pytest.raises(ValueError, match="rows"):
         sliding_window(conv, Reader(arr), g, bs, rows=(5, 5))
+
+
+def test_in_memory_buffers_reused_only_when_released():
+    """sliding_window keeps its output and batch buffers for the next call of the same shape
+    (steady timings: no fresh pages), but never one the caller still holds."""
+    from uhrops import tiling
+
+    tiling._release_buffers()
+    g = PatchGrid.from_stride((1100, 1000), 512, 400)
+    x1, x2 = torch.rand(1, 3, 1100, 1000), torch.rand(1, 3, 1100, 1000)
+    with torch.no_grad():
+        out1 = sliding_window(lambda t: t * 2, x1, g, 2)
+        keep = out1.clone()
+        view = out1[0, 1]
+        ptr = out1.data_ptr()
+        del out1
+        out2 = sliding_window(lambda t: t * 2, x2, g, 2)  # out1's storage is held by `view`
+        assert out2.data_ptr() != ptr and torch.equal(view, keep[0, 1])
+        del view
+        ptr2 = out2.data_ptr()
+        del out2
+        out3 = sliding_window(lambda t: t * 3, x1, g, 2)  # now a buffer is free: reused
+        assert out3.data_ptr() in (ptr, ptr2)
+        torch.testing.assert_close(out3, 3 * x1)
+        out4 = sliding_window(lambda t: t * 3, x2, g, 2)
+        assert out4.data_ptr() != out3.data_ptr()
+        torch.testing.assert_close(out3, 3 * x1)
+    tiling._release_buffers()
