@@ -96,8 +96,9 @@ def streamed_resize_global(reader, size: Sequence[int], rows_per_read: int = 256
     Convention:
         The filter is separable, so each strip is resized along W, then added into the
         output with its rows' H weights: the image is never held whole. Same weights as
-        ``F.interpolate(..., antialias=True)``, summed in another order (float64
-        accumulation): within ~1e-6 of the in-memory resize.
+        ``F.interpolate(..., antialias=True)`` when shrinking (the global image always is),
+        summed in another order (float64 accumulation): within ~1e-6 of the in-memory
+        resize.
     """
     H, W = reader.image_size
     h, w = int(size[0]), int(size[1])
