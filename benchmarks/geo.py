@@ -124,11 +124,10 @@ def _child(mode: str, image: str, rows: int, config: str, threads: int, out: str
                 mask[a:a + step] = sf._argmax0(logits[0, :, a:a + step]).numpy()
             del logits, x
     seconds = time.perf_counter() - t0
-    from uhrops._stream import patch_range
-
     grid = task._window_grid(H, W) if mode == "stream" else task._window_grid(rows, W)
-    bs = int(cfg["eval"]["batch_size"])
-    _, _, kb, ke = patch_range(grid, (0, rows), bs) if mode == "stream" else (0, 0, 0, len(grid))
+    # the windows run: every window row that reaches into rows 0:rows (batches of 1 here)
+    ke = sum(1 for y in grid.ys if y < rows) * len(grid.xs)
+    kb = 0
     print(json.dumps({"mode": mode, "image": [H, W], "rows": rows, "pixels": rows * W,
                       "windows_run": ke - kb, "windows_full_image": len(grid),
                       "seconds_per_window": seconds / (ke - kb),
