@@ -134,9 +134,10 @@ DEFAULTS: dict[str, Any] = {
         "window": [1024, 1024],
         "window_overlap": 128,
         # Images whose whole-image inference would need more than max_memory GiB (estimated
-        # per family: WSDNet ~160 B/pixel, so ~5000^2 fits 4 GiB) are streamed window by
-        # window from the file, in bounded memory whatever their size.
-        "max_memory": 4.0,
+        # per family: WSDNet ~150 B/pixel, so up to ~5700^2 fits 5 GiB: the papers' 5000^2
+        # Inria and 5120^2 URUR images are still segmented whole) go window by window,
+        # streamed from the file by zoo.infer, in bounded memory whatever their size.
+        "max_memory": 5.0,
         "max_whole_pixels": 0,  # > 0: also stream images with more pixels than this
     },
 }

@@ -13,7 +13,7 @@ dataset's mask values (0/255 for Inria, class indices otherwise); ``probs`` =
 indices), ``color`` (the palette) and ``overlay`` (image and colours half and half). The
 default ``auto`` writes ``tif`` for a georeferenced input and the three PNGs otherwise.
 
-Memory: an image whose whole-image inference fits ``eval.max_memory`` GiB (default 4; the
+Memory: an image whose whole-image inference fits ``eval.max_memory`` GiB (default 5; the
 family's estimate) is read whole; a larger one is streamed from the file window by window
 (GeoTIFF/COG/BigTIFF through rasterio: ``pip install "uhrops[geo]"``), one row of windows and
 one band of rows in memory whatever its size. Progress is kept per band of 1024 rows next to

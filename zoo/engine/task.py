@@ -109,7 +109,7 @@ class Task:
 
     #: estimated peak memory of :meth:`predict` on a whole image, bytes per pixel (model
     #: activations, input and logits), and the fixed part (weights, runtime)
-    whole_image_bytes_per_pixel = 160.0
+    whole_image_bytes_per_pixel = 150.0  # WSDNet at 1024-1536² on the CPU: 112-136, + input, logits
     whole_image_fixed_bytes = 400 * 2**20
 
     def whole_image_bytes(self, height: int, width: int) -> float:
