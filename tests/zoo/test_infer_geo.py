@@ -273,3 +273,25 @@ def test_peak_rss_does_not_grow_with_the_height(tmp_path, W, heights, limit):
     assert p.returncode == 0, p.stderr
     peaks = json.loads(p.stdout.strip().splitlines()[-1])
     assert peaks[1] - peaks[0] < limit, dict(zip(heights, peaks))
+
+
+def test_windows_holding_only_nodata_are_not_run(tmp_path, monkeypatch):
+    H, W = 1100, 1100
+    img = write_geotiff(tmp_path / "half.tif", H, W, seed=9, nodata_box=(0, 0, 1100, 600))
+    task, model = cheap_task("eval.max_memory=0.001", "eval.window=[256, 256]",
+                             "eval.window_overlap=32")
+    seen, conv = [], torch.nn.Conv2d.forward
+    monkeypatch.setattr(torch.nn.Conv2d, "forward",
+                        lambda self, x: (seen.append(x.shape[0]), conv(self, x))[1])
+    sf.segment_file(task, model, str(tmp_path / "half.tif"), str(tmp_path / "out"),
+                    settings(outputs=("tif",)), torch.device("cpu"))
+    grid = task._window_grid(H, W)
+    empty = sum(1 for y in grid.ys for x in grid.xs if x + 256 <= 600)
+    assert sum(seen) == len(grid) - empty and empty > 0
+    mask = read(tmp_path / "out" / "half_mask.tif", 1)
+    x = img.astype(np.float32) / 255
+    l0 = x[0] - 2 * x[1] + 0.5 * x[2] + 0.1
+    l1 = -x[0] + 1.5 * x[1] + 0.25 * x[2] - 0.05
+    valid, sure = img.any(0), np.abs(l1 - l0) > 1e-4
+    assert np.array_equal(mask[valid & sure], np.where(l1 > l0, 255, 0)[valid & sure])
+    assert (mask[~valid] != 0).all() and (mask[~valid] != 255).all()

@@ -7,7 +7,8 @@ How an image goes through (``python -m zoo.infer`` calls :func:`segment_file`):
    inference fits ``eval.max_memory`` (the family's estimate, :meth:`Task.fits_in_memory`)
    it is read whole and segmented by :meth:`Task.predict` (TTA possible); otherwise the
    family streams it (:meth:`Task.stream_predict`: ``uhrops.sliding_window`` over the file,
-   one row of windows in memory).
+   one row of windows in memory). Windows holding only the input's nodata value are not
+   run when the family allows it (:class:`_SkipEmpty`; WSDNet).
 2. The logits arrive band by band. Every :data:`BAND_ROWS` rows (two 512-pixel tiles) the
    class indices (uint8; 255 where the input has no data) and, when asked, the per-class
    probabilities (uint8, 255·softmax) are written to ``<out>/.<name>.parts/<y0>.part``
@@ -270,6 +271,31 @@ def _argmax0(logits: Tensor) -> Tensor:
     return idx
 
 
+class _SkipEmpty(torch.nn.Module):
+    """The model on the windows that hold data: a window whose every pixel is the input's
+    nodata value is not run (its logits are zeros). Only pixels inside such a window receive
+    its logits, and all of them are written as nodata, so no valid pixel changes."""
+
+    def __init__(self, model: torch.nn.Module, value: float) -> None:
+        super().__init__()
+        self.model, self.value = model, value
+
+    def forward(self, x: Tensor) -> Tensor:
+        empty = (x == self.value).flatten(1).all(1)
+        if not bool(empty.any()):
+            return self.model(x)
+        keep = (~empty).nonzero().flatten()
+        if keep.numel() == 0:
+            self.skipped += x.shape[0]
+            n = getattr(self, "classes")
+            return x.new_zeros((x.shape[0], n, *x.shape[-2:]))
+        out = self.model(x[keep])
+        full = out.new_zeros((x.shape[0], *out.shape[1:]))
+        full[keep] = out
+        self.skipped += int(empty.sum())
+        return full
+
+
 def _runs(bands: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Consecutive bands merged into row ranges (one stream, one warm-up each)."""
     out: list[list[int]] = []
@@ -326,6 +352,11 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
 
             sink = _BandSink(parts, src, mine, probs_are_logits=not st.tta, on_band=on_band)
             model.eval()
+            if src.nodata is not None and task.skips_empty_windows:
+                # the nodata value as the reader converts it (float32 division)
+                value = float(torch.tensor([float(src.nodata)]).div_(src.scale))
+                model = _SkipEmpty(model, value)
+                model.classes, model.skipped = n, 0
             with torch.no_grad():
                 if whole:
                     x = src.read(0, 0, H, W)[None].to(device)

@@ -112,6 +112,10 @@ class Task:
     whole_image_bytes_per_pixel = 150.0  # WSDNet at 1024-1536² on the CPU: 112-136, + input, logits
     whole_image_fixed_bytes = 400 * 2**20
 
+    #: the model is a plain (B, 3, h, w) -> logits network, so zoo.infer may leave out the
+    #: windows of an image that hold only its nodata value
+    skips_empty_windows = False
+
     def whole_image_bytes(self, height: int, width: int) -> float:
         """Estimated peak memory of segmenting a (height, width) image in one piece."""
         return self.whole_image_fixed_bytes + self.whole_image_bytes_per_pixel * height * width

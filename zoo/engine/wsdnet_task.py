@@ -23,6 +23,7 @@ __all__ = ["WSDNetTask"]
 @register_family
 class WSDNetTask(Task):
     family = "wsdnet"
+    skips_empty_windows = True
     pretrained_backbones = {
         "resnet18": "ResNet18-V1c ImageNet weights (mmcv's open-mmlab://resnet18_v1c, "
                     "resnet18_v1c-b5776b93.pth; a torchvision resnet18 file leaves the deep "
