@@ -494,13 +494,15 @@ def _place(dst: Tensor, src: Tensor, fac: Tensor | None, ysplit: tuple[int, int,
 
 def _mean_band(ys: Sequence[int], xs: Sequence[int], ph: int, pw: int, H: int, W: int,
                weight: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
-               device: torch.device) -> Tensor:
+               device: torch.device, out: Tensor | None = None) -> Tensor:
     """1 / Σw over rows r0:r1, (r1 - r0, W): the outer product of the inverse patch counts
-    per axis for constant weights, else summed from the weights of the patches there."""
+    per axis for constant weights, else summed from the weights of the patches there.
+    ``out``: a buffer of at least r1 - r0 rows to write it into (constant weights)."""
     if weight is None:
         icy = _inv_counts(ys, ph, H, dtype, device)[r0:r1]
         icx = _inv_counts(xs, pw, W, dtype, device)
-        return torch.mul(icy[:, None], icx[None, :], out=_empty((r1 - r0, W), dtype, device))
+        dst = _empty((r1 - r0, W), dtype, device) if out is None else out[:r1 - r0]
+        return torch.mul(icy[:, None], icx[None, :], out=dst)
     return _norm_band(ys, xs, ph, pw, H, W, weight, r0, r1, dtype, device, False)
 
 
@@ -576,6 +578,7 @@ def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Te
 # one size touches no new page. Like PyTorch's CUDA caching allocator, this holds memory the
 # caller has freed: at most _POOL_BYTES, CPU only; _release_buffers() frees it.
 _POOL_BYTES = 1 << 30
+_POOL_MIN_BYTES = 1 << 20  # smaller ones come from malloc's heap (no fresh mmap each time)
 _pool: list[Tensor] = []
 _pool_lock = threading.Lock()  # calls from several threads never get the same buffer
 
@@ -613,7 +616,7 @@ def _pool_keep(*tensors: Tensor | None) -> None:
 def _keep_locked(tensors: Sequence[Tensor | None]) -> None:
     global _pool
     for t in tensors:
-        if t is None or t.device.type != "cpu" or t.numel() * t.element_size() < _HUGE_MIN_BYTES \
+        if t is None or t.device.type != "cpu" or t.numel() * t.element_size() < _POOL_MIN_BYTES \
                 or any(t is q for q in _pool):
             continue
         _pool.insert(0, t)
@@ -1315,6 +1318,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     mean = reduction == "mean"
     band: Tensor | None = None  # inverse normaliser over the rows of patch row `band_row`
     band_row = -1
+    band_buf: Tensor | None = None  # holds `band` (constant weights), kept between calls
     outs: list[Tensor] | None = None  # kept outputs (autograd mode)
     spare: Tensor | None = None  # last batch buffer, when nothing else holds it
     acc: Tensor | None = None
@@ -1340,6 +1344,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     if spare is not None and spare.shape[0] == k1 - k0:
                         batch, spare = spare, None
                     else:
+                        _pool_keep(spare)  # the full-size batch, for the next call
+                        spare = None
                         batch = _pooled_empty((k1 - k0, image.shape[1], ph, pw),
                                               image.dtype, image.device)
                     r = 0
@@ -1409,8 +1415,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                             yy, xx = starts[i]
                             hh, ww = min(ph, H - yy), min(pw, W - xx)
                             if mean and band_row != gi:
+                                if band_buf is None and w_acc is None:
+                                    band_buf = _pooled_empty((min(ph, H), W), acc.dtype,
+                                                             acc.device)
                                 band = _mean_band(grid.ys, grid.xs, ph, pw, H, W, w_acc, yy,
-                                                  yy + hh, acc.dtype, acc.device)
+                                                  yy + hh, acc.dtype, acc.device, band_buf)
                                 band_row = gi
                             # reads yo only: fn's output is never modified
                             _place(acc[b:b + 1], yo[r:r + 1], _factor(band, w_acc, xx, hh, ww),
@@ -1432,7 +1441,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         with _torch_where_no_kernel(merged.dtype != torch.float64):
             return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
-    _pool_keep(spare)
+    band = None
+    _pool_keep(spare, band_buf)
     if acc.dtype == out_dtype:
         _pool_keep(acc)  # reused by a later call once the caller has dropped it
         return acc
