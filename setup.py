@@ -33,11 +33,14 @@ setup(
             "setuptools<81",  # pytorch_wavelets imports pkg_resources
             "monai>=1.3",  # oracle for the tiling grid and Gaussian blending
             "triton>=3.0",
+            "rasterio>=1.3",  # = the geo extra: GeoTIFF tests
             # ONNX export and ONNX Runtime tests (the [onnx] extra)
             "onnx>=1.16",
             "onnxscript>=0.3",
             "onnxruntime>=1.18",
         ],
+        # Windowed GeoTIFF / COG / BigTIFF reading and GeoTIFF outputs in zoo.infer.
+        "geo": ["rasterio>=1.3"],
         # torch.onnx.export(dynamo=True) needs onnx and onnxscript; zoo.infer --engine
         # onnxruntime needs onnxruntime (uhrops.export.MissingExtraError names this extra)
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],

@@ -32,6 +32,7 @@ import bisect
 import contextlib
 import math
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Union
 
@@ -493,13 +494,15 @@ def _place(dst: Tensor, src: Tensor, fac: Tensor | None, ysplit: tuple[int, int,
 
 def _mean_band(ys: Sequence[int], xs: Sequence[int], ph: int, pw: int, H: int, W: int,
                weight: Tensor | None, r0: int, r1: int, dtype: torch.dtype,
-               device: torch.device) -> Tensor:
+               device: torch.device, out: Tensor | None = None) -> Tensor:
     """1 / Σw over rows r0:r1, (r1 - r0, W): the outer product of the inverse patch counts
-    per axis for constant weights, else summed from the weights of the patches there."""
+    per axis for constant weights, else summed from the weights of the patches there.
+    ``out``: a buffer of at least r1 - r0 rows to write it into (constant weights)."""
     if weight is None:
         icy = _inv_counts(ys, ph, H, dtype, device)[r0:r1]
         icx = _inv_counts(xs, pw, W, dtype, device)
-        return torch.mul(icy[:, None], icx[None, :], out=_empty((r1 - r0, W), dtype, device))
+        dst = _empty((r1 - r0, W), dtype, device) if out is None else out[:r1 - r0]
+        return torch.mul(icy[:, None], icx[None, :], out=dst)
     return _norm_band(ys, xs, ph, pw, H, W, weight, r0, r1, dtype, device, False)
 
 
@@ -564,6 +567,71 @@ def _empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Te
 
 def _zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
     return _empty(shape, dtype, device).zero_()
+
+
+# Buffers kept between sliding_window calls. A fresh multi-MB CPU tensor is a fresh mmap:
+# every page faults in on first touch and, under memory pressure, the kernel compacts memory
+# for huge pages in the middle of the call (stalls of 2-3x the median call seen at 2448²).
+# The output and the batch buffers of a call are kept here when it returns; a later call with
+# the same shapes takes them back once nothing else references them (the caller dropped the
+# output: checked on the Python object and on its storage), so a steady loop over images of
+# one size touches no new page. Like PyTorch's CUDA caching allocator, this holds memory the
+# caller has freed: at most _POOL_BYTES, CPU only; _release_buffers() frees it.
+_POOL_BYTES = 1 << 30
+_POOL_MIN_BYTES = 1 << 20  # smaller ones come from malloc's heap (no fresh mmap each time)
+_pool: list[Tensor] = []
+_pool_lock = threading.Lock()  # calls from several threads never get the same buffer
+
+
+def _unreferenced(t: Tensor, extra: int) -> bool:
+    """Only the pool (and ``extra`` local names) hold ``t`` and its storage."""
+    try:
+        # the list entry, getrefcount's argument, this frame's `t` and the caller's names
+        if sys.getrefcount(t) > 3 + extra or t._base is not None:
+            return False
+        # 2: the tensor and the storage object made for this call
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2
+    except Exception:  # private API gone: never reuse
+        return False
+
+
+def _pooled_empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """_empty, or an idle pooled buffer of exactly that shape, dtype and device."""
+    shape = tuple(int(v) for v in shape)
+    with _pool_lock:
+        for i in range(len(_pool)):  # (enumerate's tuple would hold one more reference)
+            t = _pool[i]
+            if t.shape == shape and t.dtype == dtype and t.device == device \
+                    and _unreferenced(t, 1):
+                return _pool.pop(i)
+    return _empty(shape, dtype, device)
+
+
+def _pool_keep(*tensors: Tensor | None) -> None:
+    """Offer buffers for reuse by later calls (CPU, up to _POOL_BYTES, newest kept)."""
+    with _pool_lock:
+        _keep_locked(tensors)
+
+
+def _keep_locked(tensors: Sequence[Tensor | None]) -> None:
+    global _pool
+    for t in tensors:
+        if t is None or t.device.type != "cpu" or t.numel() * t.element_size() < _POOL_MIN_BYTES \
+                or any(t is q for q in _pool):
+            continue
+        _pool.insert(0, t)
+    total, kept = 0, []
+    for t in _pool:
+        total += t.numel() * t.element_size()
+        if total <= _POOL_BYTES:
+            kept.append(t)
+    _pool = kept
+
+
+def _release_buffers() -> None:
+    """Drop the buffers sliding_window keeps for reuse (see _pool)."""
+    with _pool_lock:
+        _pool.clear()
 
 # --------------------------------------------------------------------------------------------
 # PyTorch reference path (no autograd inside: the custom ops provide the backward)
@@ -1097,7 +1165,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                    contexts: Sequence[Union[float, Callable[[Tensor, Tensor], Tensor]]] = (),
                    out_device: torch.device | str | None = None, progress: bool = False, *,
                    reduction: str = "mean", weight: Union[str, Tensor, None] = None,
-                   device: torch.device | str | None = None) -> Tensor:
+                   device: torch.device | str | None = None,
+                   sink: Callable[[int, Tensor], Any] | None = None,
+                   rows: tuple[int, int] | None = None) -> Tensor | None:
     """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
 
     Convention:
@@ -1125,6 +1195,26 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           differentiable :func:`merge_patches` instead, which holds all patch outputs (the
           autograd graph holds them anyway). Under ``use_backend("triton")`` the steps that
           have no Triton kernel (float64, contexts) take the PyTorch path in both modes.
+        - Streaming (images of any size): ``image`` may be a *reader*, any object with
+          ``image_size`` = (H, W) and ``read(y0, x0, y1, x1)`` returning that window of one
+          image as a (C, h, w) or (1, C, h, w) floating tensor (a file opened window by
+          window, a memory map, ...), and/or ``sink`` a callable ``sink(y0, band)`` that
+          receives the finished output rows ``y0 : y0 + band.shape[-2]`` as a
+          (1, C_out, h, W) tensor, top to bottom, each row exactly once. Then only the
+          windows of one batch (and their contexts, read window by window) and an
+          accumulator of one patch row (ph x W) are held, whatever the image height: the
+          rows of a patch row are handed to the sink as soon as the next patch row starts
+          below them. ``band`` is a view of that accumulator, valid during the call only
+          (copy what you keep). Same patches, same batches, same factors w/Σw, same
+          accumulation order as the in-memory call: the merged rows are bitwise equal to
+          it. Without ``sink`` the rows are gathered into the returned tensor; with one,
+          the call returns None. No autograd (run under ``torch.no_grad``); one image
+          (B = 1); callable contexts receive the reader (the tensor, for a tensor image).
+        - ``rows=(r0, r1)`` (streaming only) computes only output rows r0:r1, bitwise equal
+          to those rows of the full call: it runs the full call's batches that hold the
+          patches covering those rows (so a band can be resumed, or bands of one image shared
+          out between processes, recomputing at most the one patch row above r0).
+
 
     Args:
         fn: callable on a batch of patches (and contexts).
@@ -1137,10 +1227,13 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         progress: show a tqdm progress bar.
         reduction: "mean" or "sum", as in :func:`merge_patches`.
         weight: None, "constant", "gaussian" or a (ph, pw) tensor, as in :func:`merge_patches`.
-        device: device the batches are sent to before ``fn`` (default ``image.device``).
+        device: device the batches are sent to before ``fn`` (default ``image.device``;
+            for a reader, where its windows are).
+        sink: ``sink(y0, band)`` receiving finished row bands (streaming; see above).
+        rows: (r0, r1): only these output rows (streaming; see above).
 
     Returns:
-        (B, C_out, H, W) tensor on ``out_device``.
+        (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows.
 
     Example:
         >>> g = PatchGrid.from_stride(64, 32, 16)
@@ -1148,11 +1241,31 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         >>> y = sliding_window(lambda p: p[:, :1] * 2, x, g, batch_size=4)
         >>> torch.allclose(y, 2 * x[:, :1])
         True
+
+        A reader of your own (here over a memory map; a GeoTIFF read window by window
+        works the same way) and a sink writing each finished band out:
+
+        >>> import numpy as np
+        >>> class MemmapReader:
+        ...     def __init__(self, array):  # (C, H, W) uint8, e.g. np.memmap of a raw file
+        ...         self.array, self.image_size = array, array.shape[1:]
+        ...     def read(self, y0, x0, y1, x1):
+        ...         return torch.from_numpy(self.array[:, y0:y1, x0:x1] / 255.0).float()
+        >>> pixels = np.random.randint(0, 256, (3, 64, 48), dtype=np.uint8)
+        >>> rows = []
+        >>> sliding_window(lambda p: p[:, :1] * 2, MemmapReader(pixels),
+        ...                PatchGrid.from_stride((64, 48), 32, 16), batch_size=4,
+        ...                sink=lambda y0, band: rows.append((y0, band.clone())))
+        >>> [(y0, tuple(b.shape)) for y0, b in rows]
+        [(0, (1, 1, 16, 48)), (16, (1, 1, 16, 48)), (32, (1, 1, 32, 48))]
     """
     op = "sliding_window"
     if not callable(fn):
         raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
                         f"patches); got {type(fn).__name__}.")
+    if sink is not None or rows is not None or not isinstance(image, Tensor):
+        return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
+                                        progress, reduction, weight, device, sink, rows)
     image = _checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
@@ -1205,6 +1318,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     mean = reduction == "mean"
     band: Tensor | None = None  # inverse normaliser over the rows of patch row `band_row`
     band_row = -1
+    band_buf: Tensor | None = None  # holds `band` (constant weights), kept between calls
     outs: list[Tensor] | None = None  # kept outputs (autograd mode)
     spare: Tensor | None = None  # last batch buffer, when nothing else holds it
     acc: Tensor | None = None
@@ -1230,8 +1344,10 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     if spare is not None and spare.shape[0] == k1 - k0:
                         batch, spare = spare, None
                     else:
-                        batch = _empty((k1 - k0, image.shape[1], ph, pw), image.dtype,
-                                       image.device)
+                        _pool_keep(spare)  # the full-size batch, for the next call
+                        spare = None
+                        batch = _pooled_empty((k1 - k0, image.shape[1], ph, pw),
+                                              image.dtype, image.device)
                     r = 0
                     for b, idx in segs:
                         _crop_boxes(image[b:b + 1], [starts[i] for i in idx], ph, pw,
@@ -1283,7 +1399,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                     outs = []
                 else:
                     acc_dtype = torch.float32 if y.dtype in _HALF else y.dtype
-                    acc = _empty((B, y.shape[1], H, W), acc_dtype, out_device)
+                    acc = _pooled_empty((B, y.shape[1], H, W), acc_dtype, out_device)
                     _zero_gaps(acc, grid.ys, grid.xs, ph, pw)
                     w_acc = _weight_map(weight, (ph, pw), acc, op, mean=mean)
             if outs is not None:
@@ -1299,8 +1415,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                             yy, xx = starts[i]
                             hh, ww = min(ph, H - yy), min(pw, W - xx)
                             if mean and band_row != gi:
+                                if band_buf is None and w_acc is None:
+                                    band_buf = _pooled_empty((min(ph, H), W), acc.dtype,
+                                                             acc.device)
                                 band = _mean_band(grid.ys, grid.xs, ph, pw, H, W, w_acc, yy,
-                                                  yy + hh, acc.dtype, acc.device)
+                                                  yy + hh, acc.dtype, acc.device, band_buf)
                                 band_row = gi
                             # reads yo only: fn's output is never modified
                             _place(acc[b:b + 1], yo[r:r + 1], _factor(band, w_acc, xx, hh, ww),
@@ -1322,7 +1441,63 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         with _torch_where_no_kernel(merged.dtype != torch.float64):
             return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
-    return acc if acc.dtype == out_dtype else acc.to(out_dtype)
+    band = None
+    _pool_keep(spare, band_buf)
+    if acc.dtype == out_dtype:
+        _pool_keep(acc)  # reused by a later call once the caller has dropped it
+        return acc
+    return acc.to(out_dtype)
+
+
+def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchGrid,
+                             batch_size: int, contexts: Any, out_device: Any, progress: bool,
+                             reduction: str, weight: Any, device: Any,
+                             sink: Callable[[int, Tensor], Any] | None,
+                             rows: tuple[int, int] | None) -> Tensor | None:
+    """sliding_window over a reader and/or into a sink: checks, then uhrops._stream."""
+    from uhrops import _stream
+
+    op = "sliding_window"
+    if sink is not None and not callable(sink):
+        raise TypeError(f"{op}(): `sink` must be a callable sink(y0, band) or None; got "
+                        f"{type(sink).__name__}.")
+    if isinstance(image, Tensor):
+        image = _checks.check_image(image, "image", op)
+        if image.shape[0] != 1:
+            raise ValueError(f"{op}(): streaming into a `sink` takes one image (B = 1); got "
+                             f"shape {tuple(image.shape)}. Fix: call it once per image.")
+        reader: Any = _stream.TensorReader(image)
+    else:
+        _stream.check_reader(image, op)
+        reader = image
+    grid = _check_grid(grid, op)
+    if tuple(reader.image_size) != grid.image_size:
+        raise ValueError(f"{op}(): `image` is {reader.image_size[0]}x{reader.image_size[1]} "
+                         f"but the grid was built for {grid.image_size[0]}x"
+                         f"{grid.image_size[1]}. Fix: build the grid from the image size.")
+    batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
+    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    if not isinstance(contexts, (list, tuple)):
+        raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
+                        f"got {type(contexts).__name__}.")
+    specs = [c if callable(c) else _check_scale(c, op, f"contexts[{i}]")
+             for i, c in enumerate(contexts)]
+    out_device = None if out_device is None else _checks.check_device(
+        out_device, "out_device", op, usable=True)
+    device = None if device is None else _checks.check_device(device, "device", op,
+                                                              usable=True)
+    _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device or "cpu"), op)
+    if rows is not None:
+        ok = isinstance(rows, (tuple, list)) and len(rows) == 2 and all(
+            isinstance(r, int) and not isinstance(r, bool) for r in rows) \
+            and 0 <= rows[0] < rows[1] <= grid.image_size[0]
+        if not ok:
+            raise ValueError(f"{op}(): `rows` must be a pair (r0, r1) of ints with 0 <= r0 < r1 "
+                             f"<= H = {grid.image_size[0]}; got {rows!r}. Fix: e.g. "
+                             f"rows=(0, {grid.image_size[0]}) for every row.")
+        rows = (int(rows[0]), int(rows[1]))
+    return _stream.stream(fn, reader, grid, batch_size, specs, sink, out_device, device,
+                          reduction, weight, bool(progress), op, rows)
 
 
 # --------------------------------------------------------------------------------------------

@@ -133,7 +133,12 @@ DEFAULTS: dict[str, Any] = {
         "sliding": False,  # whole-image inference through uhrops.sliding_window
         "window": [1024, 1024],
         "window_overlap": 128,
-        "max_whole_pixels": 26214400,  # larger images are segmented window by window (5120^2)
+        # Images whose whole-image inference would need more than max_memory GiB (estimated
+        # per family: WSDNet ~150 B/pixel, so up to ~5700^2 fits 5 GiB: the papers' 5000^2
+        # Inria and 5120^2 URUR images are still segmented whole) go window by window,
+        # streamed from the file by zoo.infer, in bounded memory whatever their size.
+        "max_memory": 5.0,
+        "max_whole_pixels": 0,  # > 0: also stream images with more pixels than this
     },
 }
 

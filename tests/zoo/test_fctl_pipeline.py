@@ -309,3 +309,50 @@ class TestFocalLoss:
         with pytest.raises(ValueError, match="reduction"):
             focal_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long),
                        reduction="avg")
+
+
+class TestStream:
+    """FCtLSegmenter.stream: the image read window by window (a reader), logits handed out
+    band by band; the oracle is forward() on the image in memory."""
+
+    @staticmethod
+    def _bands(seg, img, rows=None):
+        from uhrops._stream import TensorReader
+
+        got = []
+        seg.stream(TensorReader(img), lambda y0, b: got.append((y0, b.clone())), rows=rows)
+        return got
+
+    def test_local_contexts_bitwise(self):
+        model = Probe(3, "inria", "full")
+        img = torch.rand(1, 3, 75, 41, generator=torch.Generator().manual_seed(5))
+        seg = FCtLSegmenter(model, patch_size=16, min_overlap=4, batch_size=3)
+        ref = seg(img)
+        got = self._bands(seg, img)
+        assert [y0 for y0, _ in got] == sorted(y0 for y0, _ in got) and got[0][0] == 0
+        assert torch.equal(torch.cat([b for _, b in got], -2), ref)
+        part = self._bands(seg, img, rows=(30, 60))
+        assert torch.equal(torch.cat([b for _, b in part], -2), ref[:, :, 30:60])
+
+    def test_global_context_from_a_streamed_resize(self):
+        from zoo.fctl.pipeline import resize_global, streamed_resize_global
+        from uhrops._stream import TensorReader
+
+        img = torch.rand(1, 3, 203, 77, generator=torch.Generator().manual_seed(6))
+        for size in ((16, 16), (50, 30)):  # shrinking, as the global image always is
+            torch.testing.assert_close(streamed_resize_global(TensorReader(img), size,
+                                                              rows_per_read=50),
+                                       resize_global(img, size), rtol=0, atol=2e-6)
+        model = Probe(7, "deepglobe", "full")
+        seg = FCtLSegmenter(model, patch_size=16, min_overlap=4, batch_size=3)
+        got = torch.cat([b for _, b in self._bands(seg, img)], -2)
+        torch.testing.assert_close(got, seg(img), rtol=1e-5, atol=1e-5)
+
+    def test_refuses_what_needs_the_whole_image(self):
+        from uhrops._stream import TensorReader
+
+        img = torch.rand(1, 3, 20, 20)
+        for kw in (dict(tta=True), dict(context_resize="released"), dict(pad_value=0.5)):
+            seg = FCtLSegmenter(Probe(2, "inria", "full"), patch_size=16, min_overlap=4, **kw)
+            with pytest.raises(ValueError, match="whole image"):
+                seg.stream(TensorReader(img), lambda y0, b: None)

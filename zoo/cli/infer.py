@@ -1,19 +1,30 @@
 """``python -m zoo.infer``: segment image files of any size with a trained checkpoint.
 
-    python -m zoo.infer --config NAME|PATH --checkpoint FILE IMAGE [IMAGE ...] --out DIR
-                        [--tta] [--set key=value ...] [--overwrite]
-    python -m zoo.infer --engine onnxruntime --model FILE.onnx IMAGE [IMAGE ...] --out DIR
-                        [--config NAME|PATH] [--tta] [--set key=value ...] [--overwrite]
+    python -m zoo.infer --config NAME|PATH --checkpoint FILE INPUT [INPUT ...] --out DIR
+                        [--outputs auto|mask,color,overlay,tif,probs] [--tta]
+                        [--set key=value ...] [--overwrite]
+    python -m zoo.infer --engine onnxruntime --model FILE.onnx INPUT [INPUT ...] --out DIR
+                        [--config NAME|PATH] [...the same options]
+    torchrun --nproc_per_node=K -m zoo.infer ...   (the same, on K processes)
 
-For each image ``<name>.<ext>`` it writes ``<name>_mask.png`` (class indices),
-``<name>_color.png`` (the dataset palette) and ``<name>_overlay.png`` (image and colours
-half and half). A GeoTIFF input also gets ``<name>_mask.tif`` carrying the input's
-georeferencing tags (model pixel scale, tie points, GeoKey directory), so GIS tools place the
-mask where the image is. Images larger than ``eval.window`` are streamed through
-``uhrops.sliding_window`` (WSDNet) or the patch pipeline (FCtL), so memory stays at one
-window batch plus the output. Images whose three outputs already exist are skipped (a folder
-run that was interrupted resumes where it stopped); ``--overwrite`` recomputes them.
-``--tta`` averages 8 flips/rotations (without the flag, ``eval.tta`` of the config decides).
+INPUT is an image file, a folder (its image files) or a glob pattern ("tiles/*.tif").
+Outputs per image ``<name>``: ``tif`` = ``<name>_mask.tif``, a tiled (512), DEFLATE-compressed
+Cloud-Optimized GeoTIFF with the input's CRS, transform and nodata, a colour table and the
+dataset's mask values (0/255 for Inria, class indices otherwise); ``probs`` =
+``<name>_probs.tif``, one uint8 band per class (255·probability); the PNGs ``mask`` (class
+indices), ``color`` (the palette) and ``overlay`` (image and colours half and half). The
+default ``auto`` writes ``tif`` for a georeferenced input and the three PNGs otherwise.
+
+Memory: an image whose whole-image inference fits ``eval.max_memory`` GiB (default 5; the
+family's estimate) is read whole; a larger one is streamed from the file window by window
+(GeoTIFF/COG/BigTIFF through rasterio: ``pip install "uhrops[geo]"``), one row of windows and
+one band of rows in memory whatever its size. Progress is kept per band of 1024 rows next to
+the outputs (``.<name>.parts/``): a run killed at any moment and started again continues
+where it stopped and writes the same files. Under torchrun (RANK / WORLD_SIZE) a folder's
+images are shared out between the processes, or, with fewer images than processes, the
+bands of each image; the files are the same as with one process. Images whose outputs exist
+are skipped; ``--overwrite`` recomputes them. ``--tta`` averages 8 flips/rotations (without
+the flag, ``eval.tta`` decides; it needs the image in memory).
 
 ``--engine onnxruntime --model model.onnx`` (a ``python -m zoo.export`` file) runs the same
 pipeline with ONNX Runtime as the per-window call (:mod:`zoo.engine.onnx_engine`);
@@ -23,6 +34,7 @@ pipeline with ONNX Runtime as the per-window call (:mod:`zoo.engine.onnx_engine`
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 
@@ -36,9 +48,11 @@ from zoo.core.atomic import remove_stale_temporaries
 from zoo.core.errors import ConfigError, ZooError
 from zoo.core.progress import Progress
 from zoo.core.runtime import pick_device
-from zoo.data.registry import palette_for
+from zoo.data.base import IMAGE_EXTENSIONS
+from zoo.data.registry import dataset_rules, palette_for
 from zoo.engine.families import make_task
 from zoo.engine.predictions import infer_file, is_done
+from zoo.engine.segment_file import OUTPUTS, Settings, settings_signature
 
 PROG = "zoo.infer"
 
@@ -51,8 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", choices=("pytorch", "onnxruntime"), default="pytorch",
                    help="what runs the network on each window (default: pytorch)")
     p.add_argument("--model", default=None, help="exported .onnx file (--engine onnxruntime)")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, TIFF/GeoTIFF)")
+    p.add_argument("images", nargs="+",
+                   help="image files (JPEG, PNG, TIFF/GeoTIFF/COG...), folders, glob patterns")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--outputs", default="auto",
+                   help=f"comma-separated subset of {','.join(OUTPUTS)}, or auto (default: "
+                        "tif for georeferenced inputs, mask,color,overlay otherwise)")
     p.add_argument("--tta", action="store_true", default=None,
                    help="8-way flip/rotation test-time augmentation (default: eval.tta)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -60,9 +78,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_outputs(text: str) -> tuple[str, ...] | None:
+    if text.strip() == "auto":
+        return None
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in OUTPUTS]
+    if bad or not kinds:
+        raise ValueError(f"--outputs: unknown output(s) {bad or [text]}; choose from "
+                         f"{', '.join(OUTPUTS)} (comma-separated), or auto.")
+    return kinds
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """(image files, inputs that matched nothing): folders give their image files (sorted),
+    patterns their matches (sorted); files are kept in the order given, once each."""
+    files, missing = [], []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS)
+                           and os.path.isfile(os.path.join(item, f)))
+        elif os.path.isfile(item):
+            found = [item]
+        elif glob.has_magic(item):
+            found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+        else:
+            found = []
+        if not found:
+            missing.append(item)
+        files += [f for f in found if f not in files]
+    return files, missing
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) otherwise."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0, 1
+    return (rank, world) if world > 1 and 0 <= rank < world else (0, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = flag_overrides(args.overrides, **{"eval.tta": "true" if args.tta else None})
+    try:
+        outputs = parse_outputs(args.outputs)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.engine == "onnxruntime":
             cfg, model, device = _onnx_engine(args, overrides)
@@ -82,29 +147,49 @@ def main(argv: list[str] | None = None) -> int:
             # through the family: FCtL also reads the authors' released .pth files
             task.load_weights(model, args.checkpoint)
         palette = palette_for(cfg)
+        try:
+            encoding = dataset_rules(cfg).mask_encoding
+        except ZooError:
+            encoding = "index"
     except (ZooError, MissingExtraError) as exc:
         return report(PROG, exc)
-    missing = [f for f in args.images if not os.path.isfile(f)]
+    images, missing = expand_inputs(args.images)
     if missing:
-        print(f"{PROG}: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        print(f"{PROG}: error: no image file at: {', '.join(missing)}", file=sys.stderr)
         return 2
+    rank, world = _world()
     os.makedirs(args.out, exist_ok=True)
-    remove_stale_temporaries(args.out)  # half-written files of an interrupted run
-    todo = [f for f in args.images if args.overwrite or not is_done(args.out, f)]
-    if len(todo) < len(args.images):
-        print(f"skipping {len(args.images) - len(todo)} image(s) already segmented in {args.out}")
-    bar = Progress(len(todo), desc="infer", every=0, unit="images")
+    if rank == 0:
+        remove_stale_temporaries(args.out)  # half-written files of an interrupted run
+    todo = [f for f in images if args.overwrite or not is_done(args.out, f, outputs)]
+    if len(todo) < len(images) and rank == 0:
+        print(f"skipping {len(images) - len(todo)} image(s) already segmented in {args.out}")
+    share_images = world > 1 and len(todo) >= world
+    if share_images:  # whole images per process; otherwise every process takes bands
+        todo = todo[rank::world]
+    base = Settings(palette=palette, mask_encoding=encoding, outputs=outputs,
+                    tta=bool(cfg["eval"]["tta"]),
+                    rank=0 if share_images else rank, world=1 if share_images else world,
+                    signature=settings_signature(args.checkpoint or args.model, cfg),
+                    # the others' bands take as long as ours: wait for them generously
+                    wait_timeout_s=max(3600.0, float(cfg["train"]["dist_timeout"]) * 6))
+    speaks = rank == 0 or share_images
     failures = 0
     for path in todo:
+        share = 1 if share_images else world  # a rank's bar counts its own bands
+        bar = Progress(_pixels(path) // share, desc=os.path.basename(path), every=1,
+                       unit="pixels", enabled=speaks)
+        base.progress = lambda px, msg, bar=bar: bar.update(n=px)
         try:
             written = infer_file(task, model, path, args.out, palette, device,
-                                 bool(cfg["eval"]["tta"]))
-            print(f"{path} -> {', '.join(os.path.basename(w) for w in written)}")
-        except OSError as exc:  # an undecodable file is reported, the others go on
+                                 base.tta, settings=base)
+            if written:
+                print(f"{path} -> {', '.join(os.path.basename(w) for w in written)}")
+        except (OSError, ValueError) as exc:  # an undecodable file is reported, the others go on
             failures += 1
             print(f"{PROG}: error: {exc}", file=sys.stderr)
-        bar.update()
-    bar.close()
+        finally:
+            bar.close()
     return 1 if failures else 0
 
 
@@ -124,6 +209,23 @@ def _onnx_engine(args: argparse.Namespace, overrides: list[str]):
     apply_overrides(cfg, overrides)
     # the stand-in takes and returns CPU tensors; ONNX Runtime runs on its own providers
     return cfg, model, torch.device("cpu")
+
+
+def _pixels(path: str) -> int:
+    """The band progress total: the image's pixels (0 when it cannot be opened: the error
+    comes from the inference itself)."""
+    from PIL import Image
+
+    from zoo.engine.rasters import PIL_SUFFIXES, open_image
+
+    try:
+        if path.lower().endswith(PIL_SUFFIXES):
+            with Image.open(path) as im:  # the header only
+                return im.size[0] * im.size[1]
+        with open_image(path) as src:
+            return src.image_size[0] * src.image_size[1]
+    except Exception:
+        return 0
 
 
 if __name__ == "__main__":

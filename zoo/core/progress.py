@@ -39,7 +39,8 @@ class Progress:
         desc: what is counted, printed first on each line.
         every: print a line every this many steps (and at the last one) when not on a
             terminal; 0 prints none.
-        unit: "iter" (training: ``iter k/n``) or a plural noun (``k/n images``).
+        unit: "iter" (training: ``iter k/n``), "pixels" (``12.6/40.0 Mpx  3.10 Mpx/s``;
+            a bar in px with SI prefixes) or a plural noun (``k/n images``).
         enabled: False shows nothing (processes other than rank 0).
         stream: where to write (stderr).
     """
@@ -59,20 +60,24 @@ class Progress:
             except ImportError:  # tqdm is optional: lines then
                 tqdm = None
             if tqdm is not None:
+                extra = dict(unit="px", unit_scale=True) if unit == "pixels" else {}
                 self._bar = tqdm(total=self.total, initial=self.done, desc=desc,
-                                 dynamic_ncols=True, file=self.stream)
+                                 dynamic_ncols=True, file=self.stream, **extra)
+        self._calls = 0
 
-    def update(self, terms: Mapping[str, Any] | None = None) -> None:
-        """One more step; ``terms`` (loss terms, lr, ...) go on the line / bar."""
-        self.done += 1
+    def update(self, terms: Mapping[str, Any] | None = None, n: int = 1) -> None:
+        """``n`` more steps (one call: one line at most); ``terms`` (loss terms, lr, ...) go
+        on the line / bar."""
+        self.done += int(n)
+        self._calls += 1
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(int(n))
             if terms:
                 self._bar.set_postfix({k: _value(v) for k, v in list(terms.items())[:4]})
             return
-        if self.every and (self.done % self.every == 0 or self.done == self.total):
+        if self.every and (self._calls % self.every == 0 or self.done == self.total):
             self.stream.write(self.line(terms) + "\n")
             self.stream.flush()
 
@@ -84,11 +89,15 @@ class Progress:
         left = self.total - self.done
         if self.unit == "iter":
             parts = [f"{self.desc}: iter {self.done}/{self.total}"]
+        elif self.unit == "pixels":
+            parts = [f"{self.desc}: {self.done / 1e6:.1f}/{self.total / 1e6:.1f} Mpx"]
         else:
             parts = [f"{self.desc}: {self.done}/{self.total} {self.unit}"]
         parts += [f"{k} {_value(v)}" for k, v in (terms or {}).items()]
         if self.unit == "iter":
             parts.append(f"{rate:.2f} it/s")
+        elif self.unit == "pixels":
+            parts.append(f"{rate / 1e6:.2f} Mpx/s")
         elif rate:
             parts.append(f"{1.0 / rate:.2f} s/{self.unit.rstrip('s')}")
         if rate and left > 0:

@@ -30,6 +30,7 @@ __all__ = [
     "SegmentationDataset",
     "colorize",
     "read_image",
+    "read_image_array",
     "read_mask_array",
 ]
 
@@ -128,6 +129,15 @@ def read_image(path: str) -> torch.Tensor:
         >>> img.shape  # doctest: +SKIP
         torch.Size([3, 2448, 2448])
     """
+    arr, scale = read_image_array(path)
+    t = torch.from_numpy(np.array(arr.transpose(2, 0, 1), order="C"))
+    return t.to(torch.float32).div_(scale)
+
+
+def read_image_array(path: str) -> tuple[np.ndarray, float]:
+    """The pixels :func:`read_image` turns into floats, undivided: ((H, W, 3) uint8 or
+    uint16 array, 255.0 or 65535.0). ``read_image(path)`` is this array, as float32, divided
+    by the scale (a caller converting a window at a time gets the same values)."""
     arr, mode = _open_array(path, "image")
     if arr.dtype == np.uint16 or mode.startswith("I;16"):
         scale = 65535.0
@@ -143,8 +153,7 @@ def read_image(path: str) -> torch.Tensor:
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
                             f"Fix: convert it to 3-channel RGB.")
-    t = torch.from_numpy(np.array(arr[:, :, :3].transpose(2, 0, 1), order="C"))
-    return t.to(torch.float32).div_(scale)
+    return arr[:, :, :3], scale
 
 
 def read_mask_array(path: str) -> tuple[np.ndarray, str]:

@@ -238,6 +238,16 @@ class FCtLTask(Task):
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:
         return self._segmenter(model)(image)
 
+    # the whole-image path already runs patch by patch: the image, the summed logits and one
+    # batch of patches with contexts
+    whole_image_bytes_per_pixel = 40.0
+    whole_image_fixed_bytes = 1200 * 2**20
+
+    @torch.no_grad()
+    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None) -> None:
+        """:meth:`FCtLSegmenter.stream`: the patches and contexts read from ``reader``."""
+        self._segmenter(model).stream(reader, sink, rows=rows)
+
 
 @register_family
 class RefineTask(FCtLTask):
@@ -292,6 +302,8 @@ class RefineTask(FCtLTask):
                     logits = model(local[part], context[part])
                 acc.backward(loss_fn(logits.float(), labels[part]))
         return acc.terms()
+
+    stream_predict = Task.stream_predict  # crude masks are not streamed from files
 
     @torch.no_grad()
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:

@@ -1,24 +1,23 @@
 """Prediction files: class-index masks, colour masks and overlays of a dataset's first images
-(a run's ``predictions/``) or of any image file (``python -m zoo.infer``), GeoTIFF tags kept.
+(a run's ``predictions/``), and :func:`infer_file` for any image file (``python -m
+zoo.infer``; the work is in :mod:`zoo.engine.segment_file`).
 
-For an image ``<name>`` it writes ``<name>_mask.png`` (class indices), ``<name>_color.png``
-(the palette) and ``<name>_overlay.png`` (image and colours half and half), each atomically;
-a GeoTIFF input also gets ``<name>_mask.tif`` carrying the input's georeferencing tags
-(model pixel scale, tie points, GeoKey directory), so GIS tools place the mask where the
-image is.
+For an image ``<name>`` :func:`write_mask_files` writes ``<name>_mask.png`` (class indices),
+``<name>_color.png`` (the palette) and ``<name>_overlay.png`` (image and colours half and
+half), each atomically.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, TiffImagePlugin
+from PIL import Image
 
-from zoo.data.base import colorize, read_image
-from zoo.engine.evaluator import predict_logits
+from zoo.data.base import colorize
+from zoo.engine.segment_file import Settings, outputs_done, segment_file
 from zoo.engine.task import Task
 
 __all__ = ["GEO_TAGS", "infer_file", "is_done", "save_predictions", "write_mask_files"]
@@ -72,51 +71,16 @@ def write_mask_files(folder: str, name: str, pred: torch.Tensor, image: torch.Te
     return paths
 
 
-def geo_tags(path: str) -> dict[int, Any]:
-    if not path.lower().endswith((".tif", ".tiff")):
-        return {}
-    try:
-        with Image.open(path) as im:
-            tags = getattr(im, "tag_v2", {})
-            return {t: tags[t] for t in GEO_TAGS if t in tags}
-    except Exception:
-        return {}
-
-
 def infer_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, palette,
-               device: torch.device, tta: bool = False) -> list[str]:
-    image = read_image(path)
-    name = os.path.splitext(os.path.basename(path))[0]
-    x = image[None].to(device)
-    with torch.no_grad():
-        logits = predict_logits(task, model, x, tta)
-        del x
-        # class indices straight into uint8, a block of rows at a time: a whole-image int64
-        # argmax is 8 bytes a pixel (840 MB at 10240^2) on top of the logits
-        H = logits.shape[-2]
-        pred = torch.empty(logits.shape[-2:], dtype=torch.uint8 if task.num_classes <= 256
-                           else torch.int64)
-        step = max(1, (1 << 22) // max(1, logits.shape[-1]))
-        for r in range(0, H, step):
-            pred[r:r + step] = logits[0, :, r:r + step].argmax(0).cpu()
-    del logits
-    written = write_mask_files(out_dir, name, pred, image, palette)
-    tags = geo_tags(path)
-    if tags:
-        info = TiffImagePlugin.ImageFileDirectory_v2()
-        for tag, value in tags.items():
-            info[tag] = value
-        tif = os.path.join(out_dir, f"{name}_mask.tif")
-        tmp = tif + ".tmp.tif"
-        Image.fromarray(pred.to(torch.uint8).numpy()).save(tmp, tiffinfo=info)
-        os.replace(tmp, tif)
-        written.append(tif)
-    return written
+               device: torch.device, tta: bool = False,
+               settings: Settings | None = None) -> list[str]:
+    """Segment the image file ``path`` into ``out_dir``: :func:`zoo.engine.segment_file.
+    segment_file` (``settings`` None: the palette and ``tta`` given, outputs chosen by the
+    input: the GeoTIFF mask for a georeferenced image, the three PNGs otherwise)."""
+    st = settings if settings is not None else Settings(palette=palette, tta=tta)
+    return segment_file(task, model, path, out_dir, st, device)
 
 
-def is_done(out_dir: str, path: str) -> bool:
-    name = os.path.splitext(os.path.basename(path))[0]
-    if geo_tags(path) and not os.path.exists(os.path.join(out_dir, f"{name}_mask.tif")):
-        return False  # stopped between the PNGs and the GeoTIFF mask: not done
-    return all(os.path.exists(os.path.join(out_dir, f"{name}_{k}.png"))
-               for k in ("mask", "color", "overlay"))
+def is_done(out_dir: str, path: str, outputs: Sequence[str] | None = None) -> bool:
+    """Every output of ``path`` is in ``out_dir`` (``outputs`` None: the automatic choice)."""
+    return outputs_done(out_dir, path, outputs)

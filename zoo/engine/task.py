@@ -107,6 +107,36 @@ class Task:
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    #: estimated peak memory of :meth:`predict` on a whole image, bytes per pixel (model
+    #: activations, input and logits), and the fixed part (weights, runtime)
+    whole_image_bytes_per_pixel = 150.0  # WSDNet at 1024-1536² on the CPU: 112-136, + input, logits
+    whole_image_fixed_bytes = 400 * 2**20
+
+    #: the model is a plain (B, 3, h, w) -> logits network, so zoo.infer may leave out the
+    #: windows of an image that hold only its nodata value
+    skips_empty_windows = False
+
+    def whole_image_bytes(self, height: int, width: int) -> float:
+        """Estimated peak memory of segmenting a (height, width) image in one piece."""
+        return self.whole_image_fixed_bytes + self.whole_image_bytes_per_pixel * height * width
+
+    def fits_in_memory(self, height: int, width: int) -> bool:
+        """Whether the whole-image path fits ``eval.max_memory`` (GiB) (and
+        ``eval.max_whole_pixels`` when set above 0); otherwise images are streamed."""
+        ev = self.cfg["eval"]
+        cap = int(ev.get("max_whole_pixels", 0) or 0)
+        if cap and height * width > cap:
+            return False
+        return self.whole_image_bytes(height, width) <= float(ev["max_memory"]) * 2**30
+
+    def stream_predict(self, model: nn.Module, reader: Any,
+                       sink: Callable[[int, Tensor], Any], rows: tuple[int, int] | None = None,
+                       device: torch.device | None = None) -> None:
+        """Logits of the image ``reader`` serves (``uhrops.sliding_window``'s reader), handed
+        to ``sink(y0, band)`` band by band; ``rows``: only those output rows. None of the
+        families here: NotImplementedError (the caller then reads the image whole)."""
+        raise NotImplementedError(f"family {self.family!r} cannot stream images")
+
 
 def pretrained_files(cfg: Mapping[str, Any]) -> dict[str, str]:
     """``model.pretrained`` as backbone -> file, without the backbones left random on purpose

@@ -1,6 +1,7 @@
 """Family ``wsdnet``: WSDNet trained on batches of equal-size random crops; predicts a whole
 image in one forward pass, or through ``uhrops.sliding_window`` windows when
-``eval.sliding`` is set or the image is larger than ``eval.max_whole_pixels``."""
+``eval.sliding`` is set or the whole-image pass would not fit ``eval.max_memory``; streams
+images from their files window by window (:meth:`WSDNetTask.stream_predict`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ __all__ = ["WSDNetTask"]
 @register_family
 class WSDNetTask(Task):
     family = "wsdnet"
+    skips_empty_windows = True
     pretrained_backbones = {
         "resnet18": "ResNet18-V1c ImageNet weights (mmcv's open-mmlab://resnet18_v1c, "
                     "resnet18_v1c-b5776b93.pth; a torchvision resnet18 file leaves the deep "
@@ -84,13 +86,26 @@ class WSDNetTask(Task):
         loss.backward()
         return {"loss": loss.detach(), **terms}
 
+    def _window_grid(self, h: int, w: int) -> PatchGrid:
+        ev = self.cfg["eval"]
+        wh, ww = ev["window"]
+        stride = (max(1, wh - ev["window_overlap"]), max(1, ww - ev["window_overlap"]))
+        return PatchGrid.from_stride((h, w), (wh, ww), stride)
+
     @torch.no_grad()
     def predict(self, model: nn.Module, image: Tensor) -> Tensor:
         ev = self.cfg["eval"]
         h, w = image.shape[-2:]
-        if not (ev["sliding"] or h * w > ev["max_whole_pixels"]):
+        if not ev["sliding"] and self.fits_in_memory(h, w):
             return model(image)
-        wh, ww = ev["window"]
-        stride = (max(1, wh - ev["window_overlap"]), max(1, ww - ev["window_overlap"]))
-        grid = PatchGrid.from_stride((h, w), (wh, ww), stride)
-        return sliding_window(model, image, grid, batch_size=int(ev["batch_size"]))
+        return sliding_window(model, image, self._window_grid(h, w),
+                              batch_size=int(ev["batch_size"]))
+
+    @torch.no_grad()
+    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None) -> None:
+        """The windows of :meth:`predict`'s sliding path, read from ``reader`` and merged one
+        row of windows at a time (bitwise the in-memory sliding path's logits)."""
+        h, w = reader.image_size
+        sliding_window(model, reader, self._window_grid(h, w),
+                       batch_size=int(self.cfg["eval"]["batch_size"]), sink=sink, rows=rows,
+                       device=device, out_device="cpu")

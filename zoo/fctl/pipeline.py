@@ -38,7 +38,7 @@ from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 
 __all__ = ["CONTEXT_RESIZES", "FCtLSegmenter", "released_contexts", "released_resize_global",
-           "resize_global"]
+           "resize_global", "streamed_resize_global"]
 
 # "float": uhrops.extract_contexts / antialiased torch bilinear on float tensors
 # (differentiable, on any device; within 1/255 of the released inputs). "released": the
@@ -68,6 +68,52 @@ def resize_global(image: Tensor, size: Sequence[int], antialias: bool = True) ->
     image = checks.check_image(image, "image", "resize_global")
     return F.interpolate(image, size=(int(size[0]), int(size[1])), mode="bilinear",
                          align_corners=False, antialias=antialias)
+
+
+def _aa_weights(n_in: int, n_out: int) -> Tensor:
+    """(n_out, n_in) float64 rows of the antialiased bilinear filter of ``F.interpolate(...,
+    antialias=True)`` along one axis (PyTorch's rule: triangle of half-width max(scale, 1)
+    in input pixels, centres at scale·(i + 0.5), rows normalised to sum 1)."""
+    scale = n_in / n_out
+    support = scale if scale >= 1.0 else 1.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        centre = scale * (i + 0.5)
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), n_in)
+        j = torch.arange(lo, hi, dtype=torch.float64)
+        row = (1.0 - ((j - centre + 0.5) * inv).abs()).clamp(min=0.0)
+        total = float(row.sum())
+        w[i, lo:hi] = row / total if total > 0 else row
+    return w
+
+
+def streamed_resize_global(reader, size: Sequence[int], rows_per_read: int = 256) -> Tensor:
+    """:func:`resize_global` (antialiased) of the image a ``uhrops.sliding_window`` reader
+    serves, reading it a strip of rows at a time: (1, C, h, w) float32.
+
+    Convention:
+        The filter is separable, so each strip is resized along W, then added into the
+        output with its rows' H weights: the image is never held whole. Same weights as
+        ``F.interpolate(..., antialias=True)`` when shrinking (the global image always is),
+        summed in another order (float64 accumulation): within ~1e-6 of the in-memory
+        resize.
+    """
+    H, W = reader.image_size
+    h, w = int(size[0]), int(size[1])
+    wy = _aa_weights(H, h)  # (h, H)
+    wx = _aa_weights(W, w).t().contiguous()  # (W, w)
+    out = None
+    for a in range(0, H, rows_per_read):
+        b = min(a + rows_per_read, H)
+        strip = reader.read(a, 0, b, W)
+        strip = (strip if strip.dim() == 3 else strip[0]).to(torch.float64)  # (C, rows, W)
+        t = strip @ wx  # (C, rows, w)
+        part = torch.einsum("hr,crw->chw", wy[:, a:b], t)
+        out = part if out is None else out + part
+    assert out is not None
+    return out[None].to(torch.float32)
 
 
 def _to_uint8(image: Tensor, op: str) -> np.ndarray:
@@ -379,14 +425,46 @@ class FCtLSegmenter(nn.Module):
                                           self.min_overlap)
         return torch.cat(kept, 0), grid
 
-    def _local_one(self, image: Tensor, reduction: str,
-                   keep: list[Tensor] | None = None) -> Tensor:
-        """Local logits of one image merged with ``reduction``; ``keep`` collects the
-        patch outputs in grid order."""
-        model, dev = self.model, self._device()
-        H, W = image.shape[-2:]
+    def stream(self, reader, sink, rows: tuple[int, int] | None = None) -> None:
+        """Segment the image a ``uhrops.sliding_window`` reader serves (e.g. a GeoTIFF read
+        window by window), handing the merged local logits to ``sink(y0, band)`` band by
+        band (``rows``: only those output rows): the same patches, contexts, batches and sums
+        as :meth:`forward`, so the same logits bit for bit, in memory bounded by one batch
+        and one row of patches. A "global" context is the image resized by
+        :func:`streamed_resize_global` (within ~1e-6 of the in-memory resize). Not for TTA,
+        a refiner, the "global" stage, ``context_resize="released"`` or non-default
+        padding/filtering (ValueError: they need the whole image)."""
+        op = "FCtLSegmenter.stream"
+        why = ("tta=True" if self.tta else "a refiner" if self.refiner is not None else
+               "the 'global' stage" if self.model.stage == "global" else
+               "context_resize='released'" if self.context_resize == "released" else
+               "pad_value/antialias other than 0/True"
+               if (self.pad_value != 0.0 or not self.antialias) else None)
+        if why is not None:
+            raise ValueError(f"{op}(): {why} needs the whole image in memory; streaming reads "
+                             f"windows. Fix: segment the image with forward() (raise "
+                             f"eval.max_memory in zoo.infer), or drop that option.")
         p = (self.patch_size, self.patch_size)
-        out_device = image.device if self.out_device is None else torch.device(self.out_device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self._local_one(reader, self.merge, sink=sink, rows=rows,
+                                global_image=lambda: streamed_resize_global(reader, p))
+        finally:
+            self.model.train(was_training)
+
+    def _local_one(self, image, reduction: str, keep: list[Tensor] | None = None,
+                   sink=None, rows=None, global_image=None) -> Tensor | None:
+        """Local logits of one image merged with ``reduction``; ``keep`` collects the
+        patch outputs in grid order. ``image`` may be a reader (with ``sink``, ``rows`` and
+        ``global_image``, see :meth:`stream`)."""
+        model, dev = self.model, self._device()
+        streamed = not isinstance(image, Tensor)
+        H, W = image.image_size if streamed else image.shape[-2:]
+        p = (self.patch_size, self.patch_size)
+        out_device = (torch.device("cpu") if streamed else image.device) \
+            if self.out_device is None else torch.device(self.out_device)
         if model.stage == "global":
             small = self._global(image, p).to(dev)
             logits = model(self._norm(small)).float()
@@ -397,7 +475,7 @@ class FCtLSegmenter(nn.Module):
         feats: list[Tensor | None] = []
         for name, s in zip(model.context_names, self.context_scales):
             if s == "global":
-                g = self._global(image, p).to(dev)
+                g = (global_image() if streamed else self._global(image, p)).to(dev)
                 feats.append(model.encode_context(name, self._norm(g)))
             else:
                 feats.append(None)
@@ -418,7 +496,7 @@ class FCtLSegmenter(nn.Module):
 
         return sliding_window(fn, image, grid, self.batch_size, contexts=specs,
                               out_device=out_device, progress=self.progress,
-                              reduction=reduction, device=dev)
+                              reduction=reduction, device=dev, sink=sink, rows=rows)
 
     def _segment(self, image: Tensor) -> Tensor:
         return torch.cat([self._segment_one(image[b:b + 1]) for b in range(image.shape[0])], 0)

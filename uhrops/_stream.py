@@ -1,0 +1,293 @@
+"""Streaming sliding-window inference: windows read from a *reader*, finished row bands handed
+to a *sink*, so that memory holds one batch and one row band, whatever the image height.
+
+Private: the public entry is :func:`uhrops.tiling.sliding_window` with a reader as ``image``
+and/or ``sink=``. The arithmetic is the in-memory path's, step for step (same per-pixel factors
+w/Σw from the same helpers, patches accumulated in the same row-major order, the first writer
+copying and the others adding), only into a buffer of one patch row's height instead of the
+whole output, so results are bitwise equal to the in-memory call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from uhrops import _checks
+
+__all__ = ["TensorReader", "check_reader", "stream"]
+
+
+class TensorReader:
+    """A reader over an in-memory (1, C, H, W) or (C, H, W) tensor (views, no copies)."""
+
+    def __init__(self, image: Tensor) -> None:
+        self.image = image if image.dim() == 4 else image[None]
+        self.image_size = (int(self.image.shape[-2]), int(self.image.shape[-1]))
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:
+        return self.image[:, :, y0:y1, x0:x1]
+
+
+def check_reader(reader: object, op: str) -> tuple[int, int]:
+    """The (H, W) of a reader, or a TypeError saying what a reader is."""
+    size = getattr(reader, "image_size", None)
+    if not callable(getattr(reader, "read", None)) or not isinstance(size, (tuple, list)) \
+            or len(size) != 2:
+        raise TypeError(
+            f"{op}(): `image` must be a (B, C, H, W) tensor or a reader: an object with "
+            f"`image_size` = (H, W) and `read(y0, x0, y1, x1)` returning that window as a "
+            f"(C, h, w) or (1, C, h, w) tensor; got {type(reader).__name__}. Fix: pass a "
+            f"tensor, or add those two members to your reader (see sliding_window's example).")
+    return (_checks.check_int(size[0], "image.image_size[0]", op, 1),
+            _checks.check_int(size[1], "image.image_size[1]", op, 1))
+
+
+def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
+    """reader.read(...) as (1, C, y1 - y0, x1 - x0), checked."""
+    t = reader.read(y0, x0, y1, x1)
+    if isinstance(t, Tensor) and t.dim() == 3:
+        t = t[None]
+    if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[0] != 1 \
+            or tuple(t.shape[-2:]) != (y1 - y0, x1 - x0):
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{op}(): the reader's read({y0}, {x0}, {y1}, {x1}) must return a "
+                         f"(C, {y1 - y0}, {x1 - x0}) or (1, C, {y1 - y0}, {x1 - x0}) tensor; "
+                         f"got {got}. Fix: return exactly the window asked for, one image "
+                         f"(call sliding_window once per image of a batch).")
+    _checks.check_float(t, "image.read(...) output", op)
+    return t
+
+
+def _context_window(reader: Any, H: int, W: int, top: int, left: int, wh: int, ww: int,
+                    ph: int, pw: int, op: str) -> Tensor:
+    """The context of one patch: the part of the window inside the image is read, and the
+    in-memory helper pads and resizes it. The window is cut where the image ends, so the
+    crop's borders are the image's borders wherever the window crosses them: same output."""
+    from uhrops.tiling import _contexts_torch
+
+    a, b = max(top, 0), min(top + wh, H)
+    c, d = max(left, 0), min(left + ww, W)
+    sub = _read(reader, a, c, b, d, op)
+    return _contexts_torch(sub, [top - a], [left - c], wh, ww, ph, pw, 0.0, True)
+
+
+class _Bands:
+    """The accumulator of one patch row (rows ys[i] : ys[i] + ph) and the hand-over of
+    finished rows to the sink.
+
+    Rows [ys[i], ys[i + 1]) are final once every patch of row i is placed (later patches start
+    at ys[i + 1] or below); the rest of the row's band, where the next patch row overlaps it,
+    is moved to the top of the buffer and added to by the next row, exactly as the in-memory
+    output would be at those rows."""
+
+    def __init__(self, ys: Sequence[int], ph: int, H: int, W: int, channels: int,
+                 acc_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device,
+                 uncovered_cols: Sequence[tuple[int, int]], sink: Callable[[int, Tensor], Any],
+                 rows: tuple[int, int]):
+        from uhrops.tiling import _empty
+
+        self.ys, self.ph, self.H, self.W = list(ys), ph, H, W
+        self.out_dtype, self.sink = out_dtype, sink
+        self.lo, self.hi = rows  # only these image rows reach the sink
+        self.buf = _empty((1, channels, min(ph, H), W), acc_dtype, device)
+        for a, b in uncovered_cols:  # never written by a patch: zero for good (carries keep it)
+            self.buf[..., a:b].zero_()
+        self.row = -1
+        self.emitted = self.lo  # the next image row the sink gets
+
+    def _give(self, y0: int, band: Tensor) -> None:
+        a, b = max(y0, self.lo), min(y0 + band.shape[-2], self.hi)
+        if a >= b:  # outside the rows asked for (a warm-up row of a partial run)
+            return
+        band = band[:, :, a - y0:b - y0]
+        self.sink(a, band if band.dtype == self.out_dtype else band.to(self.out_dtype))
+        self.emitted = b
+
+    def _zeros_until(self, y: int) -> None:
+        """Rows no patch covers (only in hand-made grids with gaps) are zero, as in memory."""
+        y = min(y, self.hi)
+        if y > self.emitted:
+            z = torch.zeros((1, self.buf.shape[1], y - self.emitted, self.W),
+                            dtype=self.buf.dtype, device=self.buf.device)
+            self._give(self.emitted, z)
+
+    def open(self, i: int) -> None:
+        """Finish patch row i - 1 (if any) and make the buffer hold row i."""
+        y = self.ys[i]
+        if self.row < 0:
+            self._zeros_until(y)
+        else:
+            py = self.ys[self.row]
+            pend = min(py + self.ph, self.H)
+            self._give(py, self.buf[:, :, :min(y, pend) - py])
+            self._zeros_until(y)
+            if pend > y:  # the overlap with row i moves to the top (a copy: ranges may overlap)
+                carry = self.buf[:, :, y - py:pend - py].clone()
+                self.buf[:, :, :pend - y].copy_(carry)
+        self.row = i
+
+    def view(self) -> tuple[Tensor, int]:
+        """(buffer, image row of its first row)."""
+        return self.buf, self.ys[self.row]
+
+    def close(self) -> None:
+        if self.row >= 0:
+            py = self.ys[self.row]
+            self._give(py, self.buf[:, :, :min(py + self.ph, self.H) - py])
+        self._zeros_until(self.H)
+
+
+def patch_range(grid: Any, rows: tuple[int, int], batch_size: int
+                ) -> tuple[int, int, int, int]:
+    """(first, end) of the patches (row-major) that cover image rows [r0, r1), and (kb, ke),
+    the run of whole batches of the full call that holds them.
+
+    Rows >= r0 receive nothing from patch rows that end at or above r0, so starting at the
+    first patch row that reaches r0 gives those rows exactly the full call's operations; the
+    rows above it that the same patches touch hold partial sums and are not handed out. The
+    batches are the full call's (``fn`` sees the same batches: a network whose results
+    depend on the batch composition gives the same bits too)."""
+    H = grid.image_size[0]
+    ph = grid.patch_size[0]
+    nx = len(grid.xs)
+    need = [i for i, y in enumerate(grid.ys) if y < rows[1] and min(y + ph, H) > rows[0]]
+    if not need:
+        return 0, 0, 0, 0
+    first, end = need[0] * nx, (need[-1] + 1) * nx
+    total = len(grid.ys) * nx
+    return first, end, first // batch_size * batch_size, \
+        min(-(-end // batch_size) * batch_size, total)
+
+
+def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
+           ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
+           out_device: torch.device | None, device: torch.device | None, reduction: str,
+           weight: Any, progress: bool, op: str,
+           rows: tuple[int, int] | None = None) -> Tensor | None:
+    """The streaming body of sliding_window (arguments already checked there)."""
+    from uhrops.tiling import (_HALF, _context_window as _ctx_geometry, _empty, _factor,
+                               _mean_band, _place, _recycle, _splits, _uncovered,
+                               _weight_map)
+
+    H, W = grid.image_size
+    ph, pw = grid.patch_size
+    ys, xs = list(grid.ys), list(grid.xs)
+    nx = len(xs)
+    starts = [(y, x) for y in ys for x in xs]
+    total = len(starts)
+    ysp, xsp = _splits(ys, ph, H), _splits(xs, pw, W)
+    mean = reduction == "mean"
+    rows = (0, H) if rows is None else rows
+    first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
+    out: Tensor | None = None
+    if sink is None:  # no sink: the whole output, filled band by band
+        def sink(y0: int, band: Tensor) -> None:
+            nonlocal out
+            if out is None:
+                out = _empty((1, band.shape[1], H, W), band.dtype, band.device)
+            out[:, :, y0:y0 + band.shape[-2]].copy_(band)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=ke - kb, desc=op, unit="patch")
+    bands: _Bands | None = None
+    spare: Tensor | None = None
+    w_acc: Tensor | None = None
+    band_norm: Tensor | None = None
+    norm_row = -1
+    first: tuple[int, torch.dtype, torch.device] | None = None
+    try:
+        with torch.no_grad():
+            for k0 in range(kb, ke, batch_size):
+                k1 = min(k0 + batch_size, total)
+                batch = None
+                for r, (y, x) in enumerate(starts[k0:k1]):
+                    hh, ww = min(ph, H - y), min(pw, W - x)
+                    t = _read(reader, y, x, y + hh, x + ww, op)
+                    if batch is None:
+                        shape = (k1 - k0, t.shape[1], ph, pw)
+                        if spare is not None and tuple(spare.shape) == shape \
+                                and spare.dtype == t.dtype and spare.device == t.device:
+                            batch, spare = spare, None
+                        else:
+                            batch = _empty(shape, t.dtype, t.device)
+                    if hh < ph or ww < pw:
+                        batch[r].zero_()
+                    batch[r, :, :hh, :ww].copy_(t[0])
+                    del t
+                assert batch is not None
+                if device is not None:
+                    batch = batch.to(device)
+                extra = []
+                for c in ctx_specs:
+                    if callable(c):  # an in-memory image's callables get the image itself
+                        src = reader.image if isinstance(reader, TensorReader) else reader
+                        part = c(src, grid.boxes[k0:k1])
+                    else:
+                        wh, wwc, oy, ox = _ctx_geometry(grid, c)
+                        part = torch.cat([_context_window(reader, H, W, y - oy, x - ox, wh,
+                                                          wwc, ph, pw, op)
+                                          for y, x in starts[k0:k1]], 0)
+                    extra.append(part if device is None else part.to(device))
+                y_out = fn(batch, *extra)
+                if not isinstance(y_out, Tensor) or y_out.dim() != 4 \
+                        or y_out.shape[0] != k1 - k0 or tuple(y_out.shape[-2:]) != (ph, pw):
+                    got = tuple(y_out.shape) if isinstance(y_out, Tensor) \
+                        else type(y_out).__name__
+                    raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) "
+                                     f"tensor for a batch of k={k1 - k0} patches; got {got}. "
+                                     "Fix: resize the network output to the patch size "
+                                     "inside fn.")
+                _checks.check_float(y_out, "fn(...) output", op)
+                now = (y_out.shape[1], y_out.dtype, y_out.device)
+                if first is None:
+                    first = now
+                    acc_dtype = torch.float32 if y_out.dtype in _HALF else y_out.dtype
+                    odev = out_device if out_device is not None else y_out.device
+                    bands = _Bands(ys, ph, H, W, y_out.shape[1], acc_dtype, y_out.dtype, odev,
+                                   _uncovered(xs, pw, W), sink, rows)
+                    w_acc = _weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
+                elif now != first:
+                    raise ValueError(
+                        f"{op}(): `fn`'s output for batch {k0 // batch_size} differs from "
+                        f"batch 0's (channels, dtype, device) {first} -> {now}. Fix: make fn "
+                        "return the same number of channels, dtype and device for every batch.")
+                assert bands is not None
+                yo = y_out.to(device=bands.buf.device)
+                for r, k in enumerate(range(k0, k1)):
+                    if not first_k <= k < end_k:  # run for the batch's sake, not needed
+                        continue
+                    gi, gj = divmod(k, nx)
+                    if gi != bands.row:
+                        bands.open(gi)
+                    yy, xx = starts[k]
+                    hh, ww = min(ph, H - yy), min(pw, W - xx)
+                    if mean and norm_row != gi:
+                        band_norm = _mean_band(ys, xs, ph, pw, H, W, w_acc, yy, yy + hh,
+                                               bands.buf.dtype, bands.buf.device)
+                        norm_row = gi
+                    buf, r0 = bands.view()
+                    s, f, e = ysp[gi]
+                    _place(buf, yo[r:r + 1], _factor(band_norm, w_acc, xx, hh, ww),
+                           (s - r0, f - r0, e - r0), xsp[gj])
+                del yo, y_out, extra
+                spare = _recycle(batch) if device is None else None
+                del batch
+                if bar is not None:
+                    bar.update(k1 - k0)
+            if bands is None:  # rows no patch covers (a gap of a hand-made grid): zeros
+                with torch.no_grad():
+                    t = _read(reader, 0, 0, 1, 1, op)
+                    probe = fn(_empty((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
+                bands = _Bands(ys, ph, H, W, probe.shape[1], probe.dtype, probe.dtype,
+                               out_device or probe.device, (), sink, rows)
+            bands.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    return out

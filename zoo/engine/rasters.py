@@ -1,0 +1,183 @@
+"""Image files opened window by window, as readers for ``uhrops.sliding_window``.
+
+:func:`open_image` gives an object with ``image_size`` (H, W) and ``read(y0, x0, y1, x1)``
+-> float32 (3, h, w) in [0, 1], the values :func:`zoo.data.base.read_image` gives for the
+same pixels (uint8 / 255, uint16 / 65535; grey repeated to three channels; extra bands such
+as alpha dropped). GeoTIFF / COG / BigTIFF (and anything else GDAL reads) go through rasterio,
+which reads only the tiles a window needs; JPEG, PNG, BMP (and TIFFs when rasterio is not
+installed) are decoded once by Pillow and kept as 8/16-bit pixels, converted a window at a
+time. A rasterio image also carries its georeferencing (CRS, transform, nodata) and a
+``valid(y0, y1)`` map of the pixels that hold data (GDAL's dataset mask: nodata value,
+alpha band or internal mask), which the writers copy to the outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.core.errors import DataFileError
+
+__all__ = ["GEO_EXTRA", "ImageSource", "PIL_SUFFIXES", "open_image", "require_rasterio"]
+
+GEO_EXTRA = 'pip install "uhrops[geo]"'
+# Decoded whole by Pillow (no windowed access in these formats); everything else is tried
+# with rasterio/GDAL first.
+PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+_GEO_TAGS = (33550, 33922, 34264, 34735)  # pixel scale, tie points, transform, GeoKeys
+
+
+def require_rasterio(what: str) -> Any:
+    """The rasterio module, or an error naming the extra to install."""
+    try:
+        import rasterio
+    except ImportError as exc:
+        raise DataFileError(f"{what} needs rasterio (GDAL), which is not installed. Fix: "
+                            f"{GEO_EXTRA} (or pip install rasterio).") from exc
+    return rasterio
+
+
+class ImageSource:
+    """A readable image: size, windows, georeferencing (None when the file has none)."""
+
+    image_size: tuple[int, int]
+    crs: Any = None
+    transform: Any = None
+    nodata: float | None = None
+    has_mask = False  # some pixels are nodata (valid() says which)
+    georeferenced = False
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def read_uint8(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0:y1 as (h, W, 3) uint8, as the overlays draw them."""
+        t = self.read(y0, 0, y1, self.image_size[1])
+        return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def valid(self, y0: int, y1: int) -> np.ndarray | None:
+        """(y1 - y0, W) bool, True where the image holds data; None: everywhere."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ImageSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _PilImage(ImageSource):
+    def __init__(self, path: str) -> None:
+        from zoo.data.base import read_image_array
+
+        self.pixels, self.scale = read_image_array(path)
+        self.image_size = (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:
+        win = np.array(self.pixels[y0:y1, x0:x1].transpose(2, 0, 1), order="C")
+        return torch.from_numpy(win).to(torch.float32).div_(self.scale)
+
+
+class _RasterioImage(ImageSource):
+    def __init__(self, path: str) -> None:
+        rasterio = require_rasterio(f"reading {path}")
+        from rasterio.enums import MaskFlags
+
+        try:
+            with warnings.catch_warnings():  # a plain TIFF is fine: no CRS, identity transform
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self.ds = rasterio.open(path)
+        except Exception as exc:  # RasterioIOError and GDAL's other complaints
+            raise DataFileError(f"cannot decode {path}: {type(exc).__name__}: {exc}. Fix: "
+                                f"re-download or re-export this file (it is truncated, corrupt "
+                                f"or not an image).") from exc
+        ds = self.ds
+        self._window = rasterio.windows.Window
+        dtype = ds.dtypes[0]
+        if dtype not in ("uint8", "uint16"):
+            ds.close()
+            raise DataFileError(f"cannot use {path} as an image: pixel type {dtype} is not 8- "
+                                f"or 16-bit. Fix: convert it to 8-bit RGB (e.g. gdal_translate "
+                                f"-ot Byte -scale).")
+        self.scale = 255.0 if dtype == "uint8" else 65535.0
+        colour = [i + 1 for i, c in enumerate(ds.colorinterp)
+                  if c.name in ("red", "green", "blue")]
+        self.bands = colour if len(colour) == 3 else ([1, 2, 3] if ds.count >= 3 else [1])
+        self.image_size = (int(ds.height), int(ds.width))
+        self.crs, self.transform, self.nodata = ds.crs, ds.transform, ds.nodata
+        self.georeferenced = ds.crs is not None or not ds.transform.is_identity
+        self.has_mask = not all(MaskFlags.all_valid in f for f in ds.mask_flag_enums)
+
+    # Windows of one row of windows share their rows: the full-width strip is read once (GDAL
+    # decodes each tile once, in order) and kept while it is asked for; a few strips (the
+    # patches' and their contexts') up to this many bytes each.
+    STRIP_BYTES = 256 * 2**20
+    STRIPS = 3
+
+    def _strip(self, y0: int, y1: int) -> np.ndarray | None:
+        W = self.image_size[1]
+        if (y1 - y0) * W * len(self.bands) * np.dtype(self.ds.dtypes[0]).itemsize > self.STRIP_BYTES:
+            return None
+        strips = self.__dict__.setdefault("_strips", {})
+        if (y0, y1) not in strips:
+            while len(strips) >= self.STRIPS:
+                strips.pop(next(iter(strips)))
+            strips[(y0, y1)] = self.ds.read(self.bands, window=self._window(0, y0, W, y1 - y0))
+        return strips[(y0, y1)]
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:
+        strip = self._strip(y0, y1)
+        if strip is not None:
+            arr = strip[:, :, x0:x1]
+        else:
+            arr = self.ds.read(self.bands, window=self._window(x0, y0, x1 - x0, y1 - y0))
+        if arr.shape[0] == 1:
+            arr = np.repeat(arr, 3, axis=0)
+        else:
+            arr = np.ascontiguousarray(arr)
+        return torch.from_numpy(arr).to(torch.float32).div_(self.scale)
+
+    def valid(self, y0: int, y1: int) -> np.ndarray | None:
+        if not self.has_mask:
+            return None
+        W = self.image_size[1]
+        return self.ds.dataset_mask(window=self._window(0, y0, W, y1 - y0)) > 0
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _pil_geotags(path: str) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            tags = getattr(im, "tag_v2", {})
+            return any(t in tags for t in _GEO_TAGS)
+    except Exception:
+        return False
+
+
+def open_image(path: str) -> ImageSource:
+    """The image at ``path`` as a reader (see the module docstring); DataFileError names a
+    file that cannot be read and the fix (for a GeoTIFF without rasterio: the extra)."""
+    if not os.path.isfile(path):
+        raise DataFileError(f"image file not found: {path}.")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in PIL_SUFFIXES:
+        return _PilImage(path)
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        if suffix in (".tif", ".tiff") and not _pil_geotags(path):
+            return _PilImage(path)  # a plain TIFF: Pillow reads it whole
+        require_rasterio(f"reading {path} (a GeoTIFF or a format only GDAL reads)")
+    return _RasterioImage(path)
