@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from uhrops.kernels._launch import launch
+from uhrops.kernels._launch import interpreted, launch, vector_width
 
 # Output tile per program: 4 rows x 64 columns, 4 warps (row-contiguous stores, few programs
 # for the interpreter). 8 rows spilled 86-158 bytes in the 16-bit pyr_down on sm_90 (ptxas
@@ -52,8 +52,11 @@ def _refl(p, n):
 
 
 @triton.jit
-def _tile(pid, n_th, n_tw, C, BH: tl.constexpr, BW: tl.constexpr):
+def _tile(pid, n_th, n_tw, C, tw_lo, tw_gap, BH: tl.constexpr, BW: tl.constexpr):
+    """(b, c, rows, cols) of program ``pid``. Column tiles t >= tw_lo are shifted by tw_gap:
+    the edge kernels skip the interior column tiles that the vectorised kernels own."""
     tw = pid % n_tw
+    tw = tw + tl.where(tw >= tw_lo, tw_gap, 0)
     t = pid // n_tw
     th = t % n_th
     bc = t // n_th
@@ -151,10 +154,10 @@ def _row5(base, c0, c1, c2, c3, c4, mask, ACC: tl.constexpr):
 
 
 @triton.jit
-def _down_kernel(x_ptr, y_ptr, C, H, W, Ho, Wo, n_th, n_tw,
-                 sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-                 ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    b, c, i, j = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
+def _down_edge_kernel(x_ptr, y_ptr, C, H, W, Ho, Wo, n_th, n_tw, tw_lo, tw_gap,
+                      sxb, sxc, sxh, sxw, syb, syc, syh, syw,
+                      ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    b, c, i, j = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, BH, BW)
     mask = (i < Ho)[:, None] & (j < Wo)[None, :]
     xb = x_ptr + b * sxb + c * sxc
     c0 = (_refl(2 * j - 2, W).to(tl.int64) * sxw)[None, :]
@@ -184,10 +187,11 @@ def _row3(rp, wr, c0, c1, c2, wc0, wc1, wc2, mask, ACC: tl.constexpr):
 
 
 @triton.jit
-def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, sign,
-               sxb, sxc, sxh, sxw, sbb, sbc, sbh, sbw, syb, syc, syh, syw,
-               HAS_BASE: tl.constexpr, ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    b, c, r, q = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
+def _up_edge_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, tw_lo, tw_gap, sign,
+                    sxb, sxc, sxh, sxw, sbb, sbc, sbh, sbw, syb, syc, syh, syw,
+                    HAS_BASE: tl.constexpr, ACC: tl.constexpr, BH: tl.constexpr,
+                    BW: tl.constexpr):
+    b, c, r, q = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, BH, BW)
     mask = (r < Ho)[:, None] & (q < Wo)[None, :]
     r0, r1, r2, wr0, wr1, wr2 = _up_taps(r, h)
     q0, q1, q2, wc0, wc1, wc2 = _up_taps(q, w)
@@ -213,7 +217,7 @@ def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, sign,
 def _down_adj_kernel(g_ptr, y_ptr, C, m, mw, H, W, n_th, n_tw,
                      sgb, sgc, sgh, sgw, syb, syc, syh, syw,
                      ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    b, c, j, l = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
+    b, c, j, l = _tile(tl.program_id(0), n_th, n_tw, C, n_tw, 0, BH, BW)
     mask = (j < H)[:, None] & (l < W)[None, :]
     i0, wr0, wr1, wr2 = _down_adj_taps(j, H, m)
     k0, wc0, wc1, wc2 = _down_adj_taps(l, W, mw)
@@ -251,7 +255,7 @@ def _up_adj_kernel(g_ptr, y_ptr, C, Ho, Wo, h, w, n_th, n_tw, scale,
                    sgb, sgc, sgh, sgw, syb, syc, syh, syw,
                    ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
     """grad_x[s] = sum over outputs r in [2s - 2, 2s + 2] of B[r, s] * g[r] (per axis)."""
-    b, c, s, v = _tile(tl.program_id(0), n_th, n_tw, C, BH, BW)
+    b, c, s, v = _tile(tl.program_id(0), n_th, n_tw, C, n_tw, 0, BH, BW)
     mask = (s < h)[:, None] & (v < w)[None, :]
     q0, wc0 = _up_adj_w(v, 0, w, Wo)
     q1, wc1 = _up_adj_w(v, 1, w, Wo)
@@ -276,18 +280,202 @@ def _up_adj_kernel(g_ptr, y_ptr, C, Ho, Wo, h, w, n_th, n_tw, scale,
 
 
 # ----------------------------------------------------------------------------------------------
+# Vectorised interior kernels
+#
+# A program owns RS row strips x G column groups; one thread holds one (strip, group) pair: 4
+# consecutive outputs of pyr_down (8 of pyr_up) in each row of its strip. It walks down its
+# strip (static loop), loads every input row it needs once (the 2-3 halo rows between strips
+# are loaded by both), filters it horizontally in registers and combines the last rows
+# vertically, so each input element is fetched about once: a group's columns as one contiguous
+# aligned vector (two 128-bit loads for pyr_down in float32, one for pyr_up), plus its left and
+# right neighbours (the horizontal halo) as two short loads. Only column tiles whose whole
+# footprint lies inside the image are run here (no reflect-101 on columns, no column masks);
+# the edge kernels above take the first and the last column tiles, and everything when the
+# columns are not unit-stride. Rows fold reflect-101 per row (a scalar per strip), so borders
+# and sides of 1-3 rows need nothing special.
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _down_hrow(xb, roff, cg, RS: tl.constexpr, G: tl.constexpr, VX: tl.constexpr,
+               ACC: tl.constexpr):
+    """Horizontal [1, 4, 6, 4, 1] at the even columns 2j .. 2j+6 of each group (cg = 2j, the
+    group's first input column) of the rows at offsets roff: [RS, G, 2, 2] (index = 2a + q
+    is the output u = 0..3)."""
+    k8 = tl.arange(0, 8)
+    off = roff[:, None, None] + cg[None, :, None] + k8[None, None, :]
+    if VX > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, 1, VX)), (1, 1, VX))
+    m = tl.load(xb + off).to(ACC)  # x[2j .. 2j+8)
+    k2 = tl.arange(0, 2)
+    offl = roff[:, None, None] + (cg - 2)[None, :, None] + k2[None, None, :]
+    if VX > 1:
+        offl = tl.max_contiguous(tl.multiple_of(offl, (1, 1, 2)), (1, 1, 2))
+    lm2, lm1 = tl.split(tl.load(xb + offl).to(ACC))  # x[2j-2], x[2j-1]
+    r = tl.load(xb + (roff[:, None] + cg[None, :] + 8)).to(ACC)  # x[2j+8]
+    ev, od = tl.split(tl.reshape(m, [RS, G, 4, 2]))  # x[2j+2u], x[2j+2u+1]
+    e02, e13 = tl.split(tl.reshape(ev, [RS, G, 2, 2]))
+    o02, o13 = tl.split(tl.reshape(od, [RS, G, 2, 2]))
+    e0, e2 = tl.split(e02)
+    e1, e3 = tl.split(e13)
+    o0, o2 = tl.split(o02)
+    o1, o3 = tl.split(o13)
+    h0 = (lm2 + e1) + 4.0 * (lm1 + o0) + 6.0 * e0
+    h1 = (e0 + e2) + 4.0 * (o0 + o1) + 6.0 * e1
+    h2 = (e1 + e3) + 4.0 * (o1 + o2) + 6.0 * e2
+    h3 = (e2 + r) + 4.0 * (o2 + o3) + 6.0 * e3
+    return tl.join(tl.join(h0, h2), tl.join(h1, h3))
+
+
+@triton.jit
+def _down_kernel(x_ptr, y_ptr, C, H, Ho, n_th, n_tf, sxb, sxc, sxh, syb, syc, syh,
+                 ACC: tl.constexpr, RS: tl.constexpr, BH: tl.constexpr, G: tl.constexpr,
+                 VX: tl.constexpr, VY: tl.constexpr):
+    """Blur + decimate on interior column tiles 1 .. n_tf (tile = 4 G output columns)."""
+    pid = tl.program_id(0)
+    tw = pid % n_tf + 1
+    t = pid // n_tf
+    th = t % n_th
+    bc = t // n_th
+    b = (bc // C).to(tl.int64)
+    c = (bc % C).to(tl.int64)
+    j0 = tw * (4 * G)
+    cg = (2 * (j0 + tl.arange(0, G) * 4)).to(tl.int64)
+    i = th * (RS * BH) + tl.arange(0, RS) * BH  # first output row of each strip
+    xb = x_ptr + b * sxb + c * sxc
+    hA = _down_hrow(xb, _refl(2 * i - 2, H).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+    hB = _down_hrow(xb, _refl(2 * i - 1, H).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+    hC = _down_hrow(xb, _refl(2 * i, H).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+    yb = y_ptr + b * syb + c * syc
+    cols = (j0 + tl.arange(0, 4 * G)).to(tl.int64)
+    for k in tl.static_range(BH):
+        hD = _down_hrow(xb, _refl(2 * (i + k) + 1, H).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+        hE = _down_hrow(xb, _refl(2 * (i + k) + 2, H).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+        acc = ((hA + hE) + 4.0 * (hB + hD) + 6.0 * hC) * (1.0 / 256.0)
+        off = (i + k).to(tl.int64)[:, None] * syh + cols[None, :]
+        if VY > 1:
+            off = tl.max_contiguous(tl.multiple_of(off, (1, VY)), (1, VY))
+        tl.store(yb + off, tl.reshape(acc, [RS, 4 * G]).to(y_ptr.dtype.element_ty),
+                 mask=((i + k) < Ho)[:, None])
+        hA = hC
+        hB = hD
+        hC = hE
+
+
+@triton.jit
+def _up_row_src(p, n):
+    """Coarse row feeding padded coarse position p >= -1: x[-1] = x[1] (x[0] if n == 1),
+    x[n] = x[n-1]; positions past n (rows of masked strips) clamp to n-1."""
+    return tl.where(p < 0, tl.minimum(n - 1, 1), tl.minimum(p, n - 1))
+
+
+@triton.jit
+def _up_hrow(xb, roff, cg, RS: tl.constexpr, G: tl.constexpr, VX: tl.constexpr,
+             ACC: tl.constexpr):
+    """Horizontal expand of coarse columns i .. i+3 of each group (cg = i): 8 output columns
+    2i .. 2i+7 times 8 (even: x[-1] + 6 x + x[+1]; odd: 4 x + 4 x[+1]): [RS, G, 2, 2, 2]
+    (index = 4a + 2q + parity, u = 2a + q)."""
+    k4 = tl.arange(0, 4)
+    off = roff[:, None, None] + cg[None, :, None] + k4[None, None, :]
+    if VX > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, 1, VX)), (1, 1, VX))
+    m = tl.load(xb + off).to(ACC)  # x[i .. i+4)
+    lft = tl.load(xb + (roff[:, None] + cg[None, :] - 1)).to(ACC)  # x[i-1]
+    rgt = tl.load(xb + (roff[:, None] + cg[None, :] + 4)).to(ACC)  # x[i+4]
+    a02, a13 = tl.split(tl.reshape(m, [RS, G, 2, 2]))
+    x0, x2 = tl.split(a02)
+    x1, x3 = tl.split(a13)
+    e0 = (lft + x1) + 6.0 * x0
+    e1 = (x0 + x2) + 6.0 * x1
+    e2 = (x1 + x3) + 6.0 * x2
+    e3 = (x2 + rgt) + 6.0 * x3
+    o0 = 4.0 * (x0 + x1)
+    o1 = 4.0 * (x1 + x2)
+    o2 = 4.0 * (x2 + x3)
+    o3 = 4.0 * (x3 + rgt)
+    ev = tl.join(tl.join(e0, e2), tl.join(e1, e3))
+    od = tl.join(tl.join(o0, o2), tl.join(o1, o3))
+    return tl.join(ev, od)
+
+
+@triton.jit
+def _up_store(y_ptr, base_ptr, yb, bb, r, cols, syh, sbh, vals, sign, Ho,
+              RS: tl.constexpr, G: tl.constexpr, HAS_BASE: tl.constexpr, ACC: tl.constexpr,
+              VY: tl.constexpr):
+    r64 = r.to(tl.int64)[:, None]
+    mask = (r < Ho)[:, None]
+    vals = tl.reshape(vals, [RS, 8 * G])
+    if HAS_BASE:
+        boff = r64 * sbh + cols[None, :]
+        if VY > 1:
+            boff = tl.max_contiguous(tl.multiple_of(boff, (1, VY)), (1, VY))
+        vals = tl.load(bb + boff, mask=mask, other=0.0).to(ACC) + sign * vals
+    off = r64 * syh + cols[None, :]
+    if VY > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, VY)), (1, VY))
+    tl.store(yb + off, vals.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, n_tf, sign,
+               sxb, sxc, sxh, sbb, sbc, sbh, syb, syc, syh,
+               HAS_BASE: tl.constexpr, ACC: tl.constexpr, RS: tl.constexpr, BH: tl.constexpr,
+               G: tl.constexpr, VX: tl.constexpr, VY: tl.constexpr):
+    """Expand (+ base + sign * up) on interior column tiles 1 .. n_tf (tile = 4 G coarse,
+    8 G output columns); a strip is BH coarse rows = 2 BH output rows."""
+    pid = tl.program_id(0)
+    tw = pid % n_tf + 1
+    t = pid // n_tf
+    th = t % n_th
+    bc = t // n_th
+    b = (bc // C).to(tl.int64)
+    c = (bc % C).to(tl.int64)
+    i0 = tw * (4 * G)
+    cg = (i0 + tl.arange(0, G) * 4).to(tl.int64)
+    s = th * (RS * BH) + tl.arange(0, RS) * BH  # first coarse row of each strip
+    xb = x_ptr + b * sxb + c * sxc
+    yb = y_ptr + b * syb + c * syc
+    bb = base_ptr + b * sbb + c * sbc
+    cols = (2 * i0 + tl.arange(0, 8 * G)).to(tl.int64)
+    hA = _up_hrow(xb, _up_row_src(s - 1, h).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+    hB = _up_hrow(xb, _up_row_src(s, h).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+    for k in tl.static_range(BH):
+        hC = _up_hrow(xb, _up_row_src(s + k + 1, h).to(tl.int64) * sxh, cg, RS, G, VX, ACC)
+        even = ((hA + hC) + 6.0 * hB) * (1.0 / 64.0)
+        odd = (hB + hC) * (1.0 / 16.0)
+        r = 2 * (s + k)
+        _up_store(y_ptr, base_ptr, yb, bb, r, cols, syh, sbh, even, sign, Ho, RS, G,
+                  HAS_BASE, ACC, VY)
+        _up_store(y_ptr, base_ptr, yb, bb, r + 1, cols, syh, sbh, odd, sign, Ho, RS, G,
+                  HAS_BASE, ACC, VY)
+        hA = hB
+        hB = hC
+
+
+# ----------------------------------------------------------------------------------------------
 # Launchers (shapes and arguments are checked by uhrops/pyramid.py)
 # ----------------------------------------------------------------------------------------------
+
+# Vectorised kernels: (RS strips, BH rows per strip, G groups), 4 warps = RS * G threads on a
+# GPU; small tiles under the interpreter so the tests' small images have interior tiles.
+_DOWN_FAST = (8, 8, 16)
+_UP_FAST = (16, 8, 8)
+_DOWN_FAST_INTERP = (2, 2, 4)
+_UP_FAST_INTERP = (2, 2, 2)
 
 
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _grid(B: int, C: int, Ho: int, Wo: int) -> tuple[int, int, int]:
+def _grid(B: int, C: int, Ho: int, Wo: int, bw: int = _BLOCK_W) -> tuple[int, int, int]:
     n_th = triton.cdiv(Ho, _BLOCK_H)
-    n_tw = triton.cdiv(Wo, _BLOCK_W)
+    n_tw = triton.cdiv(Wo, bw)
     return B * C * n_th * n_tw, n_th, n_tw
+
+
+def _unit_cols(*ts: torch.Tensor) -> bool:
+    return all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in ts)
 
 
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
@@ -295,11 +483,25 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     B, C, H, W = x.shape
     Ho, Wo = (H + 1) // 2, (W + 1) // 2
     y = x.new_empty(B, C, Ho, Wo)
-    total, n_th, n_tw = _grid(B, C, Ho, Wo)
-    if total:
-        launch(_down_kernel, (total,), x, y, C, H, W, Ho, Wo, n_th, n_tw, *x.stride(), *y.stride(),
-               ACC=_acc(x.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-               num_warps=_NUM_WARPS)
+    if y.numel() == 0:
+        return y
+    rs, bh, g = _DOWN_FAST_INTERP if interpreted(x) else _DOWN_FAST
+    bw = 4 * g  # output columns per tile, both kernels
+    # Interior tiles 1 .. n_tf: output columns j of tile t need inputs 2j-2 .. 2j+2 inside
+    # the image, i.e. t >= 1 and 2 (t + 1) bw <= W - 1.
+    n_tf = max(0, (W - 1) // (2 * bw) - 1) if _unit_cols(x) else 0
+    if n_tf:
+        n_th = triton.cdiv(Ho, rs * bh)
+        launch(_down_kernel, (B * C * n_th * n_tf,), x, y, C, H, Ho, n_th, n_tf,
+               *x.stride()[:3], *y.stride()[:3], ACC=_acc(x.dtype), RS=rs, BH=bh, G=g,
+               VX=vector_width(x, 8, *x.stride()[:3]), VY=vector_width(y, 4, *y.stride()[:3]),
+               num_warps=max(1, rs * g // 32))
+    n_tw = triton.cdiv(Wo, bw)
+    n_th = triton.cdiv(Ho, _BLOCK_H)
+    n_edge = n_tw - n_tf
+    launch(_down_edge_kernel, (B * C * n_th * n_edge,), x, y, C, H, W, Ho, Wo, n_th, n_edge,
+           1, n_tf, *x.stride(), *y.stride(), ACC=_acc(x.dtype), BH=_BLOCK_H, BW=bw,
+           num_warps=_NUM_WARPS)
     return y
 
 
@@ -308,13 +510,29 @@ def pyr_up(x: torch.Tensor, Ho: int, Wo: int, base: torch.Tensor | None = None,
     """Expand (B, C, h, w) -> (B, C, Ho, Wo), Ho in {2h-1, 2h}; with ``base``: base + sign*up."""
     B, C, h, w = x.shape
     y = x.new_empty(B, C, Ho, Wo)
-    total, n_th, n_tw = _grid(B, C, Ho, Wo)
-    if total:
-        bt = base if base is not None else y
-        launch(_up_kernel, (total,), x, bt, y, C, h, w, Ho, Wo, n_th, n_tw, float(sign),
-               *x.stride(), *bt.stride(), *y.stride(),
-               HAS_BASE=base is not None, ACC=_acc(x.dtype),
-               BH=_BLOCK_H, BW=_BLOCK_W, num_warps=_NUM_WARPS)
+    if y.numel() == 0:
+        return y
+    bt = base if base is not None else y
+    rs, bh, g = _UP_FAST_INTERP if interpreted(x) else _UP_FAST
+    bwc = 4 * g  # coarse columns per tile; 2 bwc output columns
+    # Interior tiles 1 .. n_tf: coarse columns i of tile t need i-1 .. i+1 inside the image,
+    # i.e. t >= 1 and (t + 1) bwc <= w - 1.
+    n_tf = max(0, (w - 1) // bwc - 1) if _unit_cols(x, bt) else 0
+    if n_tf:
+        n_th = triton.cdiv(triton.cdiv(Ho, 2), rs * bh)
+        launch(_up_kernel, (B * C * n_th * n_tf,), x, bt, y, C, h, Ho, n_th, n_tf, float(sign),
+               *x.stride()[:3], *bt.stride()[:3], *y.stride()[:3],
+               HAS_BASE=base is not None, ACC=_acc(x.dtype), RS=rs, BH=bh, G=g,
+               VX=vector_width(x, 4, *x.stride()[:3]),
+               VY=vector_width(y, 8, *y.stride()[:3], *bt.stride()[:3], bt.storage_offset()),
+               num_warps=max(1, rs * g // 32))
+    n_tw = triton.cdiv(Wo, 2 * bwc)
+    n_th = triton.cdiv(Ho, _BLOCK_H)
+    n_edge = n_tw - n_tf
+    launch(_up_edge_kernel, (B * C * n_th * n_edge,), x, bt, y, C, h, w, Ho, Wo, n_th, n_edge,
+           1, n_tf, float(sign), *x.stride(), *bt.stride(), *y.stride(),
+           HAS_BASE=base is not None, ACC=_acc(x.dtype),
+           BH=_BLOCK_H, BW=2 * bwc, num_warps=_NUM_WARPS)
     return y
 
 

@@ -67,6 +67,13 @@ def _c(consts: dict[str, Any], *names: str) -> list[int]:
 
 
 def _pyr_footprint(kernel: str, k: dict[str, Any]) -> tuple[int, int]:
+    if "RS" in k:  # the vectorised interior kernels: RS strips x G groups, BH rows a strip
+        rs, bh, g = _c(k, "RS", "BH", "G")
+        if kernel == "_down_kernel":  # 4 outputs a group, each reads 2j-2 .. 2j+2 per axis
+            return (2 * rs * bh + 3) * (8 * g + 3), rs * bh * 4 * g
+        # _up_kernel: BH coarse rows a strip -> 2 BH output rows; 4 coarse columns a group
+        e_out = 2 * rs * bh * 8 * g
+        return (rs * bh + 2) * (4 * g + 2) + (e_out if k.get("HAS_BASE") else 0), e_out
     bh, bw = _c(k, "BH", "BW")
     if kernel in ("_down_kernel", "_up_adj_kernel"):
         # outputs i read inputs 2i-2 .. 2i+2 per axis
