@@ -52,12 +52,6 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-FAMILY_OF = {"_down_kernel": "pyramid", "_up_kernel": "pyramid", "_down_adj_kernel": "pyramid",
-             "_up_adj_kernel": "pyramid", "_wavedec_kernel": "wavelet",
-             "_waverec_kernel": "wavelet", "_packet_kernel": "wavelet",
-             "_ipacket_kernel": "wavelet", "_gather_kernel": "tiling",
-             "_scatter_kernel": "tiling"}
-
 
 # --------------------------------------------------------------------------------------------
 # Elements a program reads (E_in) and writes (E_out), from its constexprs
@@ -75,12 +69,12 @@ def _pyr_footprint(kernel: str, k: dict[str, Any]) -> tuple[int, int]:
         e_out = 2 * rs * bh * 8 * g
         return (rs * bh + 2) * (4 * g + 2) + (e_out if k.get("HAS_BASE") else 0), e_out
     bh, bw = _c(k, "BH", "BW")
-    if kernel in ("_down_kernel", "_up_adj_kernel"):
+    if kernel in ("_down_edge_kernel", "_up_adj_kernel"):
         # outputs i read inputs 2i-2 .. 2i+2 per axis
         return (2 * bh + 3) * (2 * bw + 3), bh * bw
-    # _up_kernel / _down_adj_kernel: outputs r read coarse r//2-1 .. r//2+1 per axis
+    # _up_edge_kernel / _down_adj_kernel: outputs r read coarse r//2-1 .. r//2+1 per axis
     e_in = (bh // 2 + 2) * (bw // 2 + 2)
-    if kernel == "_up_kernel" and k.get("HAS_BASE"):
+    if kernel == "_up_edge_kernel" and k.get("HAS_BASE"):
         e_in += bh * bw
     return e_in, bh * bw
 
@@ -100,6 +94,7 @@ def _tiling_footprint(kernel: str, k: dict[str, Any]) -> tuple[int, int]:
 
 FOOTPRINT: dict[str, Callable[[str, dict[str, Any]], tuple[int, int]]] = {
     "_down_kernel": _pyr_footprint, "_up_kernel": _pyr_footprint,
+    "_down_edge_kernel": _pyr_footprint, "_up_edge_kernel": _pyr_footprint,
     "_down_adj_kernel": _pyr_footprint, "_up_adj_kernel": _pyr_footprint,
     "_wavedec_kernel": _haar_footprint, "_waverec_kernel": _haar_footprint,
     "_packet_kernel": _haar_footprint, "_ipacket_kernel": _haar_footprint,
