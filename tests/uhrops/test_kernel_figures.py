@@ -75,7 +75,7 @@ def test_pyramid_reads_each_element_about_once_with_wide_loads(rows, dtype):
     assert down["max_load_bits"] == 128
     assert down["stores_per_element"] == 1.0 and down["min_store_bits"] >= 64
     up = rows[f"pyr_up+base/{dtype}/2448"]  # the fused Laplacian level
-    assert up["loads_per_element"] <= 1.2
+    assert up["loads_per_element"] <= 1.25  # the base once, the coarse image 1.5x (halos)
     assert up["max_load_bits"] == 128 and up["min_store_bits"] == 128
     assert up["stores_per_element"] == 1.0
 
