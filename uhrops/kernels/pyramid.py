@@ -60,13 +60,16 @@ def _refl(p, n):
 
 
 @triton.jit
-def _tile(pid, n_th, n_tw, C, tw_lo, tw_gap, BH: tl.constexpr, BW: tl.constexpr):
-    """(b, c, rows, cols) of program ``pid``. Column tiles t >= tw_lo are shifted by tw_gap:
-    the edge kernels skip the interior column tiles that the vectorised kernels own."""
+def _tile(pid, n_th, n_tw, C, tw_lo, tw_gap, th_lo, th_gap, BH: tl.constexpr,
+          BW: tl.constexpr):
+    """(b, c, rows, cols) of program ``pid``. Column tiles t >= tw_lo are shifted by tw_gap,
+    row tiles t >= th_lo by th_gap: the edge kernels skip the interior tiles that the
+    vectorised kernels own."""
     tw = pid % n_tw
     tw = tw + tl.where(tw >= tw_lo, tw_gap, 0)
     t = pid // n_tw
     th = t % n_th
+    th = th + tl.where(th >= th_lo, th_gap, 0)
     bc = t // n_th
     b = bc // C
     c = bc - b * C
@@ -165,7 +168,7 @@ def _row5(base, c0, c1, c2, c3, c4, mask, ACC: tl.constexpr):
 def _down_edge_kernel(x_ptr, y_ptr, C, H, W, Ho, Wo, n_th, n_tw, tw_lo, tw_gap,
                       sxb, sxc, sxh, sxw, syb, syc, syh, syw,
                       ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    b, c, i, j = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, BH, BW)
+    b, c, i, j = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, n_th, 0, BH, BW)
     mask = (i < Ho)[:, None] & (j < Wo)[None, :]
     xb = x_ptr + b * sxb + c * sxc
     c0 = (_refl(2 * j - 2, W).to(tl.int64) * sxw)[None, :]
@@ -199,7 +202,7 @@ def _up_edge_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, tw_lo, 
                     sxb, sxc, sxh, sxw, sbb, sbc, sbh, sbw, syb, syc, syh, syw,
                     HAS_BASE: tl.constexpr, ACC: tl.constexpr, BH: tl.constexpr,
                     BW: tl.constexpr):
-    b, c, r, q = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, BH, BW)
+    b, c, r, q = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, n_th, 0, BH, BW)
     mask = (r < Ho)[:, None] & (q < Wo)[None, :]
     r0, r1, r2, wr0, wr1, wr2 = _up_taps(r, h)
     q0, q1, q2, wc0, wc1, wc2 = _up_taps(q, w)
@@ -222,10 +225,10 @@ def _up_edge_kernel(x_ptr, base_ptr, y_ptr, C, h, w, Ho, Wo, n_th, n_tw, tw_lo, 
 
 
 @triton.jit
-def _down_adj_kernel(g_ptr, y_ptr, C, m, mw, H, W, n_th, n_tw,
+def _down_adj_kernel(g_ptr, y_ptr, C, m, mw, H, W, n_th, n_tw, tw_lo, tw_gap, th_lo, th_gap,
                      sgb, sgc, sgh, sgw, syb, syc, syh, syw,
                      ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    b, c, j, l = _tile(tl.program_id(0), n_th, n_tw, C, n_tw, 0, BH, BW)
+    b, c, j, l = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, th_lo, th_gap, BH, BW)
     mask = (j < H)[:, None] & (l < W)[None, :]
     i0, wr0, wr1, wr2 = _down_adj_taps(j, H, m)
     k0, wc0, wc1, wc2 = _down_adj_taps(l, W, mw)
@@ -259,11 +262,12 @@ def _row5w(rp, wr, c0, c1, c2, c3, c4, wc0, wc1, wc2, wc3, wc4, mask, ACC: tl.co
 
 
 @triton.jit
-def _up_adj_kernel(g_ptr, y_ptr, C, Ho, Wo, h, w, n_th, n_tw, scale,
+def _up_adj_kernel(g_ptr, y_ptr, C, Ho, Wo, h, w, n_th, n_tw, tw_lo, tw_gap, th_lo, th_gap,
+                   scale,
                    sgb, sgc, sgh, sgw, syb, syc, syh, syw,
                    ACC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
     """grad_x[s] = sum over outputs r in [2s - 2, 2s + 2] of B[r, s] * g[r] (per axis)."""
-    b, c, s, v = _tile(tl.program_id(0), n_th, n_tw, C, n_tw, 0, BH, BW)
+    b, c, s, v = _tile(tl.program_id(0), n_th, n_tw, C, tw_lo, tw_gap, th_lo, th_gap, BH, BW)
     mask = (s < h)[:, None] & (v < w)[None, :]
     q0, wc0 = _up_adj_w(v, 0, w, Wo)
     q1, wc1 = _up_adj_w(v, 1, w, Wo)
@@ -336,14 +340,16 @@ def _down_hrow(xb, roff, cg, RS: tl.constexpr, G: tl.constexpr, VX: tl.constexpr
 
 
 @triton.jit
-def _down_kernel(x_ptr, y_ptr, C, H, Ho, n_th, n_tf, sxb, sxc, sxh, syb, syc, syh,
+def _down_kernel(x_ptr, y_ptr, C, H, Ho, n_th, th0, n_tf, scale, sxb, sxc, sxh, syb, syc, syh,
                  ACC: tl.constexpr, RS: tl.constexpr, BH: tl.constexpr, G: tl.constexpr,
                  VX: tl.constexpr, VY: tl.constexpr):
-    """Blur + decimate on interior column tiles 1 .. n_tf (tile = 4 G output columns)."""
+    """scale x [1, 4, 6, 4, 1]^2 at the even samples (pyr_down: scale 1/256; in the interior
+    also the adjoint of pyr_up, scale 4/256) on interior column tiles 1 .. n_tf (tile = 4 G
+    output columns) and row tiles th0 .. th0 + n_th - 1."""
     pid = tl.program_id(0)
     tw = pid % n_tf + 1
     t = pid // n_tf
-    th = t % n_th
+    th = t % n_th + th0
     bc = t // n_th
     b = (bc // C).to(tl.int64)
     c = (bc % C).to(tl.int64)
@@ -363,7 +369,7 @@ def _down_kernel(x_ptr, y_ptr, C, H, Ho, n_th, n_tf, sxb, sxc, sxh, syb, syc, sy
                         VX, ACC)
         hE = _down_hrow(x_ptr, xp + _refl(2 * (i + k) + 2, H).to(tl.int64) * sxh, cg, RS, G,
                         VX, ACC)
-        acc = ((hA + hE) + 4.0 * (hB + hD) + 6.0 * hC) * (1.0 / 256.0)
+        acc = ((hA + hE) + 4.0 * (hB + hD) + 6.0 * hC) * scale
         off = yp + (i + k).to(tl.int64)[:, None] * syh + cols[None, :]
         if VY > 1:
             off = tl.max_contiguous(tl.multiple_of(off, (1, VY)), (1, VY))
@@ -429,16 +435,18 @@ def _up_store(y_ptr, base_ptr, yp, bp, r, cols, syh, sbh, vals, sign, Ho,
 
 
 @triton.jit
-def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, n_tf, sign,
+def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, th0, n_tf, sign, scale,
                sxb, sxc, sxh, sbb, sbc, sbh, syb, syc, syh,
                HAS_BASE: tl.constexpr, ACC: tl.constexpr, RS: tl.constexpr, BH: tl.constexpr,
                G: tl.constexpr, VX: tl.constexpr, VY: tl.constexpr):
-    """Expand (+ base + sign * up) on interior column tiles 1 .. n_tf (tile = 4 G coarse,
-    8 G output columns); a strip is BH coarse rows = 2 BH output rows."""
+    """Expand (scale x (1, 6, 1) / (4, 4) per axis; pyr_up: scale 1/64; in the interior also
+    the adjoint of pyr_down, scale 1/256), + base + sign * up, on interior column tiles
+    1 .. n_tf (tile = 4 G coarse, 8 G output columns) and row tiles th0 .. th0 + n_th - 1; a
+    strip is BH coarse rows = 2 BH output rows."""
     pid = tl.program_id(0)
     tw = pid % n_tf + 1
     t = pid // n_tf
-    th = t % n_th
+    th = t % n_th + th0
     bc = t // n_th
     b = (bc // C).to(tl.int64)
     c = (bc % C).to(tl.int64)
@@ -455,8 +463,8 @@ def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, n_tf, sign,
     for k in tl.static_range(BH):
         hC = _up_hrow(x_ptr, xp + _up_row_src(s + k + 1, h).to(tl.int64) * sxh, cg, RS, G, VX,
                       ACC)
-        even = ((hA + hC) + 6.0 * hB) * (1.0 / 64.0)
-        odd = (hB + hC) * (1.0 / 16.0)
+        even = ((hA + hC) + 6.0 * hB) * scale
+        odd = (hB + hC) * (4.0 * scale)
         r = 2 * (s + k)
         _up_store(y_ptr, base_ptr, yp, bp, r, cols, syh, sbh, even, sign, Ho, RS, G,
                   HAS_BASE, ACC, VY)
@@ -482,12 +490,6 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _grid(B: int, C: int, Ho: int, Wo: int, bw: int = _BLOCK_W) -> tuple[int, int, int]:
-    n_th = triton.cdiv(Ho, _BLOCK_H)
-    n_tw = triton.cdiv(Wo, bw)
-    return B * C * n_th * n_tw, n_th, n_tw
-
-
 def _unit_cols(*ts: torch.Tensor) -> bool:
     return all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in ts)
 
@@ -506,8 +508,8 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     n_tf = max(0, (W - 1) // (2 * bw) - 1) if _unit_cols(x) else 0
     if n_tf:
         n_th = triton.cdiv(Ho, rs * bh)
-        launch(_down_kernel, (B * C * n_th * n_tf,), x, y, C, H, Ho, n_th, n_tf,
-               *x.stride()[:3], *y.stride()[:3], ACC=_acc(x.dtype), RS=rs, BH=bh, G=g,
+        launch(_down_kernel, (B * C * n_th * n_tf,), x, y, C, H, Ho, n_th, 0, n_tf,
+               1.0 / 256.0, *x.stride()[:3], *y.stride()[:3], ACC=_acc(x.dtype), RS=rs, BH=bh, G=g,
                VX=vector_width(x, 8, *x.stride()[:3]), VY=vector_width(y, 4, *y.stride()[:3]),
                num_warps=max(1, rs * g // 32))
     n_tw = triton.cdiv(Wo, bw)
@@ -534,8 +536,8 @@ def pyr_up(x: torch.Tensor, Ho: int, Wo: int, base: torch.Tensor | None = None,
     n_tf = max(0, (w - 1) // bwc - 1) if _unit_cols(x, bt) else 0
     if n_tf:
         n_th = triton.cdiv(triton.cdiv(Ho, 2), rs * bh)
-        launch(_up_kernel, (B * C * n_th * n_tf,), x, bt, y, C, h, Ho, n_th, n_tf, float(sign),
-               *x.stride()[:3], *bt.stride()[:3], *y.stride()[:3],
+        launch(_up_kernel, (B * C * n_th * n_tf,), x, bt, y, C, h, Ho, n_th, 0, n_tf,
+               float(sign), 1.0 / 64.0, *x.stride()[:3], *bt.stride()[:3], *y.stride()[:3],
                HAS_BASE=base is not None, ACC=_acc(x.dtype), RS=rs, BH=bh, G=g,
                VX=vector_width(x, 4, *x.stride()[:3]),
                VY=vector_width(y, 8, *y.stride()[:3], *bt.stride()[:3], bt.storage_offset()),
@@ -551,25 +553,70 @@ def pyr_up(x: torch.Tensor, Ho: int, Wo: int, base: torch.Tensor | None = None,
 
 
 def pyr_down_adjoint(g: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """Transpose of :func:`pyr_down` for an input of size (H, W): (B, C, m, mw) -> (B, C, H, W)."""
+    """Transpose of :func:`pyr_down` for an input of size (H, W): (B, C, m, mw) -> (B, C, H, W).
+
+    Away from the borders (output rows and columns 3 .. side-4) the transpose of
+    blur+decimate is the expand divided by 4: ``_up_kernel`` (scale 1/256) computes those
+    tiles; ``_down_adj_kernel`` (the exact transpose with the reflect-101 folds) the rest.
+    """
     B, C, m, mw = g.shape
     y = g.new_empty(B, C, H, W)
-    total, n_th, n_tw = _grid(B, C, H, W)
-    if total:
-        launch(_down_adj_kernel, (total,), g, y, C, m, mw, H, W, n_th, n_tw, *g.stride(), *y.stride(),
-               ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-               num_warps=_NUM_WARPS)
+    if y.numel() == 0:
+        return y
+    rs, bh, gg = _UP_FAST_INTERP if interpreted(g) else _UP_FAST
+    ct, rt = 8 * gg, 2 * rs * bh  # output columns / rows of a vectorised tile
+    # Interior tiles t >= 1 with outputs up to 2 (t + 1) * tile - 1 <= side - 4.
+    n_tf = max(0, (W - 3) // ct - 1) if _unit_cols(g) else 0
+    n_fr = max(0, (H - 3) // rt - 1) if n_tf else 0
+    if n_fr:
+        launch(_up_kernel, (B * C * n_fr * n_tf,), g, y, y, C, m, H, n_fr, 1, n_tf, 1.0,
+               1.0 / 256.0, *g.stride()[:3], *y.stride()[:3], *y.stride()[:3],
+               HAS_BASE=False, ACC=_acc(g.dtype), RS=rs, BH=bh, G=gg,
+               VX=vector_width(g, 4, *g.stride()[:3]), VY=vector_width(y, 8, *y.stride()[:3]),
+               num_warps=max(1, rs * gg // 32))
+    _edges(_down_adj_kernel, B, C, H, W, ct, rt, n_tf, n_fr, g, y, C, m, mw, H, W,
+           extra=(), strides=(*g.stride(), *y.stride()), ACC=_acc(g.dtype))
     return y
 
 
+def _edges(kernel, B: int, C: int, H: int, W: int, ct: int, rt: int, n_tf: int, n_fr: int,
+           *args, extra: tuple, strides: tuple, **meta) -> None:
+    """Launch an edge kernel over every tile of the (H, W) output outside the vectorised
+    kernel's rectangle (column tiles 1 .. n_tf of ``ct`` columns x row tiles 1 .. n_fr of
+    ``rt`` rows): all rows of the other column tiles, then the border rows of those."""
+    n_th = triton.cdiv(H, _BLOCK_H)
+    n_tw = triton.cdiv(W, ct)
+    common = dict(BH=_BLOCK_H, BW=ct, num_warps=_NUM_WARPS, **meta)
+    launch(kernel, (B * C * n_th * (n_tw - n_tf),), *args, n_th, n_tw - n_tf, 1, n_tf, n_th, 0,
+           *extra, *strides, **common)
+    if n_tf:
+        per = rt // _BLOCK_H  # edge row tiles per vectorised row tile
+        n_rows = n_th - per * n_fr
+        launch(kernel, (B * C * n_rows * n_tf,), *args, n_rows, n_tf, 0, 1, per, per * n_fr,
+               *extra, *strides, **common)
+
+
 def pyr_up_adjoint(g: torch.Tensor, h: int, w: int, scale: float = 1.0) -> torch.Tensor:
-    """Transpose of :func:`pyr_up` (times ``scale``): (B, C, Ho, Wo) -> (B, C, h, w)."""
+    """Transpose of :func:`pyr_up` (times ``scale``): (B, C, Ho, Wo) -> (B, C, h, w).
+
+    Away from the borders the transpose of the expand is 4 x blur+decimate: ``_down_kernel``
+    (scale 4/256) computes those tiles; ``_up_adj_kernel`` (the exact transpose with the
+    border folds and the odd-size crop) the rest.
+    """
     B, C, Ho, Wo = g.shape
     y = g.new_empty(B, C, h, w)
-    total, n_th, n_tw = _grid(B, C, h, w)
-    if total:
-        launch(_up_adj_kernel, (total,), g, y, C, Ho, Wo, h, w, n_th, n_tw, float(scale),
-               *g.stride(), *y.stride(),
-               ACC=_acc(g.dtype), BH=_BLOCK_H, BW=_BLOCK_W,
-               num_warps=_NUM_WARPS)
+    if y.numel() == 0:
+        return y
+    rs, bh, gg = _DOWN_FAST_INTERP if interpreted(g) else _DOWN_FAST
+    ct, rt = 4 * gg, rs * bh
+    # Interior tiles t >= 1 whose inputs 2s - 2 .. 2s + 2 lie inside g (no crop, no fold).
+    n_tf = max(0, (Wo - 1) // (2 * ct) - 1) if _unit_cols(g) else 0
+    n_fr = max(0, (Ho - 1) // (2 * rt) - 1) if n_tf else 0
+    if n_fr:
+        launch(_down_kernel, (B * C * n_fr * n_tf,), g, y, C, Ho, h, n_fr, 1, n_tf,
+               float(scale) / 64.0, *g.stride()[:3], *y.stride()[:3], ACC=_acc(g.dtype),
+               RS=rs, BH=bh, G=gg, VX=vector_width(g, 8, *g.stride()[:3]),
+               VY=vector_width(y, 4, *y.stride()[:3]), num_warps=max(1, rs * gg // 32))
+    _edges(_up_adj_kernel, B, C, h, w, ct, rt, n_tf, n_fr, g, y, C, Ho, Wo, h, w,
+           extra=(float(scale),), strides=(*g.stride(), *y.stride()), ACC=_acc(g.dtype))
     return y
