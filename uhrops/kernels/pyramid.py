@@ -481,7 +481,7 @@ def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, th0, n_tf, sign, scale,
 # Vectorised kernels: (RS strips, BH rows per strip, G groups), 4 warps = RS * G threads on a
 # GPU; small tiles under the interpreter so the tests' small images have interior tiles.
 _DOWN_FAST = (8, 8, 16)
-_UP_FAST = (16, 4, 8)
+_UP_FAST = (32, 4, 4)
 _DOWN_FAST_INTERP = (2, 2, 4)
 _UP_FAST_INTERP = (2, 2, 2)
 

@@ -351,7 +351,7 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
 def _warps(levels: int) -> int:
     # Two or more fused levels keep more intermediates live: at 8 warps ptxas spills 8-24
     # bytes on sm_90 (compile check: L4 at any size, L2 with 128-bit band stores); at 16
-    # nothing spills.
+    # nothing spills. The packet tree too (8 bytes on sm_80 at L2 with 64-bit band stores).
     return 16 if levels >= 2 else 8
 
 
@@ -487,7 +487,8 @@ def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
     vec_in = vector_width(x, bw << levels, W, *x.stride()[:3])
     vec_out = vector_width(y, bw, w, h * w)
     launch(_packet_kernel, grid, x, y, C, H, W, *x.stride(), h, w,
-           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, num_warps=8)
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out,
+           num_warps=_warps(levels))
     return y
 
 
