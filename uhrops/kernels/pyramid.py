@@ -482,6 +482,10 @@ def _up_kernel(x_ptr, base_ptr, y_ptr, C, h, Ho, n_th, th0, n_tf, sign, scale,
 # GPU; small tiles under the interpreter so the tests' small images have interior tiles.
 _DOWN_FAST = (8, 8, 16)
 _UP_FAST = (32, 4, 4)
+# The fused base + sign * up (Laplacian levels) holds twice the values per thread: wider
+# groups, fewer strips (sm_100's ptxas spilled 40 bytes in float16 at (32, 4, 4), and 8 bytes
+# without a base at (16, 4, 8); neither spills in its own configuration).
+_UP_FAST_BASE = (16, 4, 8)
 _DOWN_FAST_INTERP = (2, 2, 4)
 _UP_FAST_INTERP = (2, 2, 2)
 
@@ -529,7 +533,8 @@ def pyr_up(x: torch.Tensor, Ho: int, Wo: int, base: torch.Tensor | None = None,
     if y.numel() == 0:
         return y
     bt = base if base is not None else y
-    rs, bh, g = _UP_FAST_INTERP if interpreted(x) else _UP_FAST
+    rs, bh, g = _UP_FAST_INTERP if interpreted(x) else (
+        _UP_FAST_BASE if base is not None else _UP_FAST)
     bwc = 4 * g  # coarse columns per tile; 2 bwc output columns
     # Interior tiles 1 .. n_tf: coarse columns i of tile t need i-1 .. i+1 inside the image,
     # i.e. t >= 1 and (t + 1) bwc <= w - 1.
