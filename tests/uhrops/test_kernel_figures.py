@@ -78,6 +78,11 @@ def test_pyramid_reads_each_element_about_once_with_wide_loads(rows, dtype):
     assert up["loads_per_element"] <= 1.25  # the base once, the coarse image 1.5x (halos)
     assert up["max_load_bits"] == 128 and up["min_store_bits"] == 128
     assert up["stores_per_element"] == 1.0
+    # Backward (interior tiles): pyr_up's adjoint is 4 x blur+decimate, pyr_down's the
+    # expand / 4; the gathers they replaced loaded 25 and 9 taps per output.
+    assert rows[f"pyr_up backward/{dtype}/2448"]["load_instructions_per_output"] <= 2.5
+    down_adj = rows[f"pyr_down backward/{dtype}/2448"]
+    assert down_adj["loads_per_element"] <= 2.0 and down_adj["min_store_bits"] == 128
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

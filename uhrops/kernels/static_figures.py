@@ -151,10 +151,16 @@ def mains(families: Iterable[str] | None = None) -> list[Main]:
         if "pyramid" in fams:
             lap = (lambda dt=dt: _grad_of(uhrops.laplacian_pyramid(_img((1, 3, 2448, 2448), dt),
                                                                    1)))
-            for kern, what in (("_down_kernel", "pyr_down"), ("_up_kernel", "pyr_up+base"),
-                               ("_down_adj_kernel", "pyr_down backward"),
-                               ("_up_adj_kernel", "pyr_up backward")):
-                out.append(Main(f"{what}/{name}/2448", "pyramid", kern, lap))
+            # Forward: pyr_down's and the fused expand's interior kernels. Backward (recorded
+            # after the forward, hence the last launch of each kernel): the interior tiles of
+            # the adjoints run the same two kernels (pyr_up's adjoint on _down_kernel,
+            # pyr_down's on _up_kernel without a base); the border frame runs the gathers.
+            first, last = (lambda ls: ls[0]), (lambda ls: ls[-1])
+            for kern, what, pick in (("_down_kernel", "pyr_down", first),
+                                     ("_up_kernel", "pyr_up+base", first),
+                                     ("_up_kernel", "pyr_down backward", last),
+                                     ("_down_kernel", "pyr_up backward", last)):
+                out.append(Main(f"{what}/{name}/2448", "pyramid", kern, lap, pick))
             out.append(Main(f"pyr_down/{name}/5000x4999", "pyramid", "_down_kernel",
                             lambda dt=dt: uhrops.pyr_down(_img((1, 1, 5000, 4999), dt)
                                                           .detach())))
