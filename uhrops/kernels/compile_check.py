@@ -502,6 +502,9 @@ def check(archs: list[int], suite: str = "full", families: Iterable[str] | None 
 def problems(result: dict[str, Any]) -> list[str]:
     """Every violated limit, one line each (empty when all hold)."""
     out = [f"{p['kernel']} ({p['case']}): {p['problem']}" for p in result["launch_problems"]]
+    for rows in result.get("figures", {}).values():
+        out.extend(f"sm_{r['arch']} {r['kernel']} figures ({r['name']}): does not compile: "
+                   f"{r['error'][:300]}" for r in rows if not r["ok"])
     for s in result["specialisations"]:
         what = f"sm_{s['arch']} {s['kernel']} {s['constexprs']} warps={s['num_warps']}"
         if not s["ok"]:
@@ -563,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=None,
                         help="write kernels-sm<arch>.json here (default benchmarks/results "
                              "for the full suite, nothing for quick)")
+    parser.add_argument("--figures", action="store_true",
+                        help="also compute the static per-element figures of the memory-bound "
+                             "kernels (uhrops.kernels.static_figures) into a \"figures\" "
+                             "section, per arch")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -575,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     result["metadata"] = {**_metadata(), "suite": args.suite, "archs": archs,
                           "seconds": round(time.perf_counter() - start, 1)}
     result["summary"] = summary(result)
+    if args.figures:
+        from uhrops.kernels import static_figures
+
+        fams = [f for f in (args.family or ["pyramid", "wavelet", "tiling"]) if f != "attention"]
+        rows = static_figures.compute(archs, fams) if fams else []
+        result["figures"] = {str(a): [r for r in rows if r["arch"] == a] for a in archs}
     found = problems(result)
     result["problems"] = found
     if args.json:
@@ -592,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
                         "specialisations": [s for s in result["specialisations"]
                                             if s["arch"] == arch],
                         "problems": [p for p in found if p.startswith(f"sm_{arch} ")]}
+            if "figures" in result:
+                per_arch["figures"] = result["figures"][str(arch)]
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(per_arch, f, indent=1)

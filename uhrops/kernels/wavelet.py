@@ -179,8 +179,11 @@ def _wavedec_kernel(
     h4_ptr, h4_sbc, h4_sband, h4_sh,
     hL, wL,
     LEVELS: tl.constexpr, PAD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr,
+    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr, VEC_1: tl.constexpr, VEC_2: tl.constexpr,
+    VEC_3: tl.constexpr, VEC_4: tl.constexpr,
 ):
+    # VEC_OUT: the low band's vector width; VEC_j: level j's bands' (each level's width has
+    # its own divisors: 1224, 612, 306, 153 at 2448).
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
@@ -192,16 +195,16 @@ def _wavedec_kernel(
     # Level j (1 = finest) works on an [R >> (j-1), CC >> (j-1)] tile; its bands are
     # (hL, wL) << (LEVELS - j).
     t = _dec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
-                   hL << (LEVELS - 1), wL << (LEVELS - 1), R, CC, VEC_OUT)
+                   hL << (LEVELS - 1), wL << (LEVELS - 1), R, CC, VEC_1)
     if LEVELS >= 2:
         t = _dec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
-                       hL << (LEVELS - 2), wL << (LEVELS - 2), R >> 1, CC >> 1, VEC_OUT)
+                       hL << (LEVELS - 2), wL << (LEVELS - 2), R >> 1, CC >> 1, VEC_2)
     if LEVELS >= 3:
         t = _dec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
-                       hL << (LEVELS - 3), wL << (LEVELS - 3), R >> 2, CC >> 2, VEC_OUT)
+                       hL << (LEVELS - 3), wL << (LEVELS - 3), R >> 2, CC >> 2, VEC_3)
     if LEVELS >= 4:
         t = _dec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, R >> 3, CC >> 3,
-                       VEC_OUT)
+                       VEC_4)
     _store_plane(lo_ptr, bc64 * lo_sbc, t, ti * BH, tj * BW, hL, wL, lo_sh, BH, BW, VEC_OUT)
 
 
@@ -214,8 +217,10 @@ def _waverec_kernel(
     h4_ptr, h4_sbc, h4_sband, h4_sh,
     out_ptr, hL, wL,
     LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr,
+    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr, VEC_1: tl.constexpr, VEC_2: tl.constexpr,
+    VEC_3: tl.constexpr, VEC_4: tl.constexpr,
 ):
+    # VEC_IN: the low band's vector width, VEC_j level j's bands', VEC_OUT the image's.
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
@@ -224,18 +229,18 @@ def _waverec_kernel(
     # Coarsest first: level j's bands are (hL, wL) << (LEVELS - j), its A tile
     # [BH, BW] << (LEVELS - j).
     if LEVELS >= 4:
-        t = _rec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, BH, BW, VEC_IN)
+        t = _rec_level(t, h4_ptr, h4_sbc, h4_sband, h4_sh, bc64, ti, tj, hL, wL, BH, BW, VEC_4)
     if LEVELS >= 3:
         t = _rec_level(t, h3_ptr, h3_sbc, h3_sband, h3_sh, bc64, ti, tj,
                        hL << (LEVELS - 3), wL << (LEVELS - 3), BH << (LEVELS - 3),
-                       BW << (LEVELS - 3), VEC_IN)
+                       BW << (LEVELS - 3), VEC_3)
     if LEVELS >= 2:
         t = _rec_level(t, h2_ptr, h2_sbc, h2_sband, h2_sh, bc64, ti, tj,
                        hL << (LEVELS - 2), wL << (LEVELS - 2), BH << (LEVELS - 2),
-                       BW << (LEVELS - 2), VEC_IN)
+                       BW << (LEVELS - 2), VEC_2)
     t = _rec_level(t, h1_ptr, h1_sbc, h1_sband, h1_sh, bc64, ti, tj,
                    hL << (LEVELS - 1), wL << (LEVELS - 1), BH << (LEVELS - 1),
-                   BW << (LEVELS - 1), VEC_IN)
+                   BW << (LEVELS - 1), VEC_1)
     R: tl.constexpr = BH << LEVELS
     CC: tl.constexpr = BW << LEVELS
     H = hL << LEVELS
@@ -275,7 +280,7 @@ def _ipacket_level(t, NB: tl.constexpr, RK: tl.constexpr, CK: tl.constexpr):
 @triton.jit
 def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
                    LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-                   VEC_IN: tl.constexpr):
+                   VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
@@ -295,17 +300,19 @@ def _packet_kernel(x_ptr, y_ptr, C, H, W, sxb, sxc, sxh, sxw, h, w,
     bands = tl.arange(0, NBL)
     rows = ti * BH + tl.arange(0, BH)
     cols = tj * BW + tl.arange(0, BW)
-    mask = (rows[None, :, None] < h) & (cols[None, None, :] < w) & (bands[:, None, None] < NBL)
-    base = y_ptr + bc.to(tl.int64) * NBL * h * w
-    ptrs = (base + bands[:, None, None].to(tl.int64) * h * w
-            + rows[None, :, None].to(tl.int64) * w + cols[None, None, :])
-    tl.store(ptrs, t.to(y_ptr.dtype.element_ty), mask=mask)
+    mask = ((rows[None, :, None] < h) & _cols_below(cols[None, None, :], w, VEC_OUT)
+            & (bands[:, None, None] < NBL))
+    off = (bc.to(tl.int64) * NBL * h * w + bands[:, None, None].to(tl.int64) * h * w
+           + rows[None, :, None].to(tl.int64) * w + cols[None, None, :])
+    if VEC_OUT > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, 1, VEC_OUT)), (1, 1, VEC_OUT))
+    tl.store(y_ptr + off, t.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
                     LEVELS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-                    VEC_OUT: tl.constexpr):
+                    VEC_IN: tl.constexpr, VEC_OUT: tl.constexpr):
     bc = tl.program_id(0)
     ti = tl.program_id(1)
     tj = tl.program_id(2)
@@ -313,10 +320,13 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
     bands = tl.arange(0, NBL)
     rows = ti * BH + tl.arange(0, BH)
     cols = tj * BW + tl.arange(0, BW)
-    mask = (rows[None, :, None] < h) & (cols[None, None, :] < w) & (bands[:, None, None] < NBL)
-    ptrs = (y_ptr + bc.to(tl.int64) * sy_bc + bands[:, None, None].to(tl.int64) * sy_band
-            + rows[None, :, None].to(tl.int64) * sy_h + cols[None, None, :].to(tl.int64) * sy_w)
-    t = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    mask = ((rows[None, :, None] < h) & _cols_below(cols[None, None, :], w, VEC_IN)
+            & (bands[:, None, None] < NBL))
+    off = (bc.to(tl.int64) * sy_bc + bands[:, None, None].to(tl.int64) * sy_band
+           + rows[None, :, None].to(tl.int64) * sy_h + cols[None, None, :].to(tl.int64) * sy_w)
+    if VEC_IN > 1:
+        off = tl.max_contiguous(tl.multiple_of(off, (1, 1, VEC_IN)), (1, 1, VEC_IN))
+    t = tl.load(y_ptr + off, mask=mask, other=0.0).to(tl.float32)
     # Level k (0 = coarsest) turns 4^(LEVELS - k) bands of [BH, BW] << k into a quarter as many.
     if LEVELS >= 4:
         t = _ipacket_level(t, 256, BH, BW)
@@ -341,7 +351,7 @@ def _ipacket_kernel(y_ptr, x_ptr, sy_bc, sy_band, sy_h, sy_w, h, w,
 def _warps(levels: int) -> int:
     # Two or more fused levels keep more intermediates live: at 8 warps ptxas spills 8-24
     # bytes on sm_90 (compile check: L4 at any size, L2 with 128-bit band stores); at 16
-    # nothing spills.
+    # nothing spills. The packet tree too (8 bytes on sm_80 at L2 with 64-bit band stores).
     return 16 if levels >= 2 else 8
 
 
@@ -366,6 +376,20 @@ def _plane_strides(t: torch.Tensor, bands: bool) -> tuple[int, ...]:
     return (plane, t.stride(2), t.stride(-2)) if bands else (plane, t.stride(-2))
 
 
+def _band_vectors(highs: list[torch.Tensor], levels: int, bw: int, wL: int) -> dict[str, int]:
+    """VEC_1 .. VEC_4: the vector width of each level's (H, V, D) bands, from that level's
+    width, strides and tile columns (1 for the levels a launch does not have)."""
+    out = {}
+    for j in range(1, 5):
+        if j > levels:
+            out[f"VEC_{j}"] = 1
+            continue
+        h = highs[j - 1]
+        out[f"VEC_{j}"] = vector_width(h, bw << (levels - j), wL << (levels - j),
+                                       *_plane_strides(h, bands=True))
+    return out
+
+
 def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
             highs: list[torch.Tensor]) -> None:
     """Fill ``low`` and ``highs`` (finest first) with ``levels`` (<= 4) Haar levels of ``x``.
@@ -387,13 +411,18 @@ def wavedec(x: torch.Tensor, levels: int, pad: int, low: torch.Tensor,
     low_strides = _plane_strides(low, bands=False)
     # Vector widths: every width and stride the kernel steps by must be a multiple (a padded
     # odd side remaps its last index, so padding loads stay scalar).
-    vec_in = vector_width(x, bw << levels, W, *x.stride()[:3]) if pad == -1 else 1
-    vec_out = vector_width(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
+    # Vector widths: every width and stride the kernel steps by must be a multiple. Padding
+    # remaps the last row/column of an odd side: with an even width only rows are remapped
+    # (whole rows), so columns stay vectorised; an odd width loads scalar.
+    vec_in = vector_width(x, bw << levels, W, *x.stride()[:3]) if pad == -1 or W % 2 == 0 \
+        else 1
+    vec_out = vector_width(low, bw, wL, *low_strides)
+    vecs = _band_vectors(highs, levels, bw, wL)
     launch(_wavedec_kernel, grid,
            x, C, H, W, *x.stride(),
            low, *low_strides,
            *args, hL, wL,
-           LEVELS=levels, PAD=pad, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out,
+           LEVELS=levels, PAD=pad, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, **vecs,
            num_warps=_warps(levels),
     )
 
@@ -419,11 +448,12 @@ def waverec(low: torch.Tensor, highs: list[torch.Tensor]) -> torch.Tensor:
         low = low.contiguous()
     grid = (B * C, triton.cdiv(hL, bh), triton.cdiv(wL, bw))
     low_strides = _plane_strides(low, bands=False)
-    vec_in = vector_width(low, bw, wL, *low_strides, *(a for a in args if isinstance(a, int)))
+    vec_in = vector_width(low, bw, wL, *low_strides)
     vec_out = vector_width(out, bw << levels, wL << levels, (hL * wL) << (2 * levels))
     launch(_waverec_kernel, grid,
            low, *low_strides, *args, out, hL, wL,
-           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, num_warps=8,
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out,
+           **_band_vectors(highs, levels, bw, wL), num_warps=8,
     )
     return out
 
@@ -455,8 +485,10 @@ def _packet_once(x: torch.Tensor, levels: int) -> torch.Tensor:
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
     vec_in = vector_width(x, bw << levels, W, *x.stride()[:3])
+    vec_out = vector_width(y, bw, w, h * w)
     launch(_packet_kernel, grid, x, y, C, H, W, *x.stride(), h, w,
-           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, num_warps=8)
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out,
+           num_warps=_warps(levels))
     return y
 
 
@@ -485,6 +517,7 @@ def _ipacket_once(y: torch.Tensor, levels: int) -> torch.Tensor:
     bh, bw = _coarse_block(levels, h, w)
     grid = (B * C, triton.cdiv(h, bh), triton.cdiv(w, bw))
     vec_out = vector_width(x, bw << levels, w << levels, (h * w) << (2 * levels))
+    vec_in = vector_width(y, bw, w, *y.stride()[1:4])
     launch(_ipacket_kernel, grid, y, x, y.stride(1), y.stride(2), y.stride(3), y.stride(4), h, w,
-           LEVELS=levels, BH=bh, BW=bw, VEC_OUT=vec_out, num_warps=8)
+           LEVELS=levels, BH=bh, BW=bw, VEC_IN=vec_in, VEC_OUT=vec_out, num_warps=8)
     return x
