@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -49,7 +50,8 @@ from typing import Any, Iterable
 from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "attention-work", "models",
+BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "kernel-figures",
+          "attention-work", "models",
           "wsdnet-memory", "wsl-magnitudes")
 # Results files of single benchmarks, each rendered into its own block (not device results).
 WSDNET_MEMORY_FILE = "wsdnet-train-memory.json"
@@ -200,6 +202,32 @@ def kernels_block(reports: dict[int, dict[str, Any]]) -> str:
                              "widest store (bit)"], body))
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def _widths(counts: dict[str, int]) -> str:
+    return ", ".join(f"{bits}×{n}" for bits, n in sorted(counts.items(), key=lambda kv: int(kv[0])))
+
+
+def kernel_figures_block(reports: dict[int, dict[str, Any]], arch: int = 90) -> str:
+    """The memory-bound kernels' static figures at their main specialisations (sm_90)."""
+    figs = reports.get(arch, {}).get("figures")
+    if not figs:
+        return ("Static figures: **no report** (run `python -m uhrops.kernels.compile_check "
+                "--arch 80,90,100 --figures`).")
+    body = []
+    for f in figs:
+        if not f.get("ok"):
+            body.append([f["name"], f"`{f['kernel']}`"] + ["does not compile"] + [""] * 6)
+            continue
+        body.append([f["name"], f"`{f['kernel']}`", str(f["registers"]),
+                     str(f["spill_store_bytes"]), f"{f['loads_per_element']:.2f}",
+                     f"{f['load_instructions_per_output']:.2f}", _widths(f["load_widths"]),
+                     _widths(f["store_widths"]), str(math.prod(f["grid"]))])
+    return (f"sm_{arch}, from `kernels-sm{arch}.json` (fetches per element: bytes a program "
+            "loads over the bytes of its tile plus halo; widths: bits × instructions per "
+            "thread).\n\n" + md_table(
+                ["case", "kernel", "registers", "spill (B)", "fetches / element",
+                 "load instr / output", "load widths", "store widths", "blocks"], body))
 
 
 def load_attention_work(results_dir: str) -> dict[str, Any] | None:
@@ -719,6 +747,7 @@ def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
             "ops-cpu": ops_block(docs, False, plots_rel),
             "ops-gpu": ops_block(docs, True, plots_rel),
             "kernels": kernels_block(kernels or {}),
+            "kernel-figures": kernel_figures_block(kernels or {}),
             "attention-work": attention_work_block(attention_work), "models": models,
             "wsdnet-memory": wsdnet_memory_block((own or {}).get(WSDNET_MEMORY_FILE)),
             "wsl-magnitudes": wsl_magnitudes_block((own or {}).get(WSL_MAGNITUDES_FILE))}

@@ -270,3 +270,15 @@ def test_wsl_magnitudes_block():
     assert "CE(seg) 2.00, CE(aux) 1.50" in text
     assert "| Eq. 4 | 40.0 | 20.0 |" in text and "| mean | 5.00 | 2.50 |" in text
     assert report.wsl_magnitudes_block(None).startswith("Not measured")
+
+
+def test_kernel_figures_block():
+    fig = {"name": "pyr_down/float32/2448", "kernel": "_down_kernel", "ok": True,
+           "registers": 62, "spill_store_bytes": 0, "loads_per_element": 1.5589,
+           "load_instructions_per_output": 2.375, "load_widths": {"128": 38, "32": 19},
+           "store_widths": {"128": 8}, "grid": [1080, 2]}
+    block = report.kernel_figures_block({90: {"figures": [fig]}})
+    line = [x for x in block.splitlines() if x.startswith("| pyr_down")][0]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == ["62", "0", "1.56", "2.38", "32×19, 128×38", "128×8", "2160"]
+    assert "no report" in report.kernel_figures_block({})
