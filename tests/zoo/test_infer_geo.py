@@ -295,3 +295,12 @@ def test_windows_holding_only_nodata_are_not_run(tmp_path, monkeypatch):
     valid, sure = img.any(0), np.abs(l1 - l0) > 1e-4
     assert np.array_equal(mask[valid & sure], np.where(l1 > l0, 255, 0)[valid & sure])
     assert (mask[~valid] != 0).all() and (mask[~valid] != 255).all()
+
+
+def test_a_rank_removes_only_its_own_bands_temporaries(tmp_path):
+    """Another rank may be writing its band's temporary right now (the two-process race CI
+    once hit: a rank starting late removed the temporary rank 0 was about to rename)."""
+    for name in (".0.part.abc.tmp", ".1024.part.def.tmp", "0.part", ".10.part.x.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    sf._remove_temporaries(str(tmp_path), [0, 10])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".1024.part.def.tmp", "0.part"]

@@ -182,8 +182,14 @@ def _prepare_parts(folder: str, plan: dict[str, Any], rank: int, timeout_s: floa
                                    f"{timeout_s:.0f} s (it writes plan.json there). Fix: "
                                    f"start every process with the same arguments.")
             time.sleep(0.1)
-    for name in os.listdir(folder):  # temporaries of a write the kill interrupted
-        if name.endswith(".tmp"):
+
+
+def _remove_temporaries(folder: str, rows: Sequence[int]) -> None:
+    """Temporaries of part writes a kill interrupted, for the bands starting at ``rows`` only:
+    a rank removes its own bands' leftovers, never a file another rank is writing now."""
+    prefixes = tuple(f".{y0}.part." for y0 in rows)
+    for name in os.listdir(folder):
+        if name.endswith(".tmp") and name.startswith(prefixes):
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:
@@ -344,6 +350,7 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
         parts = _Parts(folder, H, W, n, "probs" in outputs)
         bands = parts.bands
         lo, hi = (len(bands) * st.rank) // st.world, (len(bands) * (st.rank + 1)) // st.world
+        _remove_temporaries(folder, [y0 for y0, _ in bands[lo:hi]])
         mine = [b for b in bands[lo:hi] if not parts.done(b[0])]
         if mine:
             def on_band(b0: int, b1: int) -> None:
