@@ -62,7 +62,8 @@ def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
 
 
 def _context_window(reader: Any, H: int, W: int, top: int, left: int, wh: int, ww: int,
-                    ph: int, pw: int, op: str) -> Tensor:
+                    ph: int, pw: int, op: str,
+                    check: Callable[[Tensor, str], Tensor] | None = None) -> Tensor:
     """The context of one patch: the part of the window inside the image is read, and the
     in-memory helper pads and resizes it. The window is cut where the image ends, so the
     crop's borders are the image's borders wherever the window crosses them: same output."""
@@ -71,6 +72,8 @@ def _context_window(reader: Any, H: int, W: int, top: int, left: int, wh: int, w
     a, b = max(top, 0), min(top + wh, H)
     c, d = max(left, 0), min(left + ww, W)
     sub = _read(reader, a, c, b, d, op)
+    if check is not None:
+        check(sub, f"context window read({a}, {c}, {b}, {d})")
     return _contexts_torch(sub, [top - a], [left - c], wh, ww, ph, pw, 0.0, True)
 
 
@@ -183,12 +186,13 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     rows = (0, H) if rows is None else rows
     first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
     out: Tensor | None = None
-    if sink is None:  # no sink: the whole output, filled band by band
+    if sink is None:  # no sink: rows r0:r1 of the output (all rows: the whole output)
         def sink(y0: int, band: Tensor) -> None:
             nonlocal out
             if out is None:
-                out = _empty((1, band.shape[1], H, W), band.dtype, band.device)
-            out[:, :, y0:y0 + band.shape[-2]].copy_(band)
+                out = _empty((1, band.shape[1], rows[1] - rows[0], W), band.dtype,
+                             band.device)
+            out[:, :, y0 - rows[0]:y0 - rows[0] + band.shape[-2]].copy_(band)
 
     bar = None
     if progress:
@@ -201,6 +205,22 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     band_norm: Tensor | None = None
     norm_row = -1
     first: tuple[int, torch.dtype, torch.device] | None = None
+    first_in: list[tuple[int, torch.dtype]] = []  # the first window's (channels, dtype)
+
+    def same_input(t: Tensor, where: str) -> Tensor:
+        """Every window must have the first one's channels and dtype: a batch is filled in
+        place, where 1 channel would be broadcast over 3 and a 4th would start a new batch
+        shape that fn was never checked with."""
+        now = (int(t.shape[1]), t.dtype)
+        if not first_in:
+            first_in.append(now)
+        elif now != first_in[0]:
+            raise ValueError(f"{op}(): the reader's {where} has (channels, dtype) {now}, "
+                             f"the first window had {first_in[0]}. Fix: make the reader "
+                             f"return the same channels and dtype for every window (e.g. "
+                             f"repeat a grey band, drop an alpha band, convert once).")
+        return t
+
     try:
         with torch.no_grad():
             for k0 in range(kb, ke, batch_size):
@@ -208,7 +228,8 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                 batch = None
                 for r, (y, x) in enumerate(starts[k0:k1]):
                     hh, ww = min(ph, H - y), min(pw, W - x)
-                    t = _read(reader, y, x, y + hh, x + ww, op)
+                    t = same_input(_read(reader, y, x, y + hh, x + ww, op),
+                                   f"window read({y}, {x}, {y + hh}, {x + ww})")
                     if batch is None:
                         shape = (k1 - k0, t.shape[1], ph, pw)
                         if spare is not None and tuple(spare.shape) == shape \
@@ -231,7 +252,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                     else:
                         wh, wwc, oy, ox = _ctx_geometry(grid, c)
                         part = torch.cat([_context_window(reader, H, W, y - oy, x - ox, wh,
-                                                          wwc, ph, pw, op)
+                                                          wwc, ph, pw, op, same_input)
                                           for y, x in starts[k0:k1]], 0)
                     extra.append(part if device is None else part.to(device))
                 y_out = fn(batch, *extra)

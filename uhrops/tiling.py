@@ -1213,7 +1213,12 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         - ``rows=(r0, r1)`` (streaming only) computes only output rows r0:r1, bitwise equal
           to those rows of the full call: it runs the full call's batches that hold the
           patches covering those rows (so a band can be resumed, or bands of one image shared
-          out between processes, recomputing at most the one patch row above r0).
+          out between processes, recomputing at most the one patch row above r0). Without
+          a sink the call returns only those rows, a (1, C_out, r1 - r0, W) tensor (no
+          rows that were not computed: nothing is returned that could be mistaken for
+          output); with a sink, the sink receives only those rows.
+        - Every window a reader returns must have the first window's channels and dtype
+          (checked: ValueError naming the window).
 
 
     Args:

@@ -287,6 +287,30 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...])
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         _merge(cfg, nested, DEFAULTS, f"--set {item!r}")
+    check_values(cfg)
+
+
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """Values whose type alone does not make them usable (checked once the config and its
+    overrides are merged, so a key and the one it is compared with may come from either):
+    a window of two positive ints, an overlap below it, a positive iteration count."""
+    ev, tr = cfg.get("eval", {}), cfg.get("train", {})
+    window = ev.get("window")
+    if not (isinstance(window, list) and len(window) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in window)):
+        raise ConfigError(f"'eval.window' must be [height, width], two positive ints; got "
+                          f"{window!r}. Fix: e.g. --set eval.window=[1024,1024].")
+    overlap = ev.get("window_overlap")
+    if not (isinstance(overlap, int) and not isinstance(overlap, bool)) or overlap < 0 \
+            or overlap >= min(window):
+        raise ConfigError(
+            f"'eval.window_overlap' must be an int with 0 <= overlap < the smaller side of "
+            f"eval.window {window} (the windows advance by window - overlap pixels); got "
+            f"{overlap!r}. Fix: e.g. --set eval.window_overlap={min(window) // 8}.")
+    iters = tr.get("iters")
+    if isinstance(iters, int) and not isinstance(iters, bool) and iters <= 0:
+        raise ConfigError(f"'train.iters' must be a positive number of iterations; got "
+                          f"{iters}. Fix: e.g. --set train.iters=200.")
 
 
 def config_hash(cfg: Mapping[str, Any], keys: tuple[str, ...] = ("family", "model")) -> str:

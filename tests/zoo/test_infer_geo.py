@@ -118,9 +118,10 @@ def test_streamed_geotiff_equals_in_memory_and_keeps_georeferencing(tmp_path):
     from PIL import Image
 
     png = np.asarray(Image.open(written["stream"] / "scene_mask.png"))
-    assert np.array_equal(png[valid], (mask[valid] == 255).astype(np.uint8))
+    # one value convention per dataset for every mask output (issue 32): 0/255 for Inria
+    assert np.array_equal(png, mask)
     color = np.asarray(Image.open(written["stream"] / "scene_color.png"))
-    assert np.array_equal(color[valid], np.repeat(np.where(png[valid, None] == 1, 255, 0), 3, 1))
+    assert np.array_equal(color[valid], np.repeat(np.where(png[valid, None] == 255, 255, 0), 3, 1))
     probs = read(written["stream"] / "scene_probs.tif")
     p1 = 1 / (1 + np.exp(l0 - l1))
     assert np.abs(probs[1][valid].astype(np.float32) - 255 * p1[valid]).max() <= 0.51 + 1e-3
@@ -193,6 +194,14 @@ def _tiny_run(tmp_path, H, W):
             str(tmp_path / "m.safetensors"), "--outputs", "tif,probs"]
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cli(args, env_extra=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     env.update(env_extra or {})
@@ -206,8 +215,10 @@ def test_two_processes_give_the_files_of_one(tmp_path):
     from zoo.infer import main
 
     args = _tiny_run(tmp_path, 1200, 96)
+    port = str(free_port())  # torchrun's rendezvous address, as torchrun sets it
     procs = [_cli(args + [str(tmp_path / "big.tif"), "--out", str(tmp_path / "two")],
-                  {"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)}) for r in (0, 1)]
+                  {"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in (0, 1)]
     # meanwhile the reference: the same command in one process (this one), with the same
     # thread count (a convolution's last bits may depend on how its work is split)
     threads = torch.get_num_threads()

@@ -120,7 +120,50 @@ def _world() -> tuple[int, int]:
     return (rank, world) if world > 1 and 0 <= rank < world else (0, 1)
 
 
+def duplicate_names(images: list[str]) -> list[tuple[str, str]]:
+    """Pairs of inputs that would write the same output files (``<name>_mask.tif`` ... are
+    named by the file name without its suffix: ``A/tile.tif`` and ``B/tile.tif``, or
+    ``x.png`` and ``x.tif``)."""
+    first: dict[str, str] = {}
+    pairs = []
+    for f in images:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        if stem in first:
+            pairs.append((first[stem], f))
+        else:
+            first.setdefault(stem, f)
+    return pairs
+
+
+def check_out_dir(out: str) -> str | None:
+    """None when ``out`` is (or can be made) a writable folder, else the error message."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return (f"--out {out}: a file is in the way (the path, or a folder above it, is a "
+                f"file). Fix: give a folder path, e.g. --out {out}.d.")
+    except OSError as exc:
+        return (f"--out {out}: cannot create the folder ({exc.strerror}). Fix: choose a "
+                f"folder you can write to, or create it with the right permissions.")
+    if not os.access(out, os.W_OK | os.X_OK):
+        return (f"--out {out}: the folder is not writable by this user. Fix: choose a folder "
+                f"you can write to (or chmod u+w {out}).")
+    return None
+
+
+def share_of(images: list[str], rank: int, world: int) -> tuple[list[str], bool]:
+    """(this rank's images, whether images are shared out): with at least ``world`` images a
+    fixed partition of the whole input list (image i goes to rank i % world) that no rank's
+    timing can change (images already done are skipped afterwards, inside a rank's own
+    share); with fewer, every rank takes all images and they share out each image's bands."""
+    if world > 1 and len(images) >= world:
+        return images[rank::world], True
+    return list(images), False
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 when every image was segmented, 2 for bad arguments, otherwise the
+    number of images that failed (at most 125; each is reported and the others go on)."""
     args = parse_args(argv)
     overrides = flag_overrides(args.overrides, **{"eval.tta": "true" if args.tta else None})
     try:
@@ -157,40 +200,78 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"{PROG}: error: no image file at: {', '.join(missing)}", file=sys.stderr)
         return 2
+    # Refused rather than renamed: a GIS user finds a tile's mask by the tile's name
+    # (tile.tif -> tile_mask.tif); an invented "tile-2" would have to be mapped back by hand.
+    clashes = duplicate_names(images)
+    if clashes:
+        listed = "; ".join(f"{a} and {b}" for a, b in clashes[:5])
+        print(f"{PROG}: error: {len(clashes)} input(s) would write the same output files "
+              f"(outputs are named after the file name without its suffix): {listed}. Fix: "
+              f"run each folder (or suffix) with its own --out, or rename one of each pair.",
+              file=sys.stderr)
+        return 2
+    bad_out = check_out_dir(args.out)
+    if bad_out:
+        print(f"{PROG}: error: {bad_out}", file=sys.stderr)
+        return 2
     rank, world = _world()
-    os.makedirs(args.out, exist_ok=True)
+    timeout_s = float(cfg["train"]["dist_timeout"])
+    if world > 1:
+        from zoo.core.distributed import RanksMissingError, wait_for_ranks
+
+        try:
+            wait_for_ranks(rank, world, timeout_s, PROG)
+        except RanksMissingError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     if rank == 0:
         remove_stale_temporaries(args.out)  # half-written files of an interrupted run
-    todo = [f for f in images if args.overwrite or not is_done(args.out, f, outputs)]
-    if len(todo) < len(images) and rank == 0:
-        print(f"skipping {len(images) - len(todo)} image(s) already segmented in {args.out}")
-    share_images = world > 1 and len(todo) >= world
-    if share_images:  # whole images per process; otherwise every process takes bands
-        todo = todo[rank::world]
+    mine, share_images = share_of(images, rank, world)
+    todo = [f for f in mine if args.overwrite or not is_done(args.out, f, outputs)]
+    if len(todo) < len(mine) and (rank == 0 or share_images):
+        print(f"skipping {len(mine) - len(todo)} image(s) already segmented in {args.out}"
+              + (f" (rank {rank})" if share_images else ""))
     base = Settings(palette=palette, mask_encoding=encoding, outputs=outputs,
                     tta=bool(cfg["eval"]["tta"]),
                     rank=0 if share_images else rank, world=1 if share_images else world,
                     signature=settings_signature(args.checkpoint or args.model, cfg),
-                    # the others' bands take as long as ours: wait for them generously
-                    wait_timeout_s=max(3600.0, float(cfg["train"]["dist_timeout"]) * 6))
+                    # a wait fails after this long without a new band from the others
+                    wait_timeout_s=timeout_s)
     speaks = rank == 0 or share_images
-    failures = 0
+    failed = []
     for path in todo:
-        share = 1 if share_images else world  # a rank's bar counts its own bands
-        bar = Progress(_pixels(path) // share, desc=os.path.basename(path), every=1,
-                       unit="pixels", enabled=speaks)
-        base.progress = lambda px, msg, bar=bar: bar.update(n=px)
+        bars: list[Progress] = []
+
+        def start(done_px: int, total_px: int, resumed: bool, path=path, bars=bars) -> None:
+            # a rank's bar counts its own bands, from the work already on disk
+            desc = os.path.basename(path) + (" (resuming)" if resumed else "")
+            if resumed and speaks:
+                print(f"{PROG}: {path}: resuming, {done_px / 1e6:.1f} of {total_px / 1e6:.1f} "
+                      f"Mpx already on disk", file=sys.stderr)
+            bars.append(Progress(total_px, initial=done_px, desc=desc, every=1,
+                                 unit="pixels", enabled=speaks))
+
+        base.start = start
+        base.progress = lambda px, msg, bars=bars: bars[-1].update(n=px) if bars else None
         try:
             written = infer_file(task, model, path, args.out, palette, device,
                                  base.tta, settings=base)
             if written:
                 print(f"{path} -> {', '.join(os.path.basename(w) for w in written)}")
-        except (OSError, ValueError) as exc:  # an undecodable file is reported, the others go on
-            failures += 1
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one image's error never stops the others
+            failed.append(path)
+            print(f"{PROG}: error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         finally:
-            bar.close()
-    return 1 if failures else 0
+            for bar in bars:
+                bar.close()
+    if failed:
+        print(f"{PROG}: {len(failed)} of {len(todo)} image(s) failed"
+              + (f" on rank {rank}" if world > 1 else "") + f": {', '.join(failed[:10])}"
+              + (" ..." if len(failed) > 10 else "") + ". Fix: see the errors above, then run "
+              "the same command again (finished images and bands are kept).", file=sys.stderr)
+    return min(len(failed), 125)
 
 
 def _onnx_engine(args: argparse.Namespace, overrides: list[str]):
@@ -209,23 +290,6 @@ def _onnx_engine(args: argparse.Namespace, overrides: list[str]):
     apply_overrides(cfg, overrides)
     # the stand-in takes and returns CPU tensors; ONNX Runtime runs on its own providers
     return cfg, model, torch.device("cpu")
-
-
-def _pixels(path: str) -> int:
-    """The band progress total: the image's pixels (0 when it cannot be opened: the error
-    comes from the inference itself)."""
-    from PIL import Image
-
-    from zoo.engine.rasters import PIL_SUFFIXES, open_image
-
-    try:
-        if path.lower().endswith(PIL_SUFFIXES):
-            with Image.open(path) as im:  # the header only
-                return im.size[0] * im.size[1]
-        with open_image(path) as src:
-            return src.image_size[0] * src.image_size[1]
-    except Exception:
-        return 0
 
 
 if __name__ == "__main__":

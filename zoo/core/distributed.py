@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -38,6 +40,82 @@ def init_from_env(device_type: str, timeout_s: float = 600.0) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return True
+
+
+class RanksMissingError(RuntimeError):
+    """The processes torchrun's environment announces did not all come (or disagree on it)."""
+
+
+def wait_for_ranks(rank: int, world: int, timeout_s: float, prog: str,
+                   every_s: float = 10.0) -> None:
+    """Check in with the other ``world - 1`` processes through torchrun's store
+    (MASTER_ADDR / MASTER_PORT) without a process group: each rank records its WORLD_SIZE,
+    then waits at most ``timeout_s`` for the others, printing "waiting for rank k ..." every
+    ``every_s`` seconds. A rank that never comes, or one started with another WORLD_SIZE, is
+    a :class:`RanksMissingError` naming it and the fix (instead of a silent wait for hours
+    and, with images shared out, a folder half segmented with exit code 0)."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        raise RanksMissingError(
+            f"WORLD_SIZE={world} (RANK={rank}) is set but MASTER_ADDR / MASTER_PORT are not: "
+            f"this process was not started by torchrun, and no other process will come. "
+            f"Fix: unset WORLD_SIZE and RANK for one process, or start {prog} with torchrun "
+            f"--nproc_per_node={world} -m {prog} ...")
+    # under torchrun's elastic agent the store at MASTER_PORT is the agent's (every rank is
+    # a client); otherwise rank 0 hosts it
+    master = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    t0 = time.monotonic()
+    try:
+        store = dist.TCPStore(addr, int(port), None, master,
+                              timeout=datetime.timedelta(seconds=timeout_s),
+                              wait_for_workers=False)
+    except Exception as exc:  # rank 0 (the store) never came, or the port is taken
+        raise RanksMissingError(
+            f"rank {rank}: cannot reach rank 0's store at {addr}:{port} within "
+            f"{timeout_s:.0f} s ({type(exc).__name__}: {exc}). Fix: start all {world} "
+            f"processes (torchrun --nproc_per_node={world}), or raise --set "
+            f"train.dist_timeout=SECONDS.") from exc
+    store = dist.PrefixStore(f"{prog}/checkin", store)
+    store.set(f"world{rank}", str(world))
+
+    def worlds() -> dict[int, int]:
+        here = [k for k in range(world) if store.check([f"world{k}"])]
+        return {k: int(store.get(f"world{k}").decode()) for k in here}
+
+    def wait(what: str, ready) -> dict[int, int]:
+        last = time.monotonic()
+        while True:
+            seen = worlds()
+            other = {k: w for k, w in seen.items() if w != world}
+            if other:
+                raise RanksMissingError(
+                    f"rank {rank} has WORLD_SIZE={world} but rank(s) "
+                    f"{', '.join(f'{k} has {w}' for k, w in sorted(other.items()))}. Fix: "
+                    f"start every process with the same WORLD_SIZE (torchrun "
+                    f"--nproc_per_node=N sets it).")
+            missing = ready(seen)
+            if not missing:
+                return seen
+            now = time.monotonic()
+            if now - t0 > timeout_s:
+                raise RanksMissingError(
+                    f"rank {rank}: rank(s) {', '.join(map(str, missing))} of WORLD_SIZE={world} "
+                    f"did not {what} within {timeout_s:.0f} s (train.dist_timeout). Fix: start "
+                    f"all {world} processes (torchrun --nproc_per_node={world}), unset "
+                    f"WORLD_SIZE for one process, or raise --set train.dist_timeout=SECONDS.")
+            if now - last >= every_s:
+                print(f"{prog}: rank {rank}: waiting for rank(s) "
+                      f"{', '.join(map(str, missing))} to {what} "
+                      f"({now - t0:.0f}/{timeout_s:.0f} s) ...", file=sys.stderr, flush=True)
+                last = now
+            time.sleep(0.05)
+
+    wait("start", lambda seen: [k for k in range(world) if k not in seen])
+    # the store lives in rank 0: rank 0 leaves only once every rank has seen everyone
+    store.set(f"seen{rank}", "1")
+    if master:
+        wait("check in", lambda seen: [k for k in range(world)
+                                       if not store.check([f"seen{k}"])])
 
 
 _LOST_PEER_HINTS = ("gloo", "nccl", "connection reset", "connection closed", "timed out",

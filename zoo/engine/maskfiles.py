@@ -83,11 +83,17 @@ def write_geotiff(path: str, height: int, width: int, count: int,
                   bands: Callable[[], Iterable[tuple[int, np.ndarray]]], *, crs: Any = None,
                   transform: Any = None, nodata: float | None = None,
                   colormap: Mapping[int, tuple[int, int, int]] | None = None,
-                  overviews: bool = True) -> None:
+                  overviews: bool = True,
+                  valid: Callable[[int, int], np.ndarray | None] | None = None,
+                  gcps: Any = None) -> None:
     """A tiled, DEFLATE-compressed uint8 GeoTIFF of ``count`` bands from ``bands()``, which
     yields (y0, (count, h, W) array) top to bottom with every h a multiple of 512 but the last
     (whole tiles per write: no tile is compressed twice). Written to ``path + ".tmp.tif"``,
-    made a COG with overviews when possible, and renamed to ``path``."""
+    made a COG with overviews when possible, and renamed to ``path``.
+
+    ``valid(y0, y1)`` ((h, W) bool, or None: all valid) writes an internal mask band (GDAL's
+    per-dataset mask) instead of a nodata value; ``gcps`` = (ground control points, their
+    CRS) georeferences a file that has no transform."""
     import rasterio
     import rasterio.shutil
     from rasterio.windows import Window
@@ -105,12 +111,19 @@ def write_geotiff(path: str, height: int, width: int, count: int,
     if colormap is not None:
         profile["photometric"] = "palette"
     try:
-        with rasterio.Env(GDAL_NUM_THREADS=1):
+        with rasterio.Env(GDAL_NUM_THREADS=1, GDAL_TIFF_INTERNAL_MASK=True):
             with rasterio.open(tmp, "w", **profile) as dst:
                 if colormap is not None:
                     dst.write_colormap(1, {int(k): (*v, 255) for k, v in colormap.items()})
+                if gcps is not None and gcps[0]:
+                    dst.gcps = (gcps[0], gcps[1])
                 for y0, arr in bands():
-                    dst.write(arr, window=Window(0, y0, width, arr.shape[-2]))
+                    win = Window(0, y0, width, arr.shape[-2])
+                    dst.write(arr, window=win)
+                    if valid is not None:
+                        ok = valid(y0, y0 + arr.shape[-2])
+                        ok = np.ones(arr.shape[-2:], bool) if ok is None else ok
+                        dst.write_mask(np.where(ok, 255, 0).astype(np.uint8), window=win)
             final = tmp
             if overviews and "COG" in _drivers() and min(height, width) > TILE:
                 final = path + ".cog.tif.tmp.tif"  # the name remove_stale_temporaries knows

@@ -49,6 +49,9 @@ class ImageSource:
     crs: Any = None
     transform: Any = None
     nodata: float | None = None
+    gcps: Any = None  # (ground control points, their CRS) of a GCP-georeferenced file
+    # a window whose model bands all hold this value has no valid pixel (None: unknown)
+    empty_value: float | None = None
     has_mask = False  # some pixels are nodata (valid() says which)
     georeferenced = False
 
@@ -108,13 +111,36 @@ class _RasterioImage(ImageSource):
                                 f"or 16-bit. Fix: convert it to 8-bit RGB (e.g. gdal_translate "
                                 f"-ot Byte -scale).")
         self.scale = 255.0 if dtype == "uint8" else 65535.0
-        colour = [i + 1 for i, c in enumerate(ds.colorinterp)
-                  if c.name in ("red", "green", "blue")]
-        self.bands = colour if len(colour) == 3 else ([1, 2, 3] if ds.count >= 3 else [1])
+        names = [c.name for c in ds.colorinterp]
+        self.lut: np.ndarray | None = None
+        if names and names[0] == "palette" and ds.count >= 1:
+            # a palette image is read as its colours, as read_image (Pillow) reads it
+            cmap = ds.colormap(1)
+            self.lut = np.zeros((max(max(cmap) + 1, 256), 3), ds.dtypes[0])
+            for k, rgba in cmap.items():
+                self.lut[k] = rgba[:3]
+            if dtype == "uint16":  # colour tables hold 8-bit values
+                self.scale = 255.0
+            self.bands = [1]
+        elif all(c in names for c in ("red", "green", "blue")):
+            # in the declared colour order, whatever the file order (B, G, R files exist)
+            self.bands = [names.index(c) + 1 for c in ("red", "green", "blue")]
+        else:
+            self.bands = [1, 2, 3] if ds.count >= 3 else [1]
         self.image_size = (int(ds.height), int(ds.width))
         self.crs, self.transform, self.nodata = ds.crs, ds.transform, ds.nodata
-        self.georeferenced = ds.crs is not None or not ds.transform.is_identity
+        gcps, gcp_crs = ds.gcps
+        self.gcps = (gcps, gcp_crs) if gcps else None
+        self.georeferenced = ds.crs is not None or not ds.transform.is_identity \
+            or self.gcps is not None
         self.has_mask = not all(MaskFlags.all_valid in f for f in ds.mask_flag_enums)
+        # GDAL's mask from a nodata value: a pixel is invalid when every band holds it. The
+        # model's bands holding it says so only when they are all the bands (no 4th band
+        # with data, no alpha or mask band deciding instead).
+        only_nodata = all(f == [MaskFlags.nodata] for f in ds.mask_flag_enums)
+        if ds.nodata is not None and only_nodata and self.lut is None \
+                and len(set(self.bands)) == ds.count:
+            self.empty_value = ds.nodata
 
     # Windows of one row of windows share their rows: the full-width strip is read once (GDAL
     # decodes each tile once, in order) and kept while it is asked for; a few strips (the
@@ -139,7 +165,9 @@ class _RasterioImage(ImageSource):
             arr = strip[:, :, x0:x1]
         else:
             arr = self.ds.read(self.bands, window=self._window(x0, y0, x1 - x0, y1 - y0))
-        if arr.shape[0] == 1:
+        if self.lut is not None:
+            arr = np.ascontiguousarray(self.lut[arr[0]].transpose(2, 0, 1))
+        elif arr.shape[0] == 1:
             arr = np.repeat(arr, 3, axis=0)
         else:
             arr = np.ascontiguousarray(arr)

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.atomic import atomic_write_bytes, atomic_write_text
+from zoo.core.errors import DataFileError
 from zoo.data.base import colorize
 from zoo.engine.evaluator import predict_logits
 from zoo.engine.maskfiles import TILE, PngWriter, write_geotiff
@@ -73,8 +74,12 @@ class Settings:
     rank: int = 0
     world: int = 1
     signature: str = ""  # checkpoint and settings: parts made otherwise are discarded
-    wait_timeout_s: float = 24 * 3600.0
+    # a wait for another process fails after this long without a new band from it
+    wait_timeout_s: float = 600.0
     progress: Callable[[int, str], Any] | None = None  # (pixels done, message)
+    # once per image before any work: (pixels of this process's share already on disk,
+    # pixels of its share, resumed: some were on disk)
+    start: Callable[[int, int, bool], Any] | None = None
 
 
 def resolve_outputs(outputs: Sequence[str] | None, src: ImageSource) -> tuple[str, ...]:
@@ -138,14 +143,42 @@ class _Parts:
     def done(self, y0: int) -> bool:
         return os.path.exists(self.path(y0))
 
+    def intact(self, y0: int, y1: int) -> bool:
+        """The part of band y0:y1 is on disk and whole: it decompresses (zlib's checksum) to
+        exactly the band's size. A damaged one (a disk error, a copy cut short) is removed,
+        so that it is recomputed instead of failing every later run."""
+        if not self.done(y0):
+            return False
+        try:
+            with open(self.path(y0), "rb") as f:
+                ok = len(zlib.decompress(f.read())) == self._size(y1 - y0)
+        except (OSError, zlib.error):
+            ok = False
+        if not ok:
+            try:
+                os.unlink(self.path(y0))
+            except OSError:
+                pass
+        return ok
+
+    def _size(self, h: int) -> int:
+        return h * self.W * (1 + (self.classes if self.probs else 0))
+
     def write(self, y0: int, idx: np.ndarray, probs: np.ndarray | None) -> None:
         data = idx.tobytes() + (probs.tobytes() if probs is not None else b"")
         atomic_write_bytes(self.path(y0), zlib.compress(data, 1))
 
     def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        with open(self.path(y0), "rb") as f:
-            raw = zlib.decompress(f.read())
         h = y1 - y0
+        try:
+            with open(self.path(y0), "rb") as f:
+                raw = zlib.decompress(f.read())
+            if len(raw) != self._size(h):
+                raise ValueError(f"{len(raw)} bytes instead of {self._size(h)}")
+        except (zlib.error, ValueError) as exc:
+            raise DataFileError(f"zoo.infer: the band file {self.path(y0)} is damaged "
+                                f"({exc}). Fix: run the same command again (a damaged band "
+                                f"is recomputed).") from exc
         idx = np.frombuffer(raw, np.uint8, h * self.W).reshape(h, self.W)
         probs = None
         if self.probs:
@@ -175,13 +208,28 @@ def _prepare_parts(folder: str, plan: dict[str, Any], rank: int, timeout_s: floa
         if _read_text(meta) != text:
             atomic_write_text(meta, text)
     else:
-        t0 = time.monotonic()
+        t0 = last = time.monotonic()
         while _read_text(meta) != text:
-            if time.monotonic() - t0 > timeout_s:
+            now = time.monotonic()
+            if now - t0 > timeout_s:
                 raise TimeoutError(f"zoo.infer: rank 0 did not prepare {folder} within "
-                                   f"{timeout_s:.0f} s (it writes plan.json there). Fix: "
-                                   f"start every process with the same arguments.")
+                                   f"{timeout_s:.0f} s (train.dist_timeout; it writes "
+                                   f"plan.json there). Fix: start every process with the same "
+                                   f"arguments, or raise --set train.dist_timeout=SECONDS.")
+            if now - last >= WAIT_NOTICE_S:
+                _notice(f"zoo.infer: rank {rank}: waiting for rank 0 to prepare {folder} "
+                        f"({now - t0:.0f}/{timeout_s:.0f} s) ...")
+                last = now
             time.sleep(0.1)
+
+
+WAIT_NOTICE_S = 30.0  # a waiting process says so this often
+
+
+def _notice(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 def _remove_temporaries(folder: str, rows: Sequence[int]) -> None:
@@ -351,7 +399,11 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
         bands = parts.bands
         lo, hi = (len(bands) * st.rank) // st.world, (len(bands) * (st.rank + 1)) // st.world
         _remove_temporaries(folder, [y0 for y0, _ in bands[lo:hi]])
-        mine = [b for b in bands[lo:hi] if not parts.done(b[0])]
+        mine = [b for b in bands[lo:hi] if not parts.intact(*b)]
+        if st.start is not None:
+            share_px = sum(b1 - b0 for b0, b1 in bands[lo:hi]) * W
+            left_px = sum(b1 - b0 for b0, b1 in mine) * W
+            st.start(share_px - left_px, share_px, left_px < share_px)
         if mine:
             def on_band(b0: int, b1: int) -> None:
                 if st.progress is not None:
@@ -359,9 +411,9 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
 
             sink = _BandSink(parts, src, mine, probs_are_logits=not st.tta, on_band=on_band)
             model.eval()
-            if src.nodata is not None and task.skips_empty_windows:
+            if src.empty_value is not None and task.skips_empty_windows:
                 # the nodata value as the reader converts it (float32 division)
-                value = float(torch.tensor([float(src.nodata)]).div_(src.scale))
+                value = float(torch.tensor([float(src.empty_value)]).div_(src.scale))
                 model = _SkipEmpty(model, value)
                 model.classes, model.skipped = n, 0
             with torch.no_grad():
@@ -376,25 +428,47 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                     for r0, r1 in _runs(mine):
                         task.stream_predict(model, src, sink, rows=(r0, r1), device=device)
         if st.world > 1:
+            def owner(y0: int) -> int:
+                i = [b[0] for b in bands].index(y0)
+                return next(r for r in range(st.world)
+                            if (len(bands) * r) // st.world <= i < (len(bands) * (r + 1)) // st.world)
+
             if st.rank != 0:  # rank 0 assembles (and then removes the parts)
-                _wait_for(parts, st.wait_timeout_s, lambda: not os.path.isdir(folder))
+                _wait_for(parts, st.wait_timeout_s, owner, st.rank,
+                          lambda: not os.path.isdir(folder))
                 return []
-            _wait_for(parts, st.wait_timeout_s)
+            _wait_for(parts, st.wait_timeout_s, owner, st.rank)
         written = _assemble(parts, src, out_dir, name, outputs, st, n)
     shutil.rmtree(folder, ignore_errors=True)
     return written
 
 
-def _wait_for(parts: _Parts, timeout_s: float,
+def _wait_for(parts: _Parts, timeout_s: float, owner: Callable[[int], int], rank: int,
               finished: Callable[[], bool] = lambda: False) -> None:
-    """Until every band's part is on disk (or ``finished()``: assembled and cleaned up)."""
-    t0 = time.monotonic()
-    while not all(parts.done(y0) for y0, _ in parts.bands) and not finished():
-        if time.monotonic() - t0 > timeout_s:
-            missing = [y0 for y0, _ in parts.bands if not parts.done(y0)]
-            raise TimeoutError(f"zoo.infer: bands at rows {missing[:8]} of {parts.folder} "
-                               f"were not written by the other processes within "
-                               f"{timeout_s:.0f} s. Fix: run again (finished bands are kept).")
+    """Until every band's part is on disk (or ``finished()``: assembled and cleaned up).
+    Bounded: fails after ``timeout_s`` without a new band (the others' bands legitimately
+    take as long as ours, so the clock restarts at each band they finish), and says every
+    :data:`WAIT_NOTICE_S` which ranks it waits for."""
+    t0 = last = time.monotonic()
+    count = -1
+    while True:
+        missing = [y0 for y0, _ in parts.bands if not parts.done(y0)]
+        if not missing or finished():
+            return
+        now = time.monotonic()
+        if len(missing) != count:
+            count, t0 = len(missing), now
+        ranks = ", ".join(str(r) for r in sorted({owner(y0) for y0 in missing}))
+        if now - t0 > timeout_s:
+            raise TimeoutError(f"zoo.infer: rank {rank}: rank(s) {ranks} wrote no band of "
+                               f"{parts.folder} for {timeout_s:.0f} s (train.dist_timeout; "
+                               f"missing rows {missing[:8]}). Fix: check that process, then "
+                               f"run again (finished bands are kept), or raise --set "
+                               f"train.dist_timeout=SECONDS.")
+        if now - last >= WAIT_NOTICE_S:
+            _notice(f"zoo.infer: rank {rank}: waiting for rank(s) {ranks} "
+                    f"({len(missing)} band(s) of {parts.folder} left) ...")
+            last = now
         time.sleep(0.2)
 
 
@@ -410,8 +484,8 @@ def _assemble(parts: _Parts, src: ImageSource, out_dir: str, name: str,
             if not pngs:
                 break
             idx, _ = parts.read(y0, y1)
-            if "mask" in pngs:
-                pngs["mask"].write(idx)
+            if "mask" in pngs:  # the dataset's values, as in the GeoTIFF (0/255 for Inria)
+                pngs["mask"].write(lut[idx])
             if "color" in pngs or "overlay" in pngs:
                 color = colorize(idx, st.palette)
                 if "color" in pngs:
@@ -426,7 +500,7 @@ def _assemble(parts: _Parts, src: ImageSource, out_dir: str, name: str,
         for w in pngs.values():
             w.abort()
         raise
-    geo = dict(crs=src.crs, transform=src.transform)
+    geo = dict(crs=src.crs, transform=src.transform, gcps=src.gcps)
     has_nodata = src.has_mask
     if "tif" in outputs:
         colormap = {int(lut[k]): tuple(int(c) for c in st.palette[k])
@@ -444,8 +518,11 @@ def _assemble(parts: _Parts, src: ImageSource, out_dir: str, name: str,
             for y0, y1 in parts.bands:
                 yield y0, parts.read(y0, y1)[1]
 
+        # Every value 0..255 is a probability (0: a class the model rules out), so no nodata
+        # value: the pixels without data are marked by an internal mask band, as GDAL does
+        # for the input (GIS readers then see every valid pixel, and none of the others).
         write_geotiff(paths["probs"], H, W, n, prob_bands,
-                      nodata=0 if has_nodata else None, **geo)
+                      valid=src.valid if has_nodata else None, **geo)
     return [paths[k] for k in outputs]
 
 
