@@ -164,11 +164,18 @@ class TestLoadImagenet:
             assert torch.equal(enc.features[i].bias, src[f"features.{i}.bias"])
         # FC6 as a 7x7 conv: out[o] = Σ W[o, c*49 + y*7 + x] · f[c, y, x] (torchvision's
         # flatten order after the 7x7 adaptive pool).
-        f = torch.randn(1, 512, 7, 7)
-        lin = F.linear(f.flatten(1), src["classifier.0.weight"], src["classifier.0.bias"])
+        # In float64 (the loaded float32 values exactly), so the comparison tests the
+        # reshaping and not which CPU kernel summed the 25088 products in float32: the bound
+        # is the worst-case rounding of any summation order, K·u·Σ|w·f| (+ the bias's).
+        f = torch.randn(1, 512, 7, 7, generator=torch.Generator().manual_seed(6),
+                        dtype=torch.float64)
+        w, b = src["classifier.0.weight"].double(), src["classifier.0.bias"].double()
+        lin = F.linear(f.flatten(1), w, b)
         with torch.no_grad():
-            conv = enc.conv6(f).flatten(1)
-        torch.testing.assert_close(conv, lin, rtol=1e-4, atol=1e-3)
+            conv = F.conv2d(f, enc.conv6.weight.double(), enc.conv6.bias.double()).flatten(1)
+        K = f[0].numel()
+        bound = (K + 2) * 2.0 ** -53 * (F.linear(f.flatten(1).abs(), w.abs()) + b.abs())
+        assert ((conv - lin).abs() <= bound).all()
         assert torch.equal(enc.conv7.weight.flatten(1), src["classifier.3.weight"])
         assert torch.equal(enc.conv7.bias, src["classifier.3.bias"])
         assert rep["unused"] == ["classifier.6.bias", "classifier.6.weight"]

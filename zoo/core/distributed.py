@@ -47,11 +47,11 @@ class RanksMissingError(RuntimeError):
 
 
 def wait_for_ranks(rank: int, world: int, timeout_s: float, prog: str,
-                   every_s: float = 10.0) -> None:
+                   every_s: float | None = None) -> None:
     """Check in with the other ``world - 1`` processes through torchrun's store
     (MASTER_ADDR / MASTER_PORT) without a process group: each rank records its WORLD_SIZE,
     then waits at most ``timeout_s`` for the others, printing "waiting for rank k ..." every
-    ``every_s`` seconds. A rank that never comes, or one started with another WORLD_SIZE, is
+    ``every_s`` seconds (default: 10, or a quarter of a shorter timeout). A rank that never comes, or one started with another WORLD_SIZE, is
     a :class:`RanksMissingError` naming it and the fix (instead of a silent wait for hours
     and, with images shared out, a folder half segmented with exit code 0)."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
@@ -64,6 +64,7 @@ def wait_for_ranks(rank: int, world: int, timeout_s: float, prog: str,
     # under torchrun's elastic agent the store at MASTER_PORT is the agent's (every rank is
     # a client); otherwise rank 0 hosts it
     master = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    every_s = every_s if every_s is not None else min(10.0, timeout_s / 4)
     t0 = time.monotonic()
     try:
         store = dist.TCPStore(addr, int(port), None, master,

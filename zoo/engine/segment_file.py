@@ -216,7 +216,7 @@ def _prepare_parts(folder: str, plan: dict[str, Any], rank: int, timeout_s: floa
                                    f"{timeout_s:.0f} s (train.dist_timeout; it writes "
                                    f"plan.json there). Fix: start every process with the same "
                                    f"arguments, or raise --set train.dist_timeout=SECONDS.")
-            if now - last >= WAIT_NOTICE_S:
+            if now - last >= min(WAIT_NOTICE_S, timeout_s / 4):
                 _notice(f"zoo.infer: rank {rank}: waiting for rank 0 to prepare {folder} "
                         f"({now - t0:.0f}/{timeout_s:.0f} s) ...")
                 last = now
@@ -465,7 +465,7 @@ def _wait_for(parts: _Parts, timeout_s: float, owner: Callable[[int], int], rank
                                f"missing rows {missing[:8]}). Fix: check that process, then "
                                f"run again (finished bands are kept), or raise --set "
                                f"train.dist_timeout=SECONDS.")
-        if now - last >= WAIT_NOTICE_S:
+        if now - last >= min(WAIT_NOTICE_S, timeout_s / 4):
             _notice(f"zoo.infer: rank {rank}: waiting for rank(s) {ranks} "
                     f"({len(missing)} band(s) of {parts.folder} left) ...")
             last = now
