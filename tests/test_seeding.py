@@ -6,6 +6,7 @@ Oracle: fresh generators seeded by hand with the seed the test's id gives.
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -34,3 +35,11 @@ def test_global_generators_are_seeded_per_test(request, run):
     dt, dn, dp = _drawn()
     assert torch.equal(dt, t) and np.array_equal(dn, n) and dp == p
     _drawn()
+
+
+def test_hypothesis_draws_the_same_examples_on_every_run():
+    from hypothesis import settings
+
+    if os.environ.get("UHROPS_HYPOTHESIS_PROFILE") == "explore":
+        pytest.skip("UHROPS_HYPOTHESIS_PROFILE=explore draws fresh examples on purpose")
+    assert settings.default.derandomize
