@@ -427,3 +427,19 @@ def test_cli_says_it_is_resuming(tmp_path, monkeypatch, capsys):
     assert main(args + [str(tmp_path / "big.tif"), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "resuming" in err and f"{sf.BAND_ROWS * 64 / 1e6:.1f} of {1200 * 64 / 1e6:.1f} Mpx" in err
+
+
+def test_run_predictions_use_the_datasets_mask_values(tmp_path):
+    """A run's predictions/ ``_mask.png`` for Inria holds 0/255, as the dataset's masks and
+    zoo.infer's outputs (one value convention per dataset for every mask output)."""
+    from PIL import Image
+
+    from zoo.engine.predictions import write_mask_files
+
+    pred = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    image = torch.rand(3, 2, 3)
+    write_mask_files(str(tmp_path), "a", pred, image, ((0, 0, 0), (255, 255, 255)),
+                     encoding="binary")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a_mask.png")), pred.numpy() * 255)
+    write_mask_files(str(tmp_path), "b", pred, image, ((0, 0, 0), (255, 255, 255)))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b_mask.png")), pred.numpy())

@@ -11,19 +11,32 @@ INPUT is an image file, a folder (its image files) or a glob pattern ("tiles/*.t
 Outputs per image ``<name>``: ``tif`` = ``<name>_mask.tif``, a tiled (512), DEFLATE-compressed
 Cloud-Optimized GeoTIFF with the input's CRS, transform and nodata, a colour table and the
 dataset's mask values (0/255 for Inria, class indices otherwise); ``probs`` =
-``<name>_probs.tif``, one uint8 band per class (255·probability); the PNGs ``mask`` (class
-indices), ``color`` (the palette) and ``overlay`` (image and colours half and half). The
-default ``auto`` writes ``tif`` for a georeferenced input and the three PNGs otherwise.
+``<name>_probs.tif``, one uint8 band per class (255·probability; no nodata value, since 0 is
+a probability: pixels without data are marked by an internal mask band); the PNGs ``mask``
+(the same mask values as the GeoTIFF), ``color`` (the palette) and ``overlay`` (image and
+colours half and half). The default ``auto`` writes ``tif`` for a georeferenced input
+(transform, CRS or ground control points, which are carried over) and the three PNGs
+otherwise. Bands are read in their declared colour order (red, green, blue), palette images
+as their colours, and the valid pixels come from the input's mask over all its bands.
+
+Outputs are named after the input's file name without its suffix, so two inputs with the
+same name (``A/tile.tif`` and ``B/tile.tif``, ``x.png`` and ``x.tif``) are refused before any
+work, naming both: run them with different ``--out`` folders.
 
 Memory: an image whose whole-image inference fits ``eval.max_memory`` GiB (default 5; the
 family's estimate) is read whole; a larger one is streamed from the file window by window
 (GeoTIFF/COG/BigTIFF through rasterio: ``pip install "uhrops[geo]"``), one row of windows and
 one band of rows in memory whatever its size. Progress is kept per band of 1024 rows next to
 the outputs (``.<name>.parts/``): a run killed at any moment and started again continues
-where it stopped and writes the same files. Under torchrun (RANK / WORLD_SIZE) a folder's
-images are shared out between the processes, or, with fewer images than processes, the
-bands of each image; the files are the same as with one process. Images whose outputs exist
-are skipped; ``--overwrite`` recomputes them. ``--tta`` averages 8 flips/rotations (without
+where it stopped (saying so, its progress starting from the work on disk) and writes the
+same files; a damaged band file is recomputed. Under torchrun (RANK / WORLD_SIZE) the
+processes first check in with each other (a missing one, or one with another WORLD_SIZE, is
+an error after ``train.dist_timeout`` seconds, announced while waiting); the input list is
+then partitioned (image i to rank i mod WORLD_SIZE) or, with fewer images than processes,
+every image's bands are shared out; the files are the same as with one process. Images whose
+outputs exist are skipped (inside each rank's share); ``--overwrite`` recomputes them. An
+error in one image is reported and the others go on; the exit status is the number of
+images that failed (0: all done; 2 also for bad arguments). ``--tta`` averages 8 flips/rotations (without
 the flag, ``eval.tta`` decides; it needs the image in memory).
 
 ``--engine onnxruntime --model model.onnx`` (a ``python -m zoo.export`` file) runs the same

@@ -2,7 +2,8 @@
 (a run's ``predictions/``), and :func:`infer_file` for any image file (``python -m
 zoo.infer``; the work is in :mod:`zoo.engine.segment_file`).
 
-For an image ``<name>`` :func:`write_mask_files` writes ``<name>_mask.png`` (class indices),
+For an image ``<name>`` :func:`write_mask_files` writes ``<name>_mask.png`` (the dataset's mask
+values, as every mask output: class indices, 0/255 for Inria's binary masks),
 ``<name>_color.png`` (the palette) and ``<name>_overlay.png`` (image and colours half and
 half), each atomically.
 """
@@ -37,7 +38,8 @@ def save_predictions(task: Task, model: torch.nn.Module, dataset, cfg: Mapping[s
         sample = dataset[i]
         pred = task.predict(model, sample["image"][None].to(device)).argmax(1)[0].cpu()
         name = str(sample.get("id", i))
-        written += write_mask_files(folder, name, pred, sample["image"], dataset.PALETTE)
+        written += write_mask_files(folder, name, pred, sample["image"], dataset.PALETTE,
+                                    encoding=_encoding(cfg))
         gt = colorize(sample["mask"], dataset.PALETTE)
         path = os.path.join(folder, f"{name}_gt_color.png")
         Image.fromarray(gt).save(path)
@@ -46,9 +48,21 @@ def save_predictions(task: Task, model: torch.nn.Module, dataset, cfg: Mapping[s
     return written
 
 
+def _encoding(cfg: Mapping[str, Any]) -> str:
+    from zoo.core.errors import ZooError
+    from zoo.data.registry import dataset_rules
+
+    try:
+        return dataset_rules(cfg).mask_encoding
+    except (ZooError, KeyError, TypeError):
+        return "index"
+
+
 def write_mask_files(folder: str, name: str, pred: torch.Tensor, image: torch.Tensor,
-                     palette) -> list[str]:
-    """``<name>_mask.png`` (indices), ``<name>_color.png`` and ``<name>_overlay.png``."""
+                     palette, encoding: str = "index") -> list[str]:
+    """``<name>_mask.png`` (the dataset's values: class indices, or 0/255 with ``encoding``
+    "binary" as Inria's masks and zoo.infer's outputs), ``<name>_color.png`` and
+    ``<name>_overlay.png``."""
     os.makedirs(folder, exist_ok=True)
     idx = pred.to(torch.uint8).numpy() if pred.dtype != torch.uint8 else pred.numpy()
     in_range = pred.dtype == torch.uint8 or pred.numel() == 0 or \
@@ -63,6 +77,10 @@ def write_mask_files(folder: str, name: str, pred: torch.Tensor, image: torch.Te
         mix = 0.5 * rgb.astype(np.uint8).astype(np.float32) + \
             0.5 * color[r:r + step].astype(np.float32)
         overlay[r:r + step] = mix.round()
+    if encoding == "binary":  # the dataset's values (zoo.engine.segment_file.mask_values)
+        from zoo.engine.segment_file import mask_values
+
+        idx = mask_values(2, "binary")[0][idx]
     paths = [os.path.join(folder, f"{name}_{kind}.png") for kind in ("mask", "color", "overlay")]
     for path, arr in zip(paths, (idx, color, overlay)):
         tmp = path + ".tmp.png"

@@ -22,11 +22,14 @@ How an image goes through (``python -m zoo.infer`` calls :func:`segment_file`):
    assembles the outputs. The parts are the same whoever computed them, hence the files.
 4. Assembly writes the requested outputs from the parts, band by band (memory: one band):
    ``<name>_mask.tif`` (tiled 512, DEFLATE, COG with overviews when GDAL can; CRS,
-   transform and nodata of the input; a colour table from the palette; the dataset's mask
-   values: 0/255 for Inria's binary masks, class indices otherwise; nodata where the input
-   has none), ``<name>_probs.tif`` (one uint8 band per class), and the PNGs ``mask``
-   (class indices), ``color`` (palette) and ``overlay`` (image and colours half and half),
-   through a streaming PNG encoder. Then the parts are removed.
+   transform (or ground control points) and nodata of the input; a colour table from the
+   palette; the dataset's mask values: 0/255 for Inria's binary masks, class indices
+   otherwise; nodata where the input has none), ``<name>_probs.tif`` (one uint8 band per
+   class; no nodata value, every byte being a probability: an internal mask band marks the
+   pixels without data), and the PNGs ``mask`` (the GeoTIFF's values), ``color`` (palette)
+   and ``overlay`` (image and colours half and half), through a streaming PNG encoder. Then
+   the parts are removed. A part that does not decompress to its band's size is removed
+   and recomputed before it is trusted.
 """
 
 from __future__ import annotations
