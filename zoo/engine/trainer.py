@@ -2,7 +2,9 @@
 
 A run folder holds ``config.yaml`` (resolved), ``log.jsonl`` (one JSON line per logged
 step), ``checkpoints/last.safetensors`` and ``best.safetensors`` (by validation mIoU; each
-with a readable ``.json`` twin), ``metrics.json`` (the final evaluation) and
+with a readable ``.json`` twin), ``metrics.json`` (the closing evaluation of
+``eval.split`` with the best checkpoint, both named in it; when that split is ``val`` the best
+checkpoint's validation is reused, not re-scored) and
 ``predictions/`` (colour masks and overlays of a few validation images). Nothing is written
 there before the config, the model and the data have been built and one sample of each
 split has been read: a run that fails on its data leaves no folder behind.
@@ -30,7 +32,7 @@ from zoo.config import config_hash, dump_config
 from zoo.core import distributed as dist_utils
 from zoo.core.atomic import atomic_write_text, remove_stale_temporaries
 from zoo.core.checkpoint import load_checkpoint, save_checkpoint
-from zoo.core.errors import ConfigError
+from zoo.core.errors import ConfigError, ZooError
 from zoo.core.progress import Progress
 from zoo.core.rng import rng_state, set_rng_state
 from zoo.core.runtime import make_autocast, pick_device
@@ -145,9 +147,13 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     global_batch = task.samples_per_step()
     train_set = task.build_dataset("train")
     val_set = task.build_dataset("val")
+    eval_split = str(cfg["eval"]["split"])
     rng = rng_state()  # the probes must not move the RNG a resumed run restores
     _probe(train_set, "train")
     _probe(val_set, "val")
+    # The closing evaluation's split is read now: a run must not train for hours and then
+    # find it cannot score the split its config names.
+    eval_set = val_set if eval_split == "val" else _eval_dataset(task, cfg, eval_split)
     set_rng_state(state["rng"] if resume else rng)
     if not resume and not cfg["model"]["init"]:
         # After the data checks (a data error is the first thing to fix), before anything is
@@ -247,13 +253,24 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
             raise Interrupted(f"stopped after iteration {it}")
     bar.close()
 
-    # Final evaluation with the best weights (the last ones when validation never ran).
+    # Final evaluation of eval.split with the best weights (the last ones when validation
+    # never ran).
     final_path = best_path if os.path.exists(best_path) else last_path
     dist_utils.barrier()
-    load_checkpoint(final_path, model)
-    metrics = evaluate_model(task, model, val_set, cfg, device, limit=val_limit,
-                             progress=main_proc, every=tcfg["log_every"])
+    final_state = load_checkpoint(final_path, model)
+    metrics = _closing_metrics(final_state, eval_split)
+    if metrics is None:
+        if main_proc:
+            print(f"zoo.train: closing evaluation: {eval_split} split, "
+                  f"{os.path.relpath(final_path, out)} (iteration "
+                  f"{int(final_state['iteration'])})", file=sys.stderr)
+        metrics = evaluate_model(task, model, eval_set, cfg, device, limit=val_limit,
+                                 progress=main_proc, every=tcfg["log_every"])
+        metrics["scored"] = "closing evaluation"
+    metrics["split"] = eval_split
+    metrics["split_name"] = _split_label(cfg, eval_split)
     metrics["checkpoint"] = os.path.relpath(final_path, out)
+    metrics["checkpoint_iteration"] = int(final_state["iteration"])
     metrics["iterations"] = iters
     if main_proc:
         atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1))
@@ -261,6 +278,48 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
                          count=tcfg["predictions"])
     dist_utils.shutdown()
     return metrics
+
+
+def _eval_dataset(task: Task, cfg: Mapping[str, Any], split: str) -> Any:
+    """The dataset of ``eval.split`` (not val), read once; an error says which key asked for
+    it and how to score another split instead."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"eval.split: {split!r} is not a split; expected val or test (the "
+                          f"paper configs: test). Fix: --set eval.split=test or "
+                          f"--set eval.split=val.")
+    try:
+        dataset = task.build_dataset(split)
+        _probe(dataset, split)
+    except ZooError as exc:
+        raise type(exc)(
+            f"eval.split={split}: the closing evaluation scores the {split} split, which "
+            f"cannot be read: {exc} Fix: make the {split} split readable (--set "
+            f"data.split_files.{split}=FILE lists its images), or score the validation split "
+            f"instead with --set eval.split=val.") from exc
+    return dataset
+
+
+def _closing_metrics(state: Mapping[str, Any], split: str) -> dict[str, Any] | None:
+    """The metrics the best checkpoint already holds for ``split`` (its validation, with the
+    same images, TTA and weights), so the closing evaluation does not score them again;
+    None when the split is another one or the checkpoint was not written by a validation."""
+    held = state.get("val")
+    if split != "val" or not isinstance(held, Mapping):
+        return None
+    metrics = dict(held)
+    metrics["scored"] = f"validation at iteration {int(state['iteration'])} (not re-scored)"
+    return metrics
+
+
+def _split_label(cfg: Mapping[str, Any], split: str) -> str:
+    """The split's name in the dataset (``data.<split>_split``), or the split list file that
+    replaces it."""
+    data = cfg["data"]
+    listed = (data.get("split_files") or {}).get(split)
+    if listed:
+        return f"{split} (data.split_files.{split}={listed})"
+    named = data.get(f"{split}_split", split)
+    return split if named == split else f"{split} ({data['dataset']} {named!r})"
 
 
 def _pretrained_report(task: Task, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
