@@ -108,12 +108,15 @@ class FCtLTask(Task):
             raise ConfigError(f"model.pretrained: FCtL takes only vgg16 (a local ImageNet VGG16 "
                               f"file); got {sorted(pretrained)}.")
         self.pretrained_report = {}
+        self.weight_sources = {}
         if pretrained.get("vgg16"):
             rep = load_vgg16_imagenet(model.encoder, pretrained["vgg16"])
             # The loader raises on any missing weight, so nothing of the encoder stays random.
             self.pretrained_report["vgg16"] = {"file": os.fspath(pretrained["vgg16"]),
                                                "loaded": rep["loaded"], "kept": [],
                                                "ignored": rep["unused"]}
+            src = f"ImageNet file {os.fspath(pretrained['vgg16'])} (model.pretrained.vgg16)"
+            self.weight_sources.update({f"encoder.{k}": src for k in rep["loaded"]})
         if f["init_stage"]:
             if os.path.isfile(f["init_stage"]) and not is_safetensors(f["init_stage"]):
                 raise ConfigError(f"fctl.init_stage={f['init_stage']}: not a zoo.train "
@@ -130,6 +133,15 @@ class FCtLTask(Task):
                 raise CheckpointError(f"fctl.init_stage={f['init_stage']}: no tensor fits this "
                                       f"model; is it a checkpoint of an FCtL stage?")
             model.load_state_dict(usable, strict=False)
+            src = f"earlier stage {f['init_stage']} (fctl.init_stage)"
+            self.weight_sources.update({k: src for k in usable})
+            # The local encoder comes from the previous stage, whatever ImageNet file the
+            # config also names (it was overwritten just now).
+            encoder = [k for k in own if k.startswith("encoder.")]
+            self.pretrained_report["vgg16"] = {
+                "file": os.fspath(f["init_stage"]), "source": "fctl.init_stage",
+                "loaded": [k for k in encoder if k in usable],
+                "kept": [k for k in encoder if k not in usable], "ignored": []}
         if f["context_checkpoints"]:
             paths = list(f["context_checkpoints"])
             released = [os.path.isfile(p) and not is_safetensors(p) for p in paths]
@@ -149,6 +161,11 @@ class FCtLTask(Task):
             else:
                 states = [read_model_weights(path) for path in paths]
                 model.load_context_encoders(*states)
+            own = model.state_dict()
+            for name, path in zip(model.context_names, paths):
+                src = f"earlier stage {path} (fctl.context_checkpoints)"
+                prefix = f"context_encoders.{name}.features."
+                self.weight_sources.update({k: src for k in own if k.startswith(prefix)})
         return model
 
     def load_weights(self, model: nn.Module, path: str, partial: bool = False) -> None:

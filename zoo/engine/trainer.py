@@ -121,9 +121,15 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
 
     task: Task = make_task(cfg)
     model = task.build_model()
-    pretrained_report = _pretrained_report(task, cfg)
+    sources = dict(task.weight_sources)
     if cfg["model"]["init"]:
+        versions = {k: v._version for k, v in model.state_dict(keep_vars=True).items()}
         task.load_weights(model, cfg["model"]["init"], partial=cfg["model"]["init_partial"])
+        # every tensor the loader wrote (an in-place copy bumps its version counter)
+        src = f"checkpoint {cfg['model']['init']} (model.init)"
+        sources.update({k: src for k, v in model.state_dict(keep_vars=True).items()
+                        if v._version != versions.get(k)})
+    pretrained_report = _pretrained_report(task, cfg, model, sources)
     if distributed:
         model = dist_utils.convert_sync_batchnorm(model, device.type)
     model = model.to(device)
@@ -322,34 +328,63 @@ def _split_label(cfg: Mapping[str, Any], split: str) -> str:
     return split if named == split else f"{split} ({data['dataset']} {named!r})"
 
 
-def _pretrained_report(task: Task, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the backbones start from, for ``pretrained.json`` (None: the family loads none)."""
+RANDOM = "the model's initialisation (random, or fixed by the architecture)"
+
+
+def _pretrained_report(task: Task, cfg: Mapping[str, Any], model: torch.nn.Module,
+                       sources: Mapping[str, str]) -> dict[str, Any] | None:
+    """Where the weights start from, for ``pretrained.json`` (None: the family loads no
+    backbone): one entry per backbone, and under ``"parts"`` every top-level part of the
+    model with the number of tensors taken from each source (``sources``: state-dict key ->
+    source; the keys not listed kept the model's initialisation)."""
     if not task.pretrained_backbones:
         return None
     files = pretrained_files(cfg)
+    init = cfg["model"]["init"]
     out: dict[str, Any] = {}
     for name in task.pretrained_backbones:
         rep = task.pretrained_report.get(name)
-        if rep is None:
+        if init:
+            # model.init overwrites whatever the backbones were given
+            out[name] = {"file": init, "state": "loaded from model.init", "source": "model.init"}
+        elif rep is None:
             out[name] = {"file": None, "state": "random (no file given)"}
         else:
-            out[name] = {"file": files.get(name, rep.get("file")),
+            source = rep.get("source", f"model.pretrained.{name}")
+            out[name] = {"file": rep["file"] if "source" in rep else files.get(name, rep["file"]),
+                         "source": source,
                          "state": "partly random" if rep["kept"] else "loaded",
                          "loaded": len(rep["loaded"]), "left_random": list(rep["kept"]),
                          "unused_file_keys": list(rep["ignored"])}
+    parts: dict[str, dict[str, int]] = {}
+    for key in model.state_dict():
+        part = key.split(".", 1)[0]
+        src = sources.get(key, RANDOM)
+        parts.setdefault(part, {})
+        parts[part][src] = parts[part].get(src, 0) + 1
+    out["parts"] = parts
     return out
 
 
 def _print_pretrained(report: Mapping[str, Any]) -> None:
     for name, rep in report.items():
+        if name == "parts":
+            continue
         if rep["file"] is None:
             print(f"zoo.train: {name}: random initialisation (no file given)", file=sys.stderr)
             continue
-        print(f"zoo.train: {name}: {rep['file']}: {rep['loaded']} tensors loaded, "
+        if "loaded" not in rep:
+            print(f"zoo.train: {name}: from {rep['source']} ({rep['file']})", file=sys.stderr)
+            continue
+        via = "" if rep["source"].startswith("model.pretrained") else f" ({rep['source']})"
+        print(f"zoo.train: {name}: {rep['file']}{via}: {rep['loaded']} tensors loaded, "
               f"{len(rep['left_random'])} left random"
               + (f" ({', '.join(rep['left_random'][:6])}"
                  f"{', ...' if len(rep['left_random']) > 6 else ''})" if rep['left_random'] else "")
               + f", {len(rep['unused_file_keys'])} keys of the file unused", file=sys.stderr)
+    for part, counts in report.get("parts", {}).items():
+        shown = "; ".join(f"{n} from {src}" for src, n in counts.items())
+        print(f"zoo.train: weights of {part}: {shown}", file=sys.stderr)
 
 
 def train_step(task: Task, model: torch.nn.Module, loss_fn: torch.nn.Module, images: Tensor,
