@@ -14,6 +14,7 @@ paper's mean IoU, see :mod:`zoo.metrics`).
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -82,6 +83,14 @@ def _open_array(path: str, kind: str = "mask") -> tuple[np.ndarray, str]:
             elif mode == "P":
                 arr = np.asarray(im)  # palette indices are the class indices
             elif mode in ("RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "PA"):
+                if kind == "image" and mode in ("RGBA", "RGBa", "RGBX"):
+                    band = "alpha band" if mode != "RGBX" else "fourth band"
+                    _warn_once("bands4", f"{path} is a 4-band {mode} image: its {band} is "
+                               f"left out, and bands 1-3 are read as R, G, B (every later "
+                               f"such image too: this warning is shown once). Fix: if bands "
+                               f"1-3 are not red, green, blue in that order, write an RGB "
+                               f"copy first (e.g. gdal_translate -b 1 -b 2 -b 3 with the "
+                               f"bands you mean).", stacklevel=4)
                 arr = np.asarray(im.convert("RGB"))
                 mode = "RGB"
             elif mode.startswith("I;16") or mode in ("I", "F"):
@@ -148,12 +157,36 @@ def read_image_array(path: str) -> tuple[np.ndarray, float]:
             f"cannot use {path} as an image: pixel type {arr.dtype} (mode {mode}) is not 8- or "
             f"16-bit. Fix: convert it to 8-bit RGB."
         )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
     if arr.ndim == 2:
+        _warn_once("grey", f"{path} is a one-band (grey) image; the models take RGB, so its "
+                   f"band is repeated into R, G and B (every later grey image too: this "
+                   f"warning is shown once). Fix: give colour images to a model trained on colour "
+                   f"ones (on grey copies it sees no colour); to keep the grey image, write it "
+                   f"as RGB first and this warning goes away.")
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
                             f"Fix: convert it to 3-channel RGB.")
+    if arr.shape[2] > 3:
+        _warn_once(f"bands{arr.shape[2]}", f"{path} is a {arr.shape[2]}-band image: bands "
+                   f"4..{arr.shape[2]} are left out, and bands 1-3 are read as R, G, B (every "
+                   f"later such image too: this warning is shown once). Fix: if bands 1-3 are "
+                   f"not red, green, blue in that order, write an RGB copy first (e.g. "
+                   f"gdal_translate -b 1 -b 2 -b 3 with the bands you mean).")
     return arr[:, :, :3], scale
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, message: str, stacklevel: int = 3) -> None:
+    """A UserWarning the first time an image of ``kind`` is converted (one per process: a
+    dataset of grey images would otherwise repeat it for every file)."""
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 def read_mask_array(path: str) -> tuple[np.ndarray, str]:

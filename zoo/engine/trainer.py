@@ -184,7 +184,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     sampler = CounterSampler(start_iter, iters, global_batch, rank, world)
     loader = torch.utils.data.DataLoader(
         crops, batch_size=global_batch // world, sampler=sampler,
-        num_workers=cfg["data"]["num_workers"], drop_last=False,
+        num_workers=loader_workers(cfg["data"]["num_workers"]), drop_last=False,
         # Its own generator: making an iterator must not draw from the global RNG, whose
         # state a resumed run restores (dropout draws from it).
         generator=torch.Generator().manual_seed(tcfg["seed"]))
@@ -284,6 +284,17 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
                          count=tcfg["predictions"])
     dist_utils.shutdown()
     return metrics
+
+
+def loader_workers(requested: int) -> int:
+    """``data.num_workers`` clamped to the cores this process may run on: the paper configs
+    ask for 4, and more loader processes than cores only compete with the training step
+    (PyTorch warns about it); on a larger machine the config's number is kept."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(requested), cores))
 
 
 def _eval_dataset(task: Task, cfg: Mapping[str, Any], split: str) -> Any:
