@@ -75,3 +75,39 @@ def test_loader_workers_clamp_to_the_cores(monkeypatch, cores, requested, expect
         with pytest.warns(UserWarning, match="worker"):
             torch.utils.data.DataLoader(list(range(4)), num_workers=requested) \
                 .check_worker_number_rationality()
+
+
+def _resampled_inria_mask(rng) -> np.ndarray:
+    """A 0/255 building mask shrunk with bilinear interpolation (PIL), as a user resampling
+    Inria tiles would: grey values appear along the building edges."""
+    big = np.zeros((64, 64), np.uint8)
+    big[10:40, 13:50] = 255
+    big[45:60, 5:20] = 255
+    small = np.asarray(Image.fromarray(big).resize((27, 23), Image.BILINEAR))
+    assert len(set(np.unique(small).tolist()) - {0, 255}) > 3  # the premise
+    return small
+
+
+@pytest.mark.parametrize("like", [None, "inria"])
+def test_resampled_binary_mask_names_the_repair(tmp_path, like):
+    from zoo.config import load_config
+    from zoo.core.errors import DataFileError
+    from zoo.data.registry import build_dataset
+
+    rng = np.random.default_rng(2)
+    for kind in ("images", "masks"):
+        (tmp_path / "train" / kind).mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (23, 27, 3), np.uint8)).save(
+        tmp_path / "train" / "images" / "t1.png")
+    Image.fromarray(_resampled_inria_mask(rng)).save(tmp_path / "train" / "masks" / "t1.png")
+    sets = ["data.dataset=folder", f"data.root={tmp_path}", "model.num_classes=2"]
+    if like:
+        sets.append(f"data.like={like}")
+    ds = build_dataset(load_config("quickstart", sets), "train")
+    with pytest.raises(DataFileError) as info:
+        ds[0]
+    msg = str(info.value)
+    assert "resampled with interpolation" in msg and "t1.png" in msg
+    assert "nearest-neighbour" in msg and "threshold this one at 128" in msg
+    # not the misleading advice issue 32 saw
+    assert "class 0 and 'ignore'" not in msg and "mask_encoding=binary" not in msg

@@ -266,6 +266,25 @@ def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]],
     return lut[m]
 
 
+# How to repair a 0/255 mask whose edges an interpolating resize turned into grey values.
+RESAMPLED_BINARY_FIX = ("Fix: re-make the mask from the original with nearest-neighbour "
+                        "resampling (gdalwarp -r near; PIL Image.NEAREST), or threshold this one "
+                        "at 128 (building = value >= 128) and save it as 0/255; no data.* "
+                        "setting can recover it")
+
+
+def resampled_binary_error(values: Sequence[int], path: str) -> str | None:
+    """The message for a 0/255 building mask resampled with interpolation (grey values
+    between 0 and 255 along the edges), or None when ``values`` do not look like one."""
+    present = {int(v) for v in values}
+    grey = sorted(v for v in present if 1 < v < 255)
+    if not (0 in present and 255 in present and grey):
+        return None
+    return (f"mask {path} holds {len(present)} distinct values, {len(grey)} of them between 0 "
+            f"and 255 (e.g. {grey[:6]}): a 0/255 mask resampled with interpolation (bilinear or "
+            f"bicubic), whose edges became grey. {RESAMPLED_BINARY_FIX}.")
+
+
 def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: str,
                        ignore_declared: bool = True) -> None:
     """DataFileError unless every value is a class index or ``ignore_index``.
@@ -274,9 +293,13 @@ def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, pa
     two-class mask holding the ignore value and no pixel of class 1 is refused too: that is
     a 0/255 binary mask, whose foreground would silently become "ignore".
     """
-    if not ignore_declared and num_classes == 2 and mask.size:
+    if num_classes == 2 and mask.size:
         present = np.unique(mask) if mask.dtype != np.uint8 else \
             np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+        resampled = resampled_binary_error(present.tolist(), path)
+        if resampled is not None:
+            raise DataFileError(resampled)
+    if not ignore_declared and num_classes == 2 and mask.size:
         if ignore_index in present and 1 not in present:
             raise DataFileError(
                 f"mask {path} holds the values {present[:10].tolist()}: read as class indices "
