@@ -111,3 +111,48 @@ def test_resampled_binary_mask_names_the_repair(tmp_path, like):
     assert "nearest-neighbour" in msg and "threshold this one at 128" in msg
     # not the misleading advice issue 32 saw
     assert "class 0 and 'ignore'" not in msg and "mask_encoding=binary" not in msg
+
+
+def _partial_deepglobe(root) -> list[str]:
+    """Two DeepGlobe pairs whose ids are in the shipped train list (a partial download)."""
+    from zoo.data.deepglobe import PALETTE, split_ids
+
+    ids = split_ids("train")[:2]
+    rng = np.random.default_rng(3)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), np.uint8)).save(root / f"{i}_sat.jpg")
+        mask = np.asarray(PALETTE, np.uint8)[rng.integers(0, len(PALETTE), (12, 10))]
+        Image.fromarray(mask).save(root / f"{i}_mask.png")
+    return ids
+
+
+def test_split_with_only_other_splits_present_names_split_files(tmp_path):
+    from zoo.core.errors import DataNotFoundError
+    from zoo.data.deepglobe import DeepGlobe
+
+    ids = _partial_deepglobe(tmp_path / "dg")
+    with pytest.raises(DataNotFoundError) as info:
+        DeepGlobe(str(tmp_path / "dg"), split="val")
+    msg = str(info.value)
+    assert "--set data.split_files.val=FILE" in msg and "data.split_files.train" in msg
+    assert "2 image/mask pair(s) of other splits" in msg and ids[0] in msg
+    # the ids it suggests listing are read
+    assert len(DeepGlobe(str(tmp_path / "dg"), split="val", ids=[ids[1]])) == 1
+
+
+def test_data_check_takes_the_split_options_of_training(tmp_path, capsys):
+    from zoo.data.check import main as check_main
+
+    ids = _partial_deepglobe(tmp_path / "dg")
+    (tmp_path / "val.txt").write_text(ids[1] + "\n")
+    root = str(tmp_path / "dg")
+    assert check_main([root, "--dataset", "deepglobe", "--splits", "val"]) == 1
+    assert "data.split_files.val" in capsys.readouterr().out
+    assert check_main([root, "--dataset", "deepglobe", "--splits", "val", "--set",
+                       f"data.split_files.val={tmp_path / 'val.txt'}"]) == 0
+    out = capsys.readouterr().out
+    assert "val: 1 pairs found / 1 expected" in out and out.rstrip().endswith("OK")
+    assert check_main([root, "--dataset", "deepglobe", "--set", "train.iters=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.iters=3" in err and "Fix: e.g. --set data.split_files.val=" in err

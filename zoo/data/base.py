@@ -440,6 +440,7 @@ def find_pairs(op: str, root: str, split: str, ids: Sequence[str] | None,
         wanted, desc = [strip_id(x) for x in ids], "requested ids"
     wanted_set = set(wanted)
     index: dict[str, dict[str, list[str]]] = {}
+    elsewhere: dict[str, set[str]] = {}  # ids of other splits present: id -> kinds found
     for path in walk_files(root):
         stem, ext = split_stem(path)
         if ext not in IMAGE_EXTENSIONS:
@@ -447,7 +448,21 @@ def find_pairs(op: str, root: str, split: str, ids: Sequence[str] | None,
         found = classify(path, stem)
         if found is not None and found[0] in wanted_set:
             index.setdefault(found[0], {}).setdefault(found[1], []).append(path)
+        elif found is not None:
+            elsewhere.setdefault(found[0], set()).add(found[1])
     example_text = example(wanted[0]) if wanted else example("<id>")
+    if ids is None and not index:
+        others = sorted(k for k, kinds in elsewhere.items() if kinds == {"image", "mask"})
+        if others:
+            # A partial download whose labelled images all belong to other splits: pointing
+            # at the folder again would not help; a split list of the images present would.
+            raise DataNotFoundError(
+                f"{op}: no image/mask pairs of the {desc} ({len(wanted)} ids) found under "
+                f"{root}, which holds {len(others)} image/mask pair(s) of other splits (e.g. "
+                f"{', '.join(others[:3])}). Fix: list the images to use for this split, one "
+                f"id per line, in a file and pass --set data.split_files.{split}=FILE (keep "
+                f"them out of the train list: --set data.split_files.train=FILE2); or pass "
+                f"the folder that holds this split with --data-root DIR.")
     return root, resolve_pairs(op, root, wanted, index, desc, example_text, missing)
 
 
