@@ -156,3 +156,28 @@ def test_data_check_takes_the_split_options_of_training(tmp_path, capsys):
     assert check_main([root, "--dataset", "deepglobe", "--set", "train.iters=3"]) == 2
     err = capsys.readouterr().err
     assert "train.iters=3" in err and "Fix: e.g. --set data.split_files.val=" in err
+
+
+def test_fctl_step_reports_progress_inside_the_step(capsys, monkeypatch):
+    """A long FCtL step (minutes per image on a CPU) prints patches done and an ETA while it
+    runs; the counts are checked against the released grid rule worked out by hand."""
+    from tests.zoo.test_fctl_pipeline import Probe
+    from zoo.config import load_config
+    from zoo.engine.families import make_task
+    from zoo.engine.fctl_task import FCtLTask
+
+    monkeypatch.setattr(FCtLTask, "progress_every_s", 0.0)  # a line after every sub-batch
+    cfg = load_config("fctl_deepglobe_medium", [
+        "fctl.patch_size=16", "fctl.min_overlap=4", "fctl.sub_batch=4",
+        "model.pretrained=none"])
+    task = make_task(cfg)
+    model = Probe(7, "deepglobe", "single_context")
+    images, masks = torch.rand(2, 3, 40, 40), torch.randint(0, 7, (2, 40, 40))
+    # the released get_patch_info on 40 px, patch 16, overlap >= 4: n = 3 per side
+    n = 3 * 3 * 2
+    task.step(model, task.build_loss(), images, masks, lambda: torch.autocast("cpu",
+                                                                              enabled=False))
+    lines = [s for s in capsys.readouterr().err.splitlines() if "step:" in s]
+    done = [int(s.split("step: ")[1].split("/")[0]) for s in lines]
+    assert done == [4, 8, 9, 13, 17], lines  # sub-batches of 4 per image of 9 patches
+    assert all(f"/{n} patches" in s and "s/patch" in s and "ETA" in s for s in lines)
