@@ -52,15 +52,17 @@ NUM_CLASSES = 7
 BATCH = 2
 DEVICE_BYTES = 80e9  # "80 GB" accelerators (A100/H100 80GB)
 
-# name -> (WSDNet kwargs, description). "today" is the model before issue 19's memory work.
+# name -> (WSDNet kwargs, description). "today" is the model before issue 19's memory work;
+# the last two are what the shipped configs build (tests/zoo/test_wsdnet_memory.py checks it).
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "today": ({}, "full-resolution SR head, no checkpointing"),
     "haar1": ({"sr_output": "haar1"}, "SR head stops at 1/2 (level-1 subbands)"),
-    "image+ckpt": ({"activation_checkpoint": ["shallow", "sr_head"]},
-                   "full-resolution SR head, shallow branch and SR head checkpointed"),
+    "image+ckpt": ({"sr_output": "image", "activation_checkpoint": ["shallow", "sr_head"]},
+                   "the paper's full-resolution SR head, shallow branch and SR head "
+                   "checkpointed: the paper configs, `wsdnet_<dataset>.yaml`"),
     "haar1+ckpt": ({"sr_output": "haar1", "activation_checkpoint": ["shallow", "sr_head"]},
-                   "level-1 subband SR head, shallow branch and SR head checkpointed "
-                   "(the paper configs)"),
+                   "level-1 subband SR head, shallow branch and SR head checkpointed: the "
+                   "memory-budget configs, `wsdnet_<dataset>_lowmem.yaml`"),
 }
 # Paper config -> crop it trains on, padded to WSDNet's multiple of 32.
 PAPER_CROPS = {"wsdnet_deepglobe": 1248, "wsdnet_inria": 2016, "wsdnet_urur": 2560}

@@ -313,3 +313,78 @@ class TestReleasedStageStarts:
         from zoo.config import load_config
         assert load_config("fctl_deepglobe_global", [])["fctl"]["init_stage"] is None
         assert load_config("fctl_deepglobe_full", [])["fctl"]["context_resize"] == "released"
+
+
+def _released_views(img: Image.Image) -> list[tuple[bool, int, Image.Image]]:
+    """The released Evaluator.eval_test's 8 views, made with PIL: rotate(90) (counter-
+    clockwise) k times, then hflip of the image and rotate(90) k times again."""
+    views = []
+    for flip in (False, True):
+        base = img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img
+        for k in range(4):
+            view = base
+            for _ in range(k):
+                view = view.transpose(Image.ROTATE_90)
+            views.append((flip, k, view))
+    return views
+
+
+def test_released_tta_matches_the_released_views_one_by_one():
+    """DeepGlobe final model, context_resize="released", tta=True, on a non-square image
+    whose sides are no multiple of the patch: per view, the patches, the x3 windows and the
+    global image the network sees equal the released evaluation's, made with PIL (the global
+    image resized ONCE from the image, then flipped/rotated with the view); the merged
+    result equals the released sum of the views' logits turned back."""
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (45, 37, 3), dtype=np.uint8))
+    p, overlap = 16, 4
+
+    class Recorder(Probe):
+        def encode_context(self, name, image):
+            self.globals.append(image.clone())
+            return super().encode_context(name, image)
+
+        def forward(self, patch, contexts=(), *, context_features=None):
+            self.patches.append(patch.clone())
+            self.windows.append(contexts[0].clone())
+            return super().forward(patch, contexts, context_features=context_features)
+
+    model = Recorder(3, "deepglobe", "full")
+    model.globals, model.patches, model.windows = [], [], []
+    seg = FCtLSegmenter(model, patch_size=p, min_overlap=overlap, batch_size=100,
+                        context_resize="released", tta=True)
+    total = seg(to_tensor(img))
+    views = _released_views(img)
+    assert len(model.globals) == len(model.patches) == len(views) == 8
+    g0 = img.resize((p, p), Image.BILINEAR)  # once, from the image as given
+    expected = np.zeros((1, 3, img.height, img.width))
+    w = model.w.detach().double().numpy()
+    for i, (flip, k, view) in enumerate(views):
+        gview = g0.transpose(Image.FLIP_LEFT_RIGHT) if flip else g0
+        for _ in range(k):
+            gview = gview.transpose(Image.ROTATE_90)
+        np.testing.assert_array_equal(as_bytes(model.globals[i])[0], np.asarray(gview),
+                                      err_msg=f"view {i}: global image")
+        np.testing.assert_array_equal(as_bytes(model.windows[i]),
+                                      pil_contexts(view, p, 3, overlap),
+                                      err_msg=f"view {i}: x3 windows")
+        crops = [np.asarray(view.crop((x, y, x + p, y + p)))
+                 for y in starts(view.height, p, overlap) for x in starts(view.width, p, overlap)]
+        np.testing.assert_array_equal(as_bytes(model.patches[i]), np.stack(crops),
+                                      err_msg=f"view {i}: patches")
+        # the released merge (patch2global: sum of logits), then np.rot90(k, axes=(3, 2))
+        # and np.flip(axis=3) as Evaluator.eval_test turns the view's scores back
+        score = np.zeros((1, 3, view.height, view.width))
+        glob = np.asarray(gview, np.float64).transpose(2, 0, 1) / 255.0
+        j = 0
+        for y in starts(view.height, p, overlap):
+            for x in starts(view.width, p, overlap):
+                patch = np.asarray(view.crop((x, y, x + p, y + p)), np.float64).transpose(2, 0, 1)
+                win = pil_contexts(view, p, 3, overlap)[j].astype(np.float64).transpose(2, 0, 1)
+                feats = np.concatenate([patch / 255.0, win / 255.0, glob], 0)
+                score[0, :, y:y + p, x:x + p] += np.einsum("oc,chw->ohw", w, feats)
+                j += 1
+        back = np.rot90(score, k=k, axes=(3, 2))
+        expected += np.flip(back, axis=3) if flip else back
+    # float32 logits of 12 inputs, summed over 8 views and up to 4 overlapping patches
+    np.testing.assert_allclose(total[0].double().numpy(), expected[0], rtol=0, atol=2e-5)

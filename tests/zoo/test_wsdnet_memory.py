@@ -132,3 +132,11 @@ def test_fake_tensor_counts_equal_real_ones():
     variant = "haar1+ckpt"  # checkpointing: the recomputation is what could differ
     assert saved_bytes(variant, 64, fake=True) == saved_bytes(variant, 64, fake=False)
     assert peak_bytes(variant, 64, fake=True) == peak_bytes(variant, 64, fake=False)
+
+
+@pytest.mark.parametrize("dataset", ["deepglobe", "inria", "urur"])
+def test_readme_memory_variants_are_what_the_shipped_configs_build(dataset):
+    # the README table's two last columns are labelled with these configs
+    assert load_config(f"wsdnet_{dataset}")["model"]["kwargs"] == VARIANTS["image+ckpt"][0]
+    assert load_config(f"wsdnet_{dataset}_lowmem")["model"]["kwargs"] == \
+        VARIANTS["haar1+ckpt"][0]

@@ -18,7 +18,7 @@ from zoo.backbones.resnet import ResNet18V1c
 from zoo.backbones.stdc import STDCShallowNet
 from zoo.config import ConfigError, load_config
 from zoo.engine.families import make_task
-from zoo.engine.trainer import train
+from zoo.engine.trainer import RANDOM, train
 
 # (config, dotted key) -> (value, source)
 PAPER = "WSDNet §5.2"
@@ -38,7 +38,7 @@ SHARED = {
     "data.photometric": (True, ISDNET),
     "eval.split": ("test", PAPER),
     "model.require_pretrained": (True, PAPER),
-    "model.kwargs.sr_output": ("haar1", BUDGET),
+    "model.kwargs.sr_output": ("image", "WSDNet §4.2: the SR head reconstructs the input"),
     "model.kwargs.activation_checkpoint": (["shallow", "sr_head"], BUDGET),
 }
 PER_DATASET = {
@@ -106,6 +106,38 @@ def test_isdnet_learning_rate_variants_differ_only_in_lr(variant, paper):
     assert a == b
 
 
+# The memory-budget head, one variant per dataset: everything else is the paper config's
+LOWMEM = {f"{name}_lowmem": name for name in PER_DATASET}
+
+
+@pytest.mark.parametrize("name", sorted(PER_DATASET))
+def test_paper_config_builds_the_papers_full_resolution_head_checkpointed(name):
+    from zoo.wsdnet import WSDNet
+
+    cfg = load_config(name)
+    kwargs = dict(cfg["model"]["kwargs"], sr_channels=(4, 4, 4), aspp_channels=8,
+                  fuse_channels=8)
+    model = WSDNet(cfg["model"]["num_classes"], **kwargs).train()
+    x = torch.rand(2, 3, 64, 64)
+    out = model(x)
+    # the paper's head: a 3-channel reconstruction of the whole 64x64 input
+    assert tuple(out["recon"].shape) == (2, 3, 64, 64)
+    assert "recon_bands" not in out
+    assert set(model.activation_checkpoint) == {"shallow", "sr_head"}
+    assert model.sr_head.checkpoint
+
+
+@pytest.mark.parametrize("variant,paper", sorted(LOWMEM.items()))
+def test_lowmem_variants_differ_only_in_the_sr_head(variant, paper):
+    a, b = load_config(variant), load_config(paper)
+    assert a["model"]["kwargs"] == {"sr_output": "haar1",
+                                    "activation_checkpoint": ["shallow", "sr_head"]}
+    assert a["name"] == variant
+    a["model"]["kwargs"]["sr_output"] = b["model"]["kwargs"]["sr_output"]
+    a["name"] = b["name"]
+    assert a == b
+
+
 # --- no silent random start -------------------------------------------------------------------
 
 TINY = [
@@ -141,6 +173,9 @@ def test_none_is_accepted_and_reported(tmp_path, capsys):
     out = tmp_path / "run"
     train(load_config("wsdnet_inria", TINY + ["model.pretrained=none"]), str(out))
     report = json.loads((out / "pretrained.json").read_text())
+    parts = report.pop("parts")  # every part of the model: nothing loaded
+    assert {"backbone", "shallow", "sr_head"} <= set(parts)
+    assert all(list(counts) == [RANDOM] for counts in parts.values()), parts
     assert report == {"resnet18": {"file": None, "state": "random (no file given)"},
                       "stdc1": {"file": None, "state": "random (no file given)"}}
     assert "resnet18: random initialisation" in capsys.readouterr().err
@@ -185,6 +220,14 @@ def test_partial_backbone_file_warns_with_layer_names(tmp_path, capsys):
                                                            "conv1.weight"}
     assert report["stdc1"]["state"] == "loaded" and report["stdc1"]["left_random"] == []
     assert report["stdc1"]["loaded"] > 0
+    # per part: the backbones from their files (counts read back from the files), the rest
+    # from the initialisation
+    parts = report["parts"]
+    n_stdc = len(torch.load(st)["state_dict"])
+    assert parts["shallow"][f"ImageNet file {st} (model.pretrained.stdc1)"] == n_stdc
+    assert parts["backbone"][f"ImageNet file {r18} (model.pretrained.resnet18)"] == \
+        report["resnet18"]["loaded"]
+    assert list(parts["sr_head"]) == [RANDOM]
     assert "left random (stem.0.weight" in capsys.readouterr().err
 
 

@@ -7,8 +7,9 @@ With no arguments it runs the ``quickstart`` config: WSDNet on the built-in synt
 dataset on the CPU, then an evaluation on held-out synthetic scenes, into
 ``runs/quickstart/``. Every run folder holds ``config.yaml`` (resolved), ``log.jsonl`` (one
 JSON line per logged step), ``checkpoints/last.safetensors`` and ``best.safetensors`` (by
-validation mIoU; each with a readable ``.json`` twin), ``metrics.json`` (the final
-evaluation) and ``predictions/`` (colour masks and overlays of a few validation images).
+validation mIoU; each with a readable ``.json`` twin), ``metrics.json`` (the closing
+evaluation: the ``eval.split`` split, ``test`` in the paper configs, scored with the best
+checkpoint; both named there and in the last lines printed) and ``predictions/`` (colour masks and overlays of a few validation images).
 Nothing is written before the config and the data are known good. Off a terminal a progress
 line is printed every ``train.log_every`` iterations (iteration, loss terms, lr, it/s, ETA).
 
@@ -35,6 +36,23 @@ from zoo.core.errors import CheckpointError, ConfigError, ZooError
 from zoo.engine.trainer import train
 
 PROG = "zoo.train"
+
+
+def closing_summary(name: str, metrics: dict, out: str) -> str:
+    """The lines printed after a run: which split and checkpoint were scored, the metrics,
+    and the per-class IoU with the classes left out of the mean marked."""
+    names = metrics.get("class_names") or []
+    excluded = set(metrics.get("exclude_from_mean") or [])
+    lines = [f"{name}: {metrics.get('split_name', metrics.get('split', '?'))} split, "
+             f"{metrics.get('images', '?')} images, {metrics.get('checkpoint', '?')} (iteration "
+             f"{metrics.get('checkpoint_iteration', '?')}): mIoU {metrics['miou']:.4f}  "
+             f"F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+             f"({out}/metrics.json)"]
+    for i, iou in enumerate(metrics.get("iou", [])):
+        label = names[i] if i < len(names) else str(i)
+        mark = "  (not in the mean)" if i in excluded else ""
+        lines.append(f"  {label:>12}: IoU {iou:.4f}{mark}")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               f"--resume.", file=sys.stderr)
         return 3
     if dist_utils.world()[0] == 0:
-        names = metrics.get("class_names") or []
-        print(f"\n{cfg['name']}: mIoU {metrics['miou']:.4f}  F1 {metrics['f1']:.4f}  "
-              f"accuracy {metrics['accuracy']:.4f}  ({out}/metrics.json)")
-        for i, iou in enumerate(metrics.get("iou", [])):
-            label = names[i] if i < len(names) else str(i)
-            print(f"  {label:>12}: IoU {iou:.4f}")
+        print("\n" + closing_summary(cfg["name"], metrics, out))
     return 0
 
 

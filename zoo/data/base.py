@@ -14,6 +14,7 @@ paper's mean IoU, see :mod:`zoo.metrics`).
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -82,6 +83,14 @@ def _open_array(path: str, kind: str = "mask") -> tuple[np.ndarray, str]:
             elif mode == "P":
                 arr = np.asarray(im)  # palette indices are the class indices
             elif mode in ("RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "PA"):
+                if kind == "image" and mode in ("RGBA", "RGBa", "RGBX"):
+                    band = "alpha band" if mode != "RGBX" else "fourth band"
+                    _warn_once("bands4", f"{path} is a 4-band {mode} image: its {band} is "
+                               f"left out, and bands 1-3 are read as R, G, B (every later "
+                               f"such image too: this warning is shown once). Fix: if bands "
+                               f"1-3 are not red, green, blue in that order, write an RGB "
+                               f"copy first (e.g. gdal_translate -b 1 -b 2 -b 3 with the "
+                               f"bands you mean).", stacklevel=4)
                 arr = np.asarray(im.convert("RGB"))
                 mode = "RGB"
             elif mode.startswith("I;16") or mode in ("I", "F"):
@@ -148,12 +157,36 @@ def read_image_array(path: str) -> tuple[np.ndarray, float]:
             f"cannot use {path} as an image: pixel type {arr.dtype} (mode {mode}) is not 8- or "
             f"16-bit. Fix: convert it to 8-bit RGB."
         )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
     if arr.ndim == 2:
+        _warn_once("grey", f"{path} is a one-band (grey) image; the models take RGB, so its "
+                   f"band is repeated into R, G and B (every later grey image too: this "
+                   f"warning is shown once). Fix: give colour images to a model trained on colour "
+                   f"ones (on grey copies it sees no colour); to keep the grey image, write it "
+                   f"as RGB first and this warning goes away.")
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
                             f"Fix: convert it to 3-channel RGB.")
+    if arr.shape[2] > 3:
+        _warn_once(f"bands{arr.shape[2]}", f"{path} is a {arr.shape[2]}-band image: bands "
+                   f"4..{arr.shape[2]} are left out, and bands 1-3 are read as R, G, B (every "
+                   f"later such image too: this warning is shown once). Fix: if bands 1-3 are "
+                   f"not red, green, blue in that order, write an RGB copy first (e.g. "
+                   f"gdal_translate -b 1 -b 2 -b 3 with the bands you mean).")
     return arr[:, :, :3], scale
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, message: str, stacklevel: int = 3) -> None:
+    """A UserWarning the first time an image of ``kind`` is converted (one per process: a
+    dataset of grey images would otherwise repeat it for every file)."""
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 def read_mask_array(path: str) -> tuple[np.ndarray, str]:
@@ -233,6 +266,25 @@ def colorize(mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]],
     return lut[m]
 
 
+# How to repair a 0/255 mask whose edges an interpolating resize turned into grey values.
+RESAMPLED_BINARY_FIX = ("Fix: re-make the mask from the original with nearest-neighbour "
+                        "resampling (gdalwarp -r near; PIL Image.NEAREST), or threshold this one "
+                        "at 128 (building = value >= 128) and save it as 0/255; no data.* "
+                        "setting can recover it")
+
+
+def resampled_binary_error(values: Sequence[int], path: str) -> str | None:
+    """The message for a 0/255 building mask resampled with interpolation (grey values
+    between 0 and 255 along the edges), or None when ``values`` do not look like one."""
+    present = {int(v) for v in values}
+    grey = sorted(v for v in present if 1 < v < 255)
+    if not (0 in present and 255 in present and grey):
+        return None
+    return (f"mask {path} holds {len(present)} distinct values, {len(grey)} of them between 0 "
+            f"and 255 (e.g. {grey[:6]}): a 0/255 mask resampled with interpolation (bilinear or "
+            f"bicubic), whose edges became grey. {RESAMPLED_BINARY_FIX}.")
+
+
 def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: str,
                        ignore_declared: bool = True) -> None:
     """DataFileError unless every value is a class index or ``ignore_index``.
@@ -241,9 +293,13 @@ def _check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, pa
     two-class mask holding the ignore value and no pixel of class 1 is refused too: that is
     a 0/255 binary mask, whose foreground would silently become "ignore".
     """
-    if not ignore_declared and num_classes == 2 and mask.size:
+    if num_classes == 2 and mask.size:
         present = np.unique(mask) if mask.dtype != np.uint8 else \
             np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+        resampled = resampled_binary_error(present.tolist(), path)
+        if resampled is not None:
+            raise DataFileError(resampled)
+    if not ignore_declared and num_classes == 2 and mask.size:
         if ignore_index in present and 1 not in present:
             raise DataFileError(
                 f"mask {path} holds the values {present[:10].tolist()}: read as class indices "
@@ -384,6 +440,7 @@ def find_pairs(op: str, root: str, split: str, ids: Sequence[str] | None,
         wanted, desc = [strip_id(x) for x in ids], "requested ids"
     wanted_set = set(wanted)
     index: dict[str, dict[str, list[str]]] = {}
+    elsewhere: dict[str, set[str]] = {}  # ids of other splits present: id -> kinds found
     for path in walk_files(root):
         stem, ext = split_stem(path)
         if ext not in IMAGE_EXTENSIONS:
@@ -391,7 +448,21 @@ def find_pairs(op: str, root: str, split: str, ids: Sequence[str] | None,
         found = classify(path, stem)
         if found is not None and found[0] in wanted_set:
             index.setdefault(found[0], {}).setdefault(found[1], []).append(path)
+        elif found is not None:
+            elsewhere.setdefault(found[0], set()).add(found[1])
     example_text = example(wanted[0]) if wanted else example("<id>")
+    if ids is None and not index:
+        others = sorted(k for k, kinds in elsewhere.items() if kinds == {"image", "mask"})
+        if others:
+            # A partial download whose labelled images all belong to other splits: pointing
+            # at the folder again would not help; a split list of the images present would.
+            raise DataNotFoundError(
+                f"{op}: no image/mask pairs of the {desc} ({len(wanted)} ids) found under "
+                f"{root}, which holds {len(others)} image/mask pair(s) of other splits (e.g. "
+                f"{', '.join(others[:3])}). Fix: list the images to use for this split, one "
+                f"id per line, in a file and pass --set data.split_files.{split}=FILE (keep "
+                f"them out of the train list: --set data.split_files.train=FILE2); or pass "
+                f"the folder that holds this split with --data-root DIR.")
     return root, resolve_pairs(op, root, wanted, index, desc, example_text, missing)
 
 

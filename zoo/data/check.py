@@ -1,7 +1,10 @@
 """Verify a downloaded dataset before a long training run.
 
     python -m zoo.data.check ROOT --dataset deepglobe|inria|urur [--splits train val test]
-                             [--full] [--limit N]
+                             [--full] [--limit N] [--set data.split_files.val=FILE ...]
+
+``--set`` takes zoo.train's split options (``data.split_files.<split>=FILE``,
+``data.<split>_split=NAME``), so the splits checked are those a run with them would read.
 
 For each split: how many of the expected pairs are present, every mask decoded (values
 inside the classes), image and mask sizes equal (from the image header; ``--full`` also
@@ -23,21 +26,49 @@ from .base import DataFileError, image_size, read_image
 _EXPECTED_SIZE = {"deepglobe": (2448, 2448), "inria": (5000, 5000), "urur": (5120, 5120)}
 
 
-def _dataset(name: str, root: str, split: str):
+# The split options of zoo.train that zoo.data.check takes too (--set KEY=VALUE).
+SPLIT_KEYS = ("data.split_files.", "data.train_split", "data.val_split", "data.test_split")
+
+
+def split_config(name: str, root: str, sets: Sequence[str] = ()) -> dict:
+    """The config zoo.train would build for ``name`` at ``root`` with the split options
+    ``sets`` (``data.split_files.<split>=FILE``, ``data.<split>_split=NAME``); anything else
+    is refused (ConfigError naming the key)."""
+    from zoo.config import ConfigError, load_config
+
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or not key.startswith(SPLIT_KEYS):
+            raise ConfigError(f"zoo.data.check --set {item!r}: only the split options of "
+                              f"zoo.train apply here (data.split_files.<split>=FILE, "
+                              f"data.<split>_split=NAME). Fix: e.g. --set "
+                              f"data.split_files.val=lists/val.txt.")
+    return load_config("quickstart", [f"data.dataset={name}", f"data.root={root}",
+                                      "data.missing=skip", *sets])
+
+
+def _dataset(name: str, root: str, split: str, sets: Sequence[str] = ()):
+    from .registry import _split_name, build_dataset, split_ids_from_config
+
+    cfg = split_config(name, root, sets)
+    ds = build_dataset(cfg, split)
+    listed = split_ids_from_config(cfg["data"], split)
+    if listed is not None:
+        return ds, len(listed)
     if name == "deepglobe":
-        from .deepglobe import DeepGlobe, split_ids
-        return DeepGlobe(root, split, missing="skip"), len(split_ids(split))
+        from .deepglobe import split_ids
+        return ds, len(split_ids(_split_name(cfg["data"], split)))
     if name == "inria":
-        from .inria import InriaAerial, split_ids
-        return InriaAerial(root, split, missing="skip"), len(split_ids(split))
-    from .urur import URUR
-    ds = URUR(root, split, missing="skip")
+        from .inria import split_ids
+        return ds, len(split_ids(_split_name(cfg["data"], split)))
     return ds, None
 
 
 def check_split(name: str, root: str, split: str, full: bool = False,
-                limit: int | None = None, progress: bool = False) -> dict:
+                limit: int | None = None, progress: bool = False,
+                sets: Sequence[str] = ()) -> dict:
     """Check one split; returns a report dict (see :func:`main` for the printed form).
+    ``sets``: zoo.train's split options (``data.split_files.<split>=FILE`` ...).
 
     Keys: split, expected (None for URUR), found, problems (list of str), class_pixels
     (list of int per class), sizes (Counter of (H, W)).
@@ -45,7 +76,7 @@ def check_split(name: str, root: str, split: str, full: bool = False,
     report: dict = {"split": split, "expected": None, "found": 0, "problems": [],
                     "class_pixels": None, "sizes": Counter()}
     try:
-        ds, expected = _dataset(name, root, split)
+        ds, expected = _dataset(name, root, split, sets)
     except (FileNotFoundError, DataFileError, ValueError) as exc:
         report["problems"].append(str(exc))
         return report
@@ -117,9 +148,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         choices=["train", "val", "test"])
     parser.add_argument("--full", action="store_true", help="also decode every image")
     parser.add_argument("--limit", type=int, default=None, help="check at most N pairs a split")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="zoo.train's split options, e.g. --set "
+                             "data.split_files.val=lists/val.txt (repeatable)")
     args = parser.parse_args(argv)
     progress = sys.stderr.isatty()
-    reports = [check_split(args.dataset, args.root, s, args.full, args.limit, progress)
+    try:
+        split_config(args.dataset, args.root, args.sets)
+    except ValueError as exc:  # ConfigError: a message, no traceback
+        print(f"zoo.data.check: error: {exc}", file=sys.stderr)
+        return 2
+    reports = [check_split(args.dataset, args.root, s, args.full, args.limit, progress,
+                           args.sets)
                for s in args.splits]
     print(format_report(args.dataset, reports))
     return 0 if not any(r["problems"] for r in reports) else 1

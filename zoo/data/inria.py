@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import (IMAGE_EXTENSIONS, DataFileError, SegmentationDataset, Transform, find_pairs,
-                   read_split_list)
+                   read_split_list, resampled_binary_error)
 
 __all__ = ["InriaAerial", "CLASSES", "PALETTE", "split_ids"]
 
@@ -63,8 +63,12 @@ def binary_mask(array: np.ndarray, path: str) -> np.ndarray:
     present = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
     extra = sorted(set(present.tolist()) - {0, 1, 255})
     if extra:
+        resampled = resampled_binary_error(present.tolist(), path)
+        if resampled is not None:
+            raise DataFileError(f"Inria {resampled}")
         raise DataFileError(f"Inria mask {path} holds values {extra[:10]}; expected a building "
-                            f"mask with values 0/255 (official gt) or 0/1 (FCtL layout).")
+                            f"mask with values 0/255 (official gt) or 0/1 (FCtL layout). "
+                            f"Fix: save it with background 0 and building 255 (or 1).")
     if 1 in present:
         return array
     return (array == 255).astype(np.uint8)

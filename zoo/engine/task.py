@@ -67,8 +67,13 @@ class Task:
         load_checkpoint(path, model)
 
     #: what :meth:`build_model` loaded into the backbones: backbone -> {"file", "loaded",
-    #: "kept" (left at their initialisation), "ignored" (keys of the file not used)}
+    #: "kept" (left at their initialisation), "ignored" (keys of the file not used), and
+    #: "source" where the file is not an ImageNet one (e.g. "fctl.init_stage")}
     pretrained_report: dict[str, dict[str, Any]] = {}
+    #: where :meth:`build_model` took each weight from: state-dict key -> source (file and
+    #: config key); a key not listed kept the model's initialisation. ``pretrained.json``
+    #: sums it per part of the model.
+    weight_sources: dict[str, str] = {}
 
     def check_pretrained(self) -> None:
         """Refuse a from-scratch training of a ``model.require_pretrained`` config whose

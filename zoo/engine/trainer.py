@@ -2,7 +2,9 @@
 
 A run folder holds ``config.yaml`` (resolved), ``log.jsonl`` (one JSON line per logged
 step), ``checkpoints/last.safetensors`` and ``best.safetensors`` (by validation mIoU; each
-with a readable ``.json`` twin), ``metrics.json`` (the final evaluation) and
+with a readable ``.json`` twin), ``metrics.json`` (the closing evaluation of
+``eval.split`` with the best checkpoint, both named in it; when that split is ``val`` the best
+checkpoint's validation is reused, not re-scored) and
 ``predictions/`` (colour masks and overlays of a few validation images). Nothing is written
 there before the config, the model and the data have been built and one sample of each
 split has been read: a run that fails on its data leaves no folder behind.
@@ -30,7 +32,7 @@ from zoo.config import config_hash, dump_config
 from zoo.core import distributed as dist_utils
 from zoo.core.atomic import atomic_write_text, remove_stale_temporaries
 from zoo.core.checkpoint import load_checkpoint, save_checkpoint
-from zoo.core.errors import ConfigError
+from zoo.core.errors import ConfigError, ZooError
 from zoo.core.progress import Progress
 from zoo.core.rng import rng_state, set_rng_state
 from zoo.core.runtime import make_autocast, pick_device
@@ -119,9 +121,15 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
 
     task: Task = make_task(cfg)
     model = task.build_model()
-    pretrained_report = _pretrained_report(task, cfg)
+    sources = dict(task.weight_sources)
     if cfg["model"]["init"]:
+        versions = {k: v._version for k, v in model.state_dict(keep_vars=True).items()}
         task.load_weights(model, cfg["model"]["init"], partial=cfg["model"]["init_partial"])
+        # every tensor the loader wrote (an in-place copy bumps its version counter)
+        src = f"checkpoint {cfg['model']['init']} (model.init)"
+        sources.update({k: src for k, v in model.state_dict(keep_vars=True).items()
+                        if v._version != versions.get(k)})
+    pretrained_report = _pretrained_report(task, cfg, model, sources)
     if distributed:
         model = dist_utils.convert_sync_batchnorm(model, device.type)
     model = model.to(device)
@@ -145,9 +153,13 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     global_batch = task.samples_per_step()
     train_set = task.build_dataset("train")
     val_set = task.build_dataset("val")
+    eval_split = str(cfg["eval"]["split"])
     rng = rng_state()  # the probes must not move the RNG a resumed run restores
     _probe(train_set, "train")
     _probe(val_set, "val")
+    # The closing evaluation's split is read now: a run must not train for hours and then
+    # find it cannot score the split its config names.
+    eval_set = val_set if eval_split == "val" else _eval_dataset(task, cfg, eval_split)
     set_rng_state(state["rng"] if resume else rng)
     if not resume and not cfg["model"]["init"]:
         # After the data checks (a data error is the first thing to fix), before anything is
@@ -172,7 +184,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     sampler = CounterSampler(start_iter, iters, global_batch, rank, world)
     loader = torch.utils.data.DataLoader(
         crops, batch_size=global_batch // world, sampler=sampler,
-        num_workers=cfg["data"]["num_workers"], drop_last=False,
+        num_workers=loader_workers(cfg["data"]["num_workers"]), drop_last=False,
         # Its own generator: making an iterator must not draw from the global RNG, whose
         # state a resumed run restores (dropout draws from it).
         generator=torch.Generator().manual_seed(tcfg["seed"]))
@@ -247,13 +259,24 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
             raise Interrupted(f"stopped after iteration {it}")
     bar.close()
 
-    # Final evaluation with the best weights (the last ones when validation never ran).
+    # Final evaluation of eval.split with the best weights (the last ones when validation
+    # never ran).
     final_path = best_path if os.path.exists(best_path) else last_path
     dist_utils.barrier()
-    load_checkpoint(final_path, model)
-    metrics = evaluate_model(task, model, val_set, cfg, device, limit=val_limit,
-                             progress=main_proc, every=tcfg["log_every"])
+    final_state = load_checkpoint(final_path, model)
+    metrics = _closing_metrics(final_state, eval_split)
+    if metrics is None:
+        if main_proc:
+            print(f"zoo.train: closing evaluation: {eval_split} split, "
+                  f"{os.path.relpath(final_path, out)} (iteration "
+                  f"{int(final_state['iteration'])})", file=sys.stderr)
+        metrics = evaluate_model(task, model, eval_set, cfg, device, limit=val_limit,
+                                 progress=main_proc, every=tcfg["log_every"])
+        metrics["scored"] = "closing evaluation"
+    metrics["split"] = eval_split
+    metrics["split_name"] = _split_label(cfg, eval_split)
     metrics["checkpoint"] = os.path.relpath(final_path, out)
+    metrics["checkpoint_iteration"] = int(final_state["iteration"])
     metrics["iterations"] = iters
     if main_proc:
         atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1))
@@ -263,34 +286,116 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
     return metrics
 
 
-def _pretrained_report(task: Task, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the backbones start from, for ``pretrained.json`` (None: the family loads none)."""
+def loader_workers(requested: int) -> int:
+    """``data.num_workers`` clamped to the cores this process may run on: the paper configs
+    ask for 4, and more loader processes than cores only compete with the training step
+    (PyTorch warns about it); on a larger machine the config's number is kept."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(requested), cores))
+
+
+def _eval_dataset(task: Task, cfg: Mapping[str, Any], split: str) -> Any:
+    """The dataset of ``eval.split`` (not val), read once; an error says which key asked for
+    it and how to score another split instead."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"eval.split: {split!r} is not a split; expected val or test (the "
+                          f"paper configs: test). Fix: --set eval.split=test or "
+                          f"--set eval.split=val.")
+    try:
+        dataset = task.build_dataset(split)
+        _probe(dataset, split)
+    except ZooError as exc:
+        raise type(exc)(
+            f"eval.split={split}: the closing evaluation scores the {split} split, which "
+            f"cannot be read: {exc} Fix: make the {split} split readable (--set "
+            f"data.split_files.{split}=FILE lists its images), or score the validation split "
+            f"instead with --set eval.split=val.") from exc
+    return dataset
+
+
+def _closing_metrics(state: Mapping[str, Any], split: str) -> dict[str, Any] | None:
+    """The metrics the best checkpoint already holds for ``split`` (its validation, with the
+    same images, TTA and weights), so the closing evaluation does not score them again;
+    None when the split is another one or the checkpoint was not written by a validation."""
+    held = state.get("val")
+    if split != "val" or not isinstance(held, Mapping):
+        return None
+    metrics = dict(held)
+    metrics["scored"] = f"validation at iteration {int(state['iteration'])} (not re-scored)"
+    return metrics
+
+
+def _split_label(cfg: Mapping[str, Any], split: str) -> str:
+    """The split's name in the dataset (``data.<split>_split``), or the split list file that
+    replaces it."""
+    data = cfg["data"]
+    listed = (data.get("split_files") or {}).get(split)
+    if listed:
+        return f"{split} (data.split_files.{split}={listed})"
+    named = data.get(f"{split}_split", split)
+    return split if named == split else f"{split} ({data['dataset']} {named!r})"
+
+
+RANDOM = "the model's initialisation (random, or fixed by the architecture)"
+
+
+def _pretrained_report(task: Task, cfg: Mapping[str, Any], model: torch.nn.Module,
+                       sources: Mapping[str, str]) -> dict[str, Any] | None:
+    """Where the weights start from, for ``pretrained.json`` (None: the family loads no
+    backbone): one entry per backbone, and under ``"parts"`` every top-level part of the
+    model with the number of tensors taken from each source (``sources``: state-dict key ->
+    source; the keys not listed kept the model's initialisation)."""
     if not task.pretrained_backbones:
         return None
     files = pretrained_files(cfg)
+    init = cfg["model"]["init"]
     out: dict[str, Any] = {}
     for name in task.pretrained_backbones:
         rep = task.pretrained_report.get(name)
-        if rep is None:
+        if init:
+            # model.init overwrites whatever the backbones were given
+            out[name] = {"file": init, "state": "loaded from model.init", "source": "model.init"}
+        elif rep is None:
             out[name] = {"file": None, "state": "random (no file given)"}
         else:
-            out[name] = {"file": files.get(name, rep.get("file")),
+            source = rep.get("source", f"model.pretrained.{name}")
+            out[name] = {"file": rep["file"] if "source" in rep else files.get(name, rep["file"]),
+                         "source": source,
                          "state": "partly random" if rep["kept"] else "loaded",
                          "loaded": len(rep["loaded"]), "left_random": list(rep["kept"]),
                          "unused_file_keys": list(rep["ignored"])}
+    parts: dict[str, dict[str, int]] = {}
+    for key in model.state_dict():
+        part = key.split(".", 1)[0]
+        src = sources.get(key, RANDOM)
+        parts.setdefault(part, {})
+        parts[part][src] = parts[part].get(src, 0) + 1
+    out["parts"] = parts
     return out
 
 
 def _print_pretrained(report: Mapping[str, Any]) -> None:
     for name, rep in report.items():
+        if name == "parts":
+            continue
         if rep["file"] is None:
             print(f"zoo.train: {name}: random initialisation (no file given)", file=sys.stderr)
             continue
-        print(f"zoo.train: {name}: {rep['file']}: {rep['loaded']} tensors loaded, "
+        if "loaded" not in rep:
+            print(f"zoo.train: {name}: from {rep['source']} ({rep['file']})", file=sys.stderr)
+            continue
+        via = "" if rep["source"].startswith("model.pretrained") else f" ({rep['source']})"
+        print(f"zoo.train: {name}: {rep['file']}{via}: {rep['loaded']} tensors loaded, "
               f"{len(rep['left_random'])} left random"
               + (f" ({', '.join(rep['left_random'][:6])}"
                  f"{', ...' if len(rep['left_random']) > 6 else ''})" if rep['left_random'] else "")
               + f", {len(rep['unused_file_keys'])} keys of the file unused", file=sys.stderr)
+    for part, counts in report.get("parts", {}).items():
+        shown = "; ".join(f"{n} from {src}" for src, n in counts.items())
+        print(f"zoo.train: weights of {part}: {shown}", file=sys.stderr)
 
 
 def train_step(task: Task, model: torch.nn.Module, loss_fn: torch.nn.Module, images: Tensor,

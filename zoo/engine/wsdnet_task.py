@@ -49,13 +49,19 @@ class WSDNetTask(Task):
                               f"none).")
         pretrained = pretrained_files(self.cfg)
         self.pretrained_report = {}
+        self.weight_sources = {}
         if pretrained:
             reports = model.load_backbones(resnet=pretrained.get("resnet18"),
                                            stdc=pretrained.get("stdc1"))
-            for name, key in (("resnet18", "resnet"), ("stdc1", "stdc")):
+            own = model.state_dict()
+            for name, key, part in (("resnet18", "resnet", "backbone"),
+                                    ("stdc1", "stdc", "shallow")):
                 if key in reports:
                     self.pretrained_report[name] = {"file": os.fspath(pretrained[name]),
                                                     **reports[key]}
+                    src = f"ImageNet file {os.fspath(pretrained[name])} (model.pretrained.{name})"
+                    self.weight_sources.update({f"{part}.{k}": src for k in reports[key]["loaded"]
+                                                if f"{part}.{k}" in own})
             for name, rep in self.pretrained_report.items():
                 if rep["kept"]:
                     # A torchvision resnet18 file has a 7x7 stem, not V1c's three 3x3 convs:

@@ -280,7 +280,10 @@ class FCtLSegmenter(nn.Module):
         - ``mean``/``std`` (default None: none, faithful) normalise every network input after
           cropping, so padding stays black in image space.
         - ``tta=True``: the 8 transforms {identity, hflip} x rot90^k of the image, each
-          segmented and transformed back, summed.
+          segmented and transformed back, summed. With ``context_resize="released"`` the
+          global image is, as in the released evaluation, resized once from the image and
+          then flipped and rotated with each view (not resized from each view: PIL's two
+          uint8 passes round differently once the axes are swapped).
         - Stage "global" models (DeepGlobe's whole-image FCN) see the image resized to the
           patch size; their logits are resized back bilinearly (uhrops' choice: the released
           code never runs that stage at test time).
@@ -385,12 +388,14 @@ class FCtLSegmenter(nn.Module):
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _segment_one(self, image: Tensor) -> Tensor:
-        """Merged (and refined) logits (1, n, H, W) of one image (1, 3, H, W), no TTA."""
+    def _segment_one(self, image: Tensor, glob: Tensor | None = None) -> Tensor:
+        """Merged (and refined) logits (1, n, H, W) of one image (1, 3, H, W), no TTA;
+        ``glob``: the global context image to use (None: the image resized)."""
+        given = None if glob is None else (lambda: glob)
         if self.refiner is None:
-            return self._local_one(image, self.merge)
+            return self._local_one(image, self.merge, global_image=given)
         # The refiner was trained on averaged logits (a single patch's scale), not on sums.
-        crude = self._local_one(image, "mean")
+        crude = self._local_one(image, "mean", global_image=given)
         grid = PatchGrid.from_min_overlap(tuple(image.shape[-2:]), self.patch_size,
                                           self.min_overlap)
         return refine_logits(self.refiner, crude, grid, self.batch_size, device=self._device(),
@@ -475,7 +480,8 @@ class FCtLSegmenter(nn.Module):
         feats: list[Tensor | None] = []
         for name, s in zip(model.context_names, self.context_scales):
             if s == "global":
-                g = (global_image() if streamed else self._global(image, p)).to(dev)
+                g = (global_image() if global_image is not None
+                     else self._global(image, p)).to(dev)
                 feats.append(model.encode_context(name, self._norm(g)))
             else:
                 feats.append(None)
@@ -498,8 +504,22 @@ class FCtLSegmenter(nn.Module):
                               out_device=out_device, progress=self.progress,
                               reduction=reduction, device=dev, sink=sink, rows=rows)
 
-    def _segment(self, image: Tensor) -> Tensor:
-        return torch.cat([self._segment_one(image[b:b + 1]) for b in range(image.shape[0])], 0)
+    def _segment(self, image: Tensor, glob: Tensor | None = None) -> Tensor:
+        return torch.cat([self._segment_one(image[b:b + 1],
+                                            None if glob is None else glob[b:b + 1])
+                          for b in range(image.shape[0])], 0)
+
+    def _released_tta_global(self, image: Tensor) -> Tensor | None:
+        """The released evaluation's global image under TTA: resized ONCE from the image as
+        given (``helper.Evaluator.eval_test``: ``images_global = resize(images, size_g)``
+        before the view loop), then flipped and rotated with each view, never resized from
+        a view. None when another rule applies (float resizing, no global context)."""
+        if (self.context_resize != "released" or "global" not in self.context_scales
+                or self.model.stage == "global"):
+            return None
+        p = (self.patch_size, self.patch_size)
+        return torch.cat([released_resize_global(image[b:b + 1], p)
+                          for b in range(image.shape[0])], 0)
 
     def forward(self, image: Tensor) -> Tensor:
         op = "FCtLSegmenter"
@@ -517,10 +537,15 @@ class FCtLSegmenter(nn.Module):
                 if not self.tta:
                     return self._segment(image)
                 total: Tensor | None = None
+                glob = self._released_tta_global(image)
+                # The views are the released ones: rot90^k (counter-clockwise, as PIL's
+                # rotate(90) applied k times) of the image, then of its horizontal flip.
                 for flip in (False, True):
                     base = image.flip(-1) if flip else image
+                    gbase = None if glob is None else (glob.flip(-1) if flip else glob)
                     for k in range(4):
-                        y = self._segment(torch.rot90(base, k, (-2, -1)))
+                        gview = None if gbase is None else torch.rot90(gbase, k, (-2, -1))
+                        y = self._segment(torch.rot90(base, k, (-2, -1)), gview)
                         y = torch.rot90(y, -k, (-2, -1))
                         if flip:
                             y = y.flip(-1)
