@@ -37,7 +37,7 @@ Backward (``attention_backward``), deterministic, no atomics:
   The reduction axis of 2 and 3 is split like the forward's when the programs cannot fill
   the SMs; the fp32 partial sums are added by one torch reduction. 16-bit and TF32 matmul
   work at C = 512: 1.21x a FlashAttention-2-style backward (8 C against 7 C per block pair,
-  times padding; ``python -m uhrops.kernels.matmul_work``).
+  times padding; ``python -m tools.kernels.matmul_work``).
 Nothing of size Nq x Nk is ever stored; memory is O(N * C) (the split partials included).
 
 Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
@@ -421,7 +421,7 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> dict[str, int]:
     """Block sizes and warps for the kernels (powers of two, >= 16 so ``tl.dot`` compiles).
 
-    On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
+    On CUDA (chosen with ``python -m tools.kernels.compile_check``, which compiles every
     specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
     timed on hardware):
       - fp16/bf16, by the widest channel count: up to 64, everything in 64x64 blocks with
