@@ -4,12 +4,15 @@
 here is not needed to check the claim: this reads every dotted ``torch.*`` name the code uses
 (attribute chains on ``torch`` and on aliases such as ``F`` for ``torch.nn.functional``, and
 ``from torch... import ...``), and looks each one up in the Python sources and type stubs of
-that torch (an unpacked wheel: ``unzip torch-2.11.0-*.whl 'torch/*.py' 'torch/*.pyi' -d DIR``).
+that torch (an unpacked wheel: ``unzip torch-2.11.0-*.whl 'torch/*.py' 'torch/*.pyi'
+'torchgen/packaged/ATen/native/native_functions.yaml' -d DIR``).
 A name is found when its module is a file or package there, or the name is defined, assigned,
 imported or listed in ``__all__`` in its module (``.py`` or ``.pyi``), or, for the C
-extension's names (``torch._C``, ``torch.ops.aten``), when it appears in the stubs or in the
-sources; names re-exported by a package are found where the package (two levels deep)
-defines them. What it cannot place is printed for a manual check; exit 1 then.
+extension's names (``torch._C``), when it appears in the stubs or in the sources; an aten
+operator (``torch.ops.aten.X``) when native_functions.yaml declares it; names re-exported by
+a package are found where the package (two levels deep) defines them. What it cannot place is
+printed for a manual check; exit 1 then. Not covered: methods called on tensors or modules
+(``x.foo()``) and keyword arguments; those need the changelogs.
 
 Usage: ``python -m tools.torch_api_floor DIR`` (DIR holds the unpacked ``torch/``).
 """
@@ -24,6 +27,7 @@ from functools import lru_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCANNED = ("uhrops", "zoo")
+NATIVE_FUNCTIONS = ("torchgen", "packaged", "ATen", "native", "native_functions.yaml")
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -101,6 +105,10 @@ def _module_files(base: str) -> list[str]:
 def resolve(name: str, src: str) -> bool:
     """True when ``name`` (dotted, starting with torch) exists in the torch tree at ``src``."""
     parts = name.split(".")
+    if parts[:3] == ["torch", "ops", "aten"] and len(parts) > 3:
+        # aten's operators are declared in native_functions.yaml (packaged with torchgen)
+        yaml = _text(os.path.join(src, *NATIVE_FUNCTIONS))
+        return bool(re.search(rf"^- func: {re.escape(parts[3])}[.(]", yaml, re.M))
     base = os.path.join(src, parts[0])
     for i, part in enumerate(parts[1:], 1):
         sub = os.path.join(base, part)
