@@ -101,12 +101,17 @@ def _image(shape, dtype, channels_last=False, grad=True):
 
 
 def _backward(out) -> None:
+    """Backward from dense random gradients, each in its output's dtype and memory format:
+    what a loss in a training step hands the op. (A ``.sum().backward()`` hands it an expanded
+    gradient with stride 0, which Triton specialises differently from the unit-stride
+    gradients of real training: the compile check then compiled, and reported the registers
+    of, kernels no user runs; see :func:`fctl_attention_cases`.)"""
     outs = out if isinstance(out, (list, tuple)) else [out]
     flat = []
     for o in outs:
         flat.extend(o if isinstance(o, (list, tuple)) else [o])
-    total = sum(o.float().sum() for o in flat if o.requires_grad)
-    total.backward()
+    flat = [o for o in flat if o.requires_grad]
+    torch.autograd.backward(flat, [torch.randn_like(o) for o in flat])
 
 
 def _wavelet_cases() -> list[Case]:
@@ -214,7 +219,52 @@ def _attention_cases() -> list[Case]:
                                          _image((1, c, *k_hw), torch.float32),
                                          scale=c ** -0.5))),
             quick=c in (512, 64)))
-    return cases
+    return cases + fctl_attention_cases()
+
+
+# FCtL's correlation (uhrops.attention.LocalContextCorrelation in zoo.fctl): pool5 of a
+# 508 px patch is 23 x 23; the contexts are resized to the patch, so their pool5 is 23 x 23
+# too, and a context kept at twice the patch's side gives 46 x 46. Widths: every power of two
+# from 16 to 512 (key_channels of the block) and 384; batch 1 (inference, the README's
+# protocol) and 8 (training).
+FCTL_WIDTHS = (16, 32, 64, 128, 256, 384, 512)
+FCTL_MAPS = ((23, 23), (23, 23))
+FCTL_WIDE_CONTEXT = ((23, 23), (46, 46))
+# (label, dtype, torch float32 matmul precision): every dtype and precision a kernel takes.
+PRECISIONS = (("float32", torch.float32, "highest"), ("float32-tf32", torch.float32, "high"),
+              ("float16", torch.float16, "highest"), ("bfloat16", torch.bfloat16, "highest"))
+
+
+def fctl_attention_call(c: int, q_hw: tuple[int, int], k_hw: tuple[int, int], batch: int,
+                        dtype: torch.dtype, precision: str) -> None:
+    """One training step's attention call as FCtL makes it: dense q, k, v (the outputs of
+    1x1 convolutions), ``scale=1``, backward from a dense gradient."""
+    import uhrops
+
+    def run() -> None:
+        q = _image((batch, c, *q_hw), dtype)
+        k, v = _image((batch, c, *k_hw), dtype), _image((batch, c, *k_hw), dtype)
+        _backward(uhrops.context_attention(q, k, v, scale=1.0))
+
+    _with_matmul_precision(precision, run)
+
+
+def fctl_attention_cases() -> list[Case]:
+    """Every width, batch, dtype and precision of FCtL's correlation (the full suite); the
+    quick suite keeps C = 256 and 512 at batch 1 in exact fp32 and bfloat16 (the dQ pass at
+    C = 256 and the exact-fp32 backward at C = 512 are the kernels nearest their registers)."""
+    out = []
+    for label, dt, prec in PRECISIONS:
+        for c in FCTL_WIDTHS:
+            for batch in (1, 8):
+                quick = c in (256, 512) and batch == 1 and label in ("float32", "bfloat16")
+                out.append(Case(f"fctl_attention/{label}/C{c}/B{batch}/23x23<-23x23",
+                                lambda c=c, b=batch, dt=dt, p=prec: fctl_attention_call(
+                                    c, *FCTL_MAPS, b, dt, p), quick=quick))
+        out.append(Case(f"fctl_attention/{label}/C512/B1/23x23<-46x46",
+                        lambda dt=dt, p=prec: fctl_attention_call(512, *FCTL_WIDE_CONTEXT, 1,
+                                                                  dt, p)))
+    return out
 
 
 def _with_matmul_precision(precision: str, run: Callable[[], None]) -> None:
@@ -269,15 +319,19 @@ def _tiling_cases() -> list[Case]:
     return cases
 
 
-def cases(suite: str = "full", families: Iterable[str] | None = None) -> list[Case]:
+def cases(suite: str = "full", families: Iterable[str] | None = None,
+          only: Iterable[str] | None = None) -> list[Case]:
     """The representative calls: ``suite`` "full" (every case) or "quick" (a subset that still
-    launches every kernel at least once)."""
+    launches every kernel at least once); ``only``: keep the cases whose name contains one of
+    these strings."""
     makers = {"wavelet": _wavelet_cases, "pyramid": _pyramid_cases,
               "attention": _attention_cases, "tiling": _tiling_cases}
     wanted = list(makers) if families is None else list(families)
     out: list[Case] = []
     for fam in wanted:
         out.extend(c for c in makers[fam]() if suite == "full" or c.quick)
+    if only:
+        out = [c for c in out if any(part in c.name for part in only)]
     return out
 
 
@@ -291,12 +345,13 @@ def record(selected: list[Case]) -> list[Launch]:
 
 
 def check(archs: list[int], suite: str = "full", families: Iterable[str] | None = None,
-          log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+          log: Callable[[str], None] = lambda s: None,
+          only: Iterable[str] | None = None) -> dict[str, Any]:
     """Record, specialise and compile; returns {"specialisations": [...], "launch_problems":
     [...]} with one entry per distinct (kernel, specialisation, arch)."""
     from uhrops.kernels._launch import grid_problem, kernel_name
 
-    selected = cases(suite, families)
+    selected = cases(suite, families, only)
     launches = record(selected)
     log(f"{len(selected)} cases recorded {len(launches)} launches")
     specs: dict[str, dict[str, Any]] = {}
@@ -375,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=("full", "quick"), default="full")
     parser.add_argument("--family", action="append", choices=sorted(set(FAMILIES.values())),
                         help="only these op families (repeatable)")
+    parser.add_argument("--case", action="append", metavar="TEXT",
+                        help="only the cases whose name contains TEXT (repeatable; e.g. "
+                             "fctl_attention/float32/C512); writes no results file unless "
+                             "--results-dir is given")
     parser.add_argument("--json", help="write the whole result here")
     parser.add_argument("--results-dir", default=None,
                         help="write kernels-sm<arch>.json here (default benchmarks/results "
@@ -391,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     archs = [int(a) for a in args.arch.split(",") if a.strip()]
     start = time.perf_counter()
     result = check(archs, args.suite, args.family,
-                   log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+                   log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)),
+                   only=args.case)
     result["metadata"] = {**metadata(), "suite": args.suite, "archs": archs,
                           "seconds": round(time.perf_counter() - start, 1)}
     result["summary"] = summary(result)
@@ -407,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     results_dir = args.results_dir
-    if results_dir is None and args.suite == "full" and not args.family:  # "" writes nothing
+    if results_dir is None and args.suite == "full" and not args.family and not args.case:  # "" writes nothing
         results_dir = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results")
     if results_dir:
         for arch in archs:
