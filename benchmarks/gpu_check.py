@@ -350,16 +350,18 @@ def preflight(device: str, like_device: bool) -> int:
     return 0
 
 
-def memcheck_cases(device: str, toy: bool) -> int:
-    """The launches memcheck watches: every kernel family with a vector width above 1 (aligned
-    sizes), odd widths, non-zero storage offsets, channels_last and 5000 x 4999 (forward and
-    backward). Run under compute-sanitizer on the GPU; on the CPU (dry run) through the
-    interpreter at toy sizes."""
+def memcheck_selection(device: str, toy: bool) -> dict[str, Any]:
+    """The launches memcheck watches, by name: every kernel with a vector width above 1
+    (aligned sizes), odd widths, non-zero storage offsets, channels_last and 5000 x 4999
+    (forward and backward, from dense gradients)."""
     import torch
 
     import uhrops
 
-    big = (200, 199) if toy else (5000, 4999)
+    big = (60, 59) if toy else (5000, 4999)
+    # toy: the interpreter runs every program on the CPU, so the same cases at a few tiles
+    aligned_wave, aligned_pyr, fctl_c = ((1, 1, 32, 64), (1, 1, 48, 64), 16) if toy else \
+        ((1, 3, 64, 128), (1, 3, 96, 128), 64)
 
     def img(shape, cl=False, offset=0):
         flat = torch.randn(offset + int(torch.tensor(shape).prod()), device=device)
@@ -377,18 +379,19 @@ def memcheck_cases(device: str, toy: bool) -> int:
     odd_grid = uhrops.PatchGrid.from_stride((37, 45), (16, 15), (7, 10))
     cases = {
         "wavelet/aligned": lambda: back(uhrops.haar_waverec2(
-            *uhrops.haar_wavedec2(img((1, 3, 64, 128)), 3))),
+            *uhrops.haar_wavedec2(img(aligned_wave), 3))),
         "wavelet/odd+offset": lambda: back(uhrops.haar_wavedec2(
             img((1, 2, 37, 45), offset=3), 2, pad_mode="symmetric")),
         "wavelet/channels_last": lambda: back(uhrops.haar_dwt2d(img((1, 3, 32, 48), cl=True))),
         "wavelet/packet": lambda: back(uhrops.haar_ipacket2d(uhrops.haar_packet2d(
             img((1, 2, 32, 64)), 2))),
-        "pyramid/aligned": lambda: back(uhrops.laplacian_pyramid(img((1, 3, 96, 128)), 3)),
-        "pyramid/odd+offset": lambda: back(uhrops.pyr_down(img((2, 3, 37, 51), offset=5))),
+        "pyramid/aligned": lambda: back(uhrops.laplacian_pyramid(img(aligned_pyr),
+                                                                 1 if toy else 3)),
+        "pyramid/odd+offset": lambda: back(uhrops.pyr_down(img((1, 2, 37, 51), offset=5))),
         "pyramid/channels_last": lambda: back(uhrops.pyr_up(img((1, 3, 19, 25), cl=True),
                                                             size=(37, 50))),
         "attention/fctl": lambda: back(uhrops.context_attention(
-            img((1, 64, 23, 23)), img((1, 64, 23, 23)), img((1, 64, 23, 23)))),
+            img((1, fctl_c, 23, 23)), img((1, fctl_c, 23, 23)), img((1, fctl_c, 23, 23)))),
         "attention/odd+cl": lambda: back(uhrops.context_attention(
             img((1, 16, 5, 3), cl=True), img((1, 16, 7, 2)), img((1, 16, 7, 2), offset=1))),
         "tiling/aligned": lambda: back(uhrops.merge_patches(
@@ -400,10 +403,20 @@ def memcheck_cases(device: str, toy: bool) -> int:
         f"wavelet/{big[0]}x{big[1]}": lambda: back(uhrops.haar_dwt2d(img((1, 1, *big)),
                                                                      pad_mode="symmetric")),
     }
+    return cases
+
+
+def memcheck_cases(device: str, toy: bool) -> int:
+    """Run :func:`memcheck_selection` with the Triton backend: under compute-sanitizer on the
+    GPU; on the CPU (dry run) through the interpreter at toy sizes."""
+    import torch
+
+    import uhrops
+
     torch.manual_seed(0)
     failed = 0
     with uhrops.use_backend("triton"):
-        for name, run in cases.items():
+        for name, run in memcheck_selection(device, toy).items():
             t0 = time.perf_counter()
             try:
                 run()

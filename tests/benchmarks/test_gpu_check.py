@@ -102,3 +102,37 @@ def test_readme_states_the_plan_command():
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     assert "### Running the GPU check" in readme
     assert gpu_check.device_command() in readme, "README out of date: paste --plan's command"
+
+
+def test_memcheck_selection_launches_every_kernel_and_every_vector_width():
+    """Recorded as on a CUDA device (nothing runs): every Triton kernel is launched, and
+    every kernel that takes a vector width gets one above 1 at least once."""
+    pytest.importorskip("triton")
+    import importlib
+    import inspect
+
+    from uhrops.kernels._launch import Launch, kernel_name, recording
+
+    launches: list[Launch] = []
+    with recording(launches, "memcheck"):
+        for run in gpu_check.memcheck_selection("cpu", toy=False).values():
+            run()
+    kernels, vec_params = set(), {}
+    for mod in ("wavelet", "pyramid", "attention", "tiling"):
+        m = importlib.import_module(f"uhrops.kernels.{mod}")
+        for name, obj in vars(m).items():
+            if name.endswith("_kernel") and hasattr(obj, "arg_names"):
+                kernels.add(name)
+                widths = [a for a in obj.arg_names if a in ("VEC", "VX", "VY")
+                          or a.startswith("VEC_")]
+                if widths:
+                    vec_params[name] = widths
+    assert kernels >= {"_gather_kernel", "_down_kernel", "_wavedec_kernel", "_fwd_kernel"}
+    seen = {kernel_name(x.kernel) for x in launches}
+    assert kernels <= seen, f"never launched: {sorted(kernels - seen)}"
+    for name, widths in vec_params.items():
+        best = max((x.meta.get(w, 1) for x in launches if kernel_name(x.kernel) == name
+                    for w in widths), default=1)
+        assert best > 1, f"{name}: no launch with a vector width above 1 ({widths})"
+    shapes = {tuple(a.shape) for x in launches for a in x.args if hasattr(a, "shape")}
+    assert any(s[-2:] == (5000, 4999) for s in shapes)
