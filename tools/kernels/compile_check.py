@@ -8,8 +8,7 @@ module closes that gap without a GPU:
    float16, bfloat16 and float64 where a kernel takes it; NCHW and channels_last; sizes on
    and off the block grid, 2448 and 5000-class images, 1 to 5 levels) run on CPU tensors
    under the default backend ("auto") while :func:`uhrops.kernels._launch.recording`
-   records each launch
-   instead of running it. The host code makes the choices it makes on a CUDA device (block
+   records each launch instead of running it. The host code makes the choices it makes on a CUDA device (block
    sizes, warps), not the interpreter's.
 2. **Specialise.** Each launch is bound exactly as ``JITFunction.run`` binds it on a GPU
    (Triton's own binder: argument dtypes, integer and pointer-alignment specialisation,

@@ -3,9 +3,8 @@
 For each memory-bound kernel (pyramid, Haar wavelet, tiling) at its main specialisation —
 float32 and bfloat16, contiguous NCHW, the sizes UHR users have (2448² images, 1224-wide
 bands, 508-wide patches, 5000 x 4999 images) — this module records the launch the op makes
-on a GPU (as :mod:`tools.kernels.compile_check` does, through
-:mod:`tools.kernels.ptx`), compiles it for an architecture and
-reads from ptxas and the PTX:
+on a GPU (as :mod:`tools.kernels.compile_check` does, through :mod:`tools.kernels.ptx`),
+compiles it for an architecture and reads from ptxas and the PTX:
 
 - registers and spill bytes per thread (ptxas -v);
 - the global load and store instructions per thread, by access width in bits;
