@@ -360,10 +360,11 @@ def memcheck_selection(device: str, toy: bool) -> dict[str, Any]:
 
     import uhrops
 
-    big = (60, 59) if toy else (5000, 4999)
+    big = (34, 33) if toy else (5000, 4999)
     # toy: the interpreter runs every program on the CPU, so the same cases at a few tiles
-    aligned_wave, aligned_pyr, fctl_c = ((1, 1, 32, 64), (1, 1, 48, 64), 16) if toy else \
-        ((1, 3, 64, 128), (1, 3, 96, 128), 64)
+    aligned_wave, aligned_pyr, fctl_c, fctl_hw = (
+        ((1, 1, 32, 64), (1, 1, 16, 64), 16, (9, 9)) if toy else
+        ((1, 3, 64, 128), (1, 3, 96, 128), 64, (23, 23)))
     odd_pyr, cl_pyr, cl_pyr_out = ((1, 1, 13, 19), (1, 2, 5, 7), (9, 13)) if toy else \
         ((2, 3, 37, 51), (1, 3, 19, 25), (37, 50))
 
@@ -395,7 +396,7 @@ def memcheck_selection(device: str, toy: bool) -> dict[str, Any]:
         "pyramid/channels_last": lambda: back(uhrops.pyr_up(img(cl_pyr, cl=True),
                                                             size=cl_pyr_out)),
         "attention/fctl": lambda: back(uhrops.context_attention(
-            img((1, fctl_c, 23, 23)), img((1, fctl_c, 23, 23)), img((1, fctl_c, 23, 23)))),
+            img((1, fctl_c, *fctl_hw)), img((1, fctl_c, *fctl_hw)), img((1, fctl_c, *fctl_hw)))),
         "attention/odd+cl": lambda: back(uhrops.context_attention(
             img((1, 16, 5, 3), cl=True), img((1, 16, 7, 2)), img((1, 16, 7, 2), offset=1))),
         "tiling/aligned": lambda: back(uhrops.merge_patches(

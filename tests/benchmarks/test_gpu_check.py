@@ -21,9 +21,9 @@ def test_dry_run_runs_every_stage(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     record = tmp_path / "record.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run",
-                           "--like-device", "--keep", str(tmp_path), "--budget", "600",
+                           "--like-device", "--keep", str(tmp_path), "--budget", "900",
                            "--out", str(record)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "7/7 stages ok" in proc.stdout
     stages = {r["stage"]: r for r in json.loads(record.read_text())["stages"]}
