@@ -14,7 +14,10 @@ setup(
     packages=find_packages(include=["uhrops", "uhrops.*", "zoo", "zoo.*", "benchmarks"]),
     package_data={"zoo": ["configs/*.yaml", "data/splits/*/*.txt"]},
     install_requires=[
-        "torch>=2.4,<3",
+        # Tested: torch 2.13 (constraints.txt, CI) and 2.11 (the GPU machine); uhrops/ and the
+        # zoo's GPU paths use no torch API newer than 2.11 (issue 28's note says how it was
+        # checked).
+        "torch>=2.11,<2.14",
         "numpy>=1.24",
         "Pillow>=9",
         "PyYAML>=6",
@@ -22,7 +25,9 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "triton": ["triton>=3.0"],
+        # CI compiles every kernel for sm_90 under 3.9 (pinned) and 3.6 (the lowest claimed):
+        # tools/kernels/compile_check reads no version-specific Triton internal unguarded.
+        "triton": ["triton>=3.6,<3.10"],
         "dev": [
             "pytest>=7",
             "hypothesis>=6.80",
@@ -32,7 +37,7 @@ setup(
             "pytorch_wavelets>=1.3",
             "setuptools<81",  # pytorch_wavelets imports pkg_resources
             "monai>=1.3",  # oracle for the tiling grid and Gaussian blending
-            "triton>=3.0",
+            "triton>=3.6,<3.10",
             "rasterio>=1.3",  # = the geo extra: GeoTIFF tests
             # ONNX export and ONNX Runtime tests (the [onnx] extra)
             "onnx>=1.16",

@@ -17,7 +17,7 @@ nothing):
 - ``bench:ops-cpu`` / ``bench:ops-gpu``: one table per op family and machine (GPU: "not
   measured" when there is no CUDA results file).
 - ``bench:kernels``: the compiled kernels per architecture, from ``kernels-sm<arch>.json``
-  (``python -m uhrops.kernels.compile_check``): specialisations compiled, registers, spills,
+  (``python -m tools.kernels.compile_check``): specialisations compiled, registers, spills,
   shared memory, tensor-core instructions and the widest global load/store.
 - ``bench:models``: whole-model rows (every protocol variant), the papers' figures with our
   ratio, and the GPU goals (rows read "not measured" without a CUDA run).
@@ -166,7 +166,7 @@ def _widest(counts: dict[str, int]) -> str:
 def kernels_block(reports: dict[int, dict[str, Any]]) -> str:
     """Per kernel and architecture: what the compile check found in the compiled code."""
     if not reports:
-        return ("Compiled kernels: **no report** (run `python -m uhrops.kernels.compile_check "
+        return ("Compiled kernels: **no report** (run `python -m tools.kernels.compile_check "
                 "--arch 80,90,100`).")
     out = []
     for arch, doc in sorted(reports.items()):
@@ -212,7 +212,7 @@ def kernel_figures_block(reports: dict[int, dict[str, Any]], arch: int = 90) -> 
     """The memory-bound kernels' static figures at their main specialisations (sm_90)."""
     figs = reports.get(arch, {}).get("figures")
     if not figs:
-        return ("Static figures: **no report** (run `python -m uhrops.kernels.compile_check "
+        return ("Static figures: **no report** (run `python -m tools.kernels.compile_check "
                 "--arch 80,90,100 --figures`).")
     body = []
     for f in figs:
@@ -231,7 +231,7 @@ def kernel_figures_block(reports: dict[int, dict[str, Any]], arch: int = 90) -> 
 
 
 def load_attention_work(results_dir: str) -> dict[str, Any] | None:
-    """``kernels-attention-work.json`` (``python -m uhrops.kernels.matmul_work --json``)."""
+    """``kernels-attention-work.json`` (``python -m tools.kernels.matmul_work --json``)."""
     path = os.path.join(results_dir, "kernels-attention-work.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -244,7 +244,7 @@ def load_attention_work(results_dir: str) -> dict[str, Any] | None:
 def attention_work_block(doc: dict[str, Any] | None) -> str:
     """Matmul work of the attention launches against the minimum, and blocks per kernel."""
     if doc is None:
-        return ("Attention work: **no report** (run `python -m uhrops.kernels.matmul_work "
+        return ("Attention work: **no report** (run `python -m tools.kernels.matmul_work "
                 "--json benchmarks/results/kernels-attention-work.json`).")
     meta = doc.get("metadata", {})
     out = [f"Launch plans a CUDA call makes (Triton {meta.get('triton', '?')}, commit "

@@ -118,7 +118,7 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
     return reason
 
 
-# Set by the compile check (uhrops.kernels.compile_check) while it records the launches the
+# Set by the compile check (tools.kernels.compile_check) while it records the launches the
 # host code makes: CPU tensors then plan and "launch" as if on a GPU, and nothing runs.
 _recorder: contextvars.ContextVar = contextvars.ContextVar("uhrops_kernel_recorder", default=None)
 

@@ -17,10 +17,11 @@ import torch
 
 import uhrops
 from uhrops import _backend
+from tests.oracles import oracle
 from uhrops.kernels import _launch
 
 pytest.importorskip("triton")
-pywt = pytest.importorskip("pywt")
+pywt = oracle("pywt")  # imported inside the tests that use it
 
 
 class _BrokenKernel:
@@ -157,7 +158,7 @@ def test_launch_refuses_grids_past_cuda_limits():
 def test_tiling_grids_fit_cuda_limits_for_huge_channel_counts_and_patches():
     """B * C over 65535 planes, and one patch over 11600^2 (more than 65535 tiles), were grid
     axes 1 before; now every launch the host makes fits CUDA's limits."""
-    from uhrops.kernels.compile_check import Launch, recording
+    from uhrops.kernels._launch import Launch, recording
 
     launches: list[Launch] = []
     tiny = uhrops.PatchGrid.from_stride((4, 4), (2, 2), (2, 2))
@@ -174,7 +175,7 @@ def test_tiling_grids_fit_cuda_limits_for_huge_channel_counts_and_patches():
 
 
 def test_attention_batch_over_grid_axis_limit_is_split():
-    from uhrops.kernels.compile_check import Launch, recording
+    from uhrops.kernels._launch import Launch, recording
 
     launches: list[Launch] = []
     q = torch.empty(70000, 16, 2, 2)

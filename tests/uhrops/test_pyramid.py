@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import triton_ready
+from tests.oracles import oracle
 from uhrops._backend import use_backend
 from uhrops.pyramid import (
     GaussianPyramid,
@@ -25,7 +26,7 @@ from uhrops.pyramid import (
     pyr_up,
 )
 
-cv2 = pytest.importorskip("cv2")
+cv2 = oracle("cv2")  # imported inside the tests that use it
 
 SETTINGS = settings(max_examples=20, deadline=None)
 side = st.integers(1, 40)

@@ -165,7 +165,7 @@ class TestPatchGrid:
         assert min(508 - gaps) >= 50
 
     def test_monai_grid_2448(self):
-        from monai.data.utils import dense_patch_slices
+        dense_patch_slices = pytest.importorskip("monai.data.utils").dense_patch_slices
 
         g = PatchGrid.from_stride(2448, 508, int(508 * (1 - 0.25)))
         assert len(g) == 49
@@ -184,7 +184,7 @@ class TestPatchGrid:
     @settings(max_examples=25, deadline=None)
     @given(size=st.integers(1, 600), p=st.integers(1, 80), data=st.data())
     def test_stride_rule_matches_mmseg_and_monai(self, size, p, data):
-        from monai.data.utils import dense_patch_slices
+        dense_patch_slices = pytest.importorskip("monai.data.utils").dense_patch_slices
 
         s = data.draw(st.integers(1, p))
         g = PatchGrid.from_stride((size, 5), (p, 5), (s, 5))
@@ -338,7 +338,7 @@ class TestMergePatches:
                                                            None), rtol=1e-6, atol=1e-6)
 
     def test_gaussian_matches_monai(self):
-        from monai.data.utils import compute_importance_map
+        compute_importance_map = pytest.importorskip("monai.data.utils").compute_importance_map
 
         for p in [(508, 508), (16, 16), (15, 9), (1, 4)]:
             ref = compute_importance_map(p, mode="gaussian", sigma_scale=0.125)

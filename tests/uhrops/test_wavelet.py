@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 import uhrops
 from tests.conftest import triton_ready
+from tests.oracles import oracle
 from uhrops import wavelet as W
 
-pywt = pytest.importorskip("pywt")
+pywt = oracle("pywt")  # imported inside the tests that use it
 
 MODES = ["zero", "symmetric", "reflect", "periodic"]
 # pywt modes that pad exactly like one of ours at odd sizes (anchors.md §2.1).

@@ -8,9 +8,11 @@ The ops catch it: under "auto" they warn and run the PyTorch path, under "triton
 ``UHROPS_STRICT_KERNELS=1``) it propagates. A specialisation that failed under "auto" is not
 handed to the compiler again in the same process.
 
-The compile check (:mod:`uhrops.kernels.compile_check`) records launches here instead of
-running them: the ops then run their host code on CPU tensors, with every launch-time choice
-made as on a GPU (:func:`plans_for_gpu`), and each launch is passed to the recorder.
+Inside :func:`recording`, launches are recorded here instead of run: the ops then run their
+host code on CPU tensors, with every launch-time choice made as on a GPU
+(:func:`plans_for_gpu`), and each launch is appended to a list as a :class:`Launch`. The
+build tools (``tools/kernels``: the ahead-of-time compile check, the static figures, the
+matmul-work model) and the alignment-promise tests read the host's choices that way.
 
 Convention:
     CUDA grid limits: axis 0 up to 2**31 - 1 blocks, axes 1 and 2 up to 65535. A launcher
@@ -20,13 +22,15 @@ Convention:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from uhrops._backend import (KernelLaunchError, _recorder, any_kernel_failed, kernel_failed,
-                             recording_launches)
+                             recording_launches, use_backend)
 
 GRID_LIMITS: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
 
@@ -112,3 +116,29 @@ def launch(kernel: Any, grid: Sequence[int], *args: Any, **meta: Any) -> None:
             reason = reason[:400] + " ..."
         raise KernelLaunchError(kernel_name(kernel), specialisation_key(args, meta),
                                 reason) from exc
+
+
+@dataclasses.dataclass
+class Launch:
+    """One recorded launch: ``kernel[grid](*args, **meta)`` as the host code would run it."""
+    kernel: Any  # a triton JITFunction
+    grid: tuple[int, ...]
+    args: tuple
+    meta: dict
+    case: str
+
+
+@contextlib.contextmanager
+def recording(sink: list[Launch], case: str) -> Iterator[None]:
+    """Inside, every uhrops kernel launch is appended to ``sink`` (labelled ``case``) instead
+    of running, with the launch choices of a CUDA device and the default backend ("auto")."""
+
+    def record(kernel: Any, grid: tuple[int, ...], args: tuple, meta: dict) -> None:
+        sink.append(Launch(kernel, grid, args, dict(meta), case))
+
+    token = _recorder.set(record)
+    try:
+        with use_backend("auto"):  # what a default call on a GPU runs
+            yield
+    finally:
+        _recorder.reset(token)

@@ -37,7 +37,7 @@ Backward (``attention_backward``), deterministic, no atomics:
   The reduction axis of 2 and 3 is split like the forward's when the programs cannot fill
   the SMs; the fp32 partial sums are added by one torch reduction. 16-bit and TF32 matmul
   work at C = 512: 1.21x a FlashAttention-2-style backward (8 C against 7 C per block pair,
-  times padding; ``python -m uhrops.kernels.matmul_work``).
+  times padding; ``python -m tools.kernels.matmul_work``).
 Nothing of size Nq x Nk is ever stored; memory is O(N * C) (the split partials included).
 
 Precision: logits, softmax statistics and all accumulators are fp32. fp32 inputs follow
@@ -421,19 +421,19 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> dict[str, int]:
     """Block sizes and warps for the kernels (powers of two, >= 16 so ``tl.dot`` compiles).
 
-    On CUDA (chosen with ``python -m uhrops.kernels.compile_check``, which compiles every
+    On CUDA (chosen with ``python -m tools.kernels.compile_check``, which compiles every
     specialisation for sm_80/90/100 and reads ptxas' register and spill figures; not yet
     timed on hardware):
       - fp16/bf16, by the widest channel count: up to 64, everything in 64x64 blocks with
         one dK/dV pass; 65-256, 64x64 blocks with the whole value width in the forward and
-        separate dV and dK passes (wgmma on sm_90 in both tiers); 257-512, 32-row blocks
+        separate dV and dK passes, dQ in 64x32 blocks (wgmma on sm_90 in both tiers); 257-512, 32-row blocks
         (mma.sync: 64-row blocks with 512-wide accumulators spilled 150-1600 bytes), a dV pass
         stepping 16 queries per 32-key block, a dK pass 32x32 and dQ 32x32, full width. 8
         warps (4 for the 32x32 dK pass up to 256 query channels). No spills on sm_90.
       - fp32 with exact products (``torch.get_float32_matmul_precision() == "highest"``,
         torch's default; "ieee" products run on the FMA units, which need more registers):
-        above 128 channels the full-width design with 32x16 forward blocks, a 32x32 dV pass,
-        a 32x16 dK pass and 32x16 dQ blocks; up to 128 channels
+        above 128 channels the full-width design with 32x16 forward blocks, a 32x16 dV pass,
+        a 32x16 dK pass and 32x16 dQ blocks in channel chunks of up to 256; up to 128 channels
         forward 64x64 blocks, 16-wide reduction tiles, value chunks up to 128, 8 warps;
         backward 64x32 blocks, 16-wide tiles, 32- to 64-wide output chunks, 8 warps. ptxas
         holds these to 128 registers and spills up to 32 bytes at some channel counts (the
@@ -453,12 +453,14 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 128)}
     if dtype == torch.float32 and _precision(dtype) == "ieee" and max(cq, cv) > 128:
         # exact products on the FMA units, full width with small blocks (no spills on sm_90)
+        # dV in 32x16 blocks and dQ in channel chunks of at most 256: with dense (training)
+        # gradients a 32x32 dV pass spilled 96 bytes and a 512-wide dQ 44 at C = 512
         return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 512),
                 "WARPS_FWD": 8, "BLOCK_M_BWD": 32, "BLOCK_N_BWD": 16, "BLOCK_CR_BWD": 16,
                 "BLOCK_CO": _pow2(max(cq, cv), 16, 512), "SEPARATE_DKDV": True,
-                "BLOCK_M_DV": 32, "BLOCK_N_DV": 32, "BLOCK_CR_DV": 16,
+                "BLOCK_M_DV": 32, "BLOCK_N_DV": 16, "BLOCK_CR_DV": 16,
                 "BLOCK_M_DQ": 32, "BLOCK_N_DQ": 16, "BLOCK_CR_DQ": 16,
-                "BLOCK_CO_DQ": _pow2(cq, 16, 512), "WARPS_DQ": 8, "WARPS_DV": 8,
+                "BLOCK_CO_DQ": _pow2(cq, 16, 256), "WARPS_DQ": 8, "WARPS_DV": 8,
                 "WARPS_BWD": 8}
     if dtype == torch.float32 and _precision(dtype) == "ieee":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_CR": 16, "BLOCK_DV": _pow2(cv, 16, 128),
@@ -490,7 +492,8 @@ def block_config(nq: int, nk: int, cq: int, cv: int, device: torch.device,
                 "BLOCK_M_BWD": 64, "BLOCK_N_BWD": 64, "BLOCK_CR_BWD": _pow2(min(cq, cv), 16, 32),
                 "BLOCK_CO": _pow2(width, 16, 256), "SEPARATE_DKDV": True,
                 "BLOCK_M_DV": 64, "BLOCK_N_DV": 64, "BLOCK_CR_DV": _pow2(cq, 16, 64),
-                "BLOCK_M_DQ": 64, "BLOCK_N_DQ": 64, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
+                # 32-key dQ blocks: 64 spilled 72 bytes at C = 256 with a dense gradient
+                "BLOCK_M_DQ": 64, "BLOCK_N_DQ": 32, "BLOCK_CR_DQ": _pow2(min(cq, cv), 16, 64),
                 "BLOCK_CO_DQ": _pow2(cq, 16, 256), "WARPS_DQ": 8, "WARPS_DV": 8,
                 "WARPS_BWD": 8}
     # up to 512: 32-row blocks (mma.sync), since 64-row ones spill with 512-wide accumulators

@@ -7,8 +7,8 @@ module closes that gap without a GPU:
 1. **Record.** Representative calls of every public op (forward and backward; float32,
    float16, bfloat16 and float64 where a kernel takes it; NCHW and channels_last; sizes on
    and off the block grid, 2448 and 5000-class images, 1 to 5 levels) run on CPU tensors
-   under the default backend ("auto") while :mod:`uhrops.kernels._launch` records each launch
-   instead of running it. The host code makes the choices it makes on a CUDA device (block
+   under the default backend ("auto") while :func:`uhrops.kernels._launch.recording`
+   records each launch instead of running it. The host code makes the choices it makes on a CUDA device (block
    sizes, warps), not the interpreter's.
 2. **Specialise.** Each launch is bound exactly as ``JITFunction.run`` binds it on a GPU
    (Triton's own binder: argument dtypes, integer and pointer-alignment specialisation,
@@ -18,7 +18,7 @@ module closes that gap without a GPU:
    registers, spill bytes and stack; Triton's metadata gives shared memory; the PTX gives
    the MMA instructions and the vector width of every global load and store.
 
-Run ``python -m uhrops.kernels.compile_check --arch 80,90,100`` for the full matrix (it writes
+Run ``python -m tools.kernels.compile_check --arch 80,90,100`` for the full matrix (it writes
 ``benchmarks/results/kernels-sm<arch>.json``), or ``--suite quick`` for one representative
 set per kernel (what the default test run compiles). The process must not have
 ``TRITON_INTERPRET=1`` set: under the interpreter ``triton.jit`` builds no compilable kernels.
@@ -34,20 +34,17 @@ Convention:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import hashlib
-import io
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Iterable
 
 import torch
+
+from tools.kernels.ptx import compile_launch, describe, metadata, spec_key, specialise
+from uhrops.kernels._launch import Launch, recording
 
 # Shared memory a block may opt in to, per architecture (CUDA programming guide, compute
 # capabilities table): 163 KiB on sm_80, 227 KiB on sm_90 and sm_100.
@@ -87,33 +84,8 @@ FAMILIES = {
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Recording the launches of representative calls
+# Recording the launches of representative calls
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Launch:
-    kernel: Any  # a triton JITFunction
-    grid: tuple[int, ...]
-    args: tuple
-    meta: dict
-    case: str
-
-
-@contextlib.contextmanager
-def recording(sink: list[Launch], case: str):
-    """Inside, every uhrops kernel launch is appended to ``sink`` instead of running."""
-    from uhrops import _backend
-
-    def record(kernel, grid, args, meta):
-        sink.append(Launch(kernel, grid, args, dict(meta), case))
-
-    token = _backend._recorder.set(record)
-    try:
-        with _backend.use_backend("auto"):  # what a default call on a GPU runs
-            yield
-    finally:
-        _backend._recorder.reset(token)
-
-
 @dataclasses.dataclass
 class Case:
     name: str
@@ -129,12 +101,17 @@ def _image(shape, dtype, channels_last=False, grad=True):
 
 
 def _backward(out) -> None:
+    """Backward from dense random gradients, each in its output's dtype and memory format:
+    what a loss in a training step hands the op. (A ``.sum().backward()`` hands it an expanded
+    gradient with stride 0, which Triton specialises differently from the unit-stride
+    gradients of real training: the compile check then compiled, and reported the registers
+    of, kernels no user runs; see :func:`fctl_attention_cases`.)"""
     outs = out if isinstance(out, (list, tuple)) else [out]
     flat = []
     for o in outs:
         flat.extend(o if isinstance(o, (list, tuple)) else [o])
-    total = sum(o.float().sum() for o in flat if o.requires_grad)
-    total.backward()
+    flat = [o for o in flat if o.requires_grad]
+    torch.autograd.backward(flat, [torch.randn_like(o) for o in flat])
 
 
 def _wavelet_cases() -> list[Case]:
@@ -242,7 +219,52 @@ def _attention_cases() -> list[Case]:
                                          _image((1, c, *k_hw), torch.float32),
                                          scale=c ** -0.5))),
             quick=c in (512, 64)))
-    return cases
+    return cases + fctl_attention_cases()
+
+
+# FCtL's correlation (uhrops.attention.LocalContextCorrelation in zoo.fctl): pool5 of a
+# 508 px patch is 23 x 23; the contexts are resized to the patch, so their pool5 is 23 x 23
+# too, and a context kept at twice the patch's side gives 46 x 46. Widths: every power of two
+# from 16 to 512 (key_channels of the block) and 384; batch 1 (inference, the README's
+# protocol) and 8 (training).
+FCTL_WIDTHS = (16, 32, 64, 128, 256, 384, 512)
+FCTL_MAPS = ((23, 23), (23, 23))
+FCTL_WIDE_CONTEXT = ((23, 23), (46, 46))
+# (label, dtype, torch float32 matmul precision): every dtype and precision a kernel takes.
+PRECISIONS = (("float32", torch.float32, "highest"), ("float32-tf32", torch.float32, "high"),
+              ("float16", torch.float16, "highest"), ("bfloat16", torch.bfloat16, "highest"))
+
+
+def fctl_attention_call(c: int, q_hw: tuple[int, int], k_hw: tuple[int, int], batch: int,
+                        dtype: torch.dtype, precision: str) -> None:
+    """One training step's attention call as FCtL makes it: dense q, k, v (the outputs of
+    1x1 convolutions), ``scale=1``, backward from a dense gradient."""
+    import uhrops
+
+    def run() -> None:
+        q = _image((batch, c, *q_hw), dtype)
+        k, v = _image((batch, c, *k_hw), dtype), _image((batch, c, *k_hw), dtype)
+        _backward(uhrops.context_attention(q, k, v, scale=1.0))
+
+    _with_matmul_precision(precision, run)
+
+
+def fctl_attention_cases() -> list[Case]:
+    """Every width, batch, dtype and precision of FCtL's correlation (the full suite); the
+    quick suite keeps C = 256 and 512 at batch 1 in exact fp32 and bfloat16 (the dQ pass at
+    C = 256 and the exact-fp32 backward at C = 512 are the kernels nearest their registers)."""
+    out = []
+    for label, dt, prec in PRECISIONS:
+        for c in FCTL_WIDTHS:
+            for batch in (1, 8):
+                quick = c in (256, 512) and batch == 1 and label in ("float32", "bfloat16")
+                out.append(Case(f"fctl_attention/{label}/C{c}/B{batch}/23x23<-23x23",
+                                lambda c=c, b=batch, dt=dt, p=prec: fctl_attention_call(
+                                    c, *FCTL_MAPS, b, dt, p), quick=quick))
+        out.append(Case(f"fctl_attention/{label}/C512/B1/23x23<-46x46",
+                        lambda dt=dt, p=prec: fctl_attention_call(512, *FCTL_WIDE_CONTEXT, 1,
+                                                                  dt, p)))
+    return out
 
 
 def _with_matmul_precision(precision: str, run: Callable[[], None]) -> None:
@@ -297,15 +319,19 @@ def _tiling_cases() -> list[Case]:
     return cases
 
 
-def cases(suite: str = "full", families: Iterable[str] | None = None) -> list[Case]:
+def cases(suite: str = "full", families: Iterable[str] | None = None,
+          only: Iterable[str] | None = None) -> list[Case]:
     """The representative calls: ``suite`` "full" (every case) or "quick" (a subset that still
-    launches every kernel at least once)."""
+    launches every kernel at least once); ``only``: keep the cases whose name contains one of
+    these strings."""
     makers = {"wavelet": _wavelet_cases, "pyramid": _pyramid_cases,
               "attention": _attention_cases, "tiling": _tiling_cases}
     wanted = list(makers) if families is None else list(families)
     out: list[Case] = []
     for fam in wanted:
         out.extend(c for c in makers[fam]() if suite == "full" or c.quick)
+    if only:
+        out = [c for c in out if any(part in c.name for part in only)]
     return out
 
 
@@ -318,160 +344,14 @@ def record(selected: list[Case]) -> list[Launch]:
     return launches
 
 
-# --------------------------------------------------------------------------------------------
-# 2. Specialising a launch the way Triton does on a GPU of the given architecture
-# --------------------------------------------------------------------------------------------
-_binders: dict[tuple[int, int], Any] = {}
-
-
-def _target(arch: int):
-    from triton.backends.compiler import GPUTarget
-
-    return GPUTarget("cuda", arch, 32)
-
-
-def specialise(launch: Launch, arch: int):
-    """(ASTSource, options) that ``launch`` would compile to on an sm_<arch> GPU."""
-    from triton import knobs
-    from triton.compiler import ASTSource, make_backend
-    from triton.runtime.jit import create_function_from_signature
-
-    kernel = launch.kernel
-    slot = (id(kernel), arch)
-    if slot not in _binders:
-        backend = make_backend(_target(arch))
-        _binders[slot] = (backend, create_function_from_signature(kernel.signature,
-                                                                  kernel.params, backend))
-    backend, binder = _binders[slot]
-    kwargs = dict(launch.meta)
-    # The same extra options JITFunction.run adds before binding.
-    kwargs["debug"] = kwargs.get("debug", kernel.debug) or knobs.runtime.debug
-    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
-    kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
-    bound_args, specialization, options = binder(*launch.args, **kwargs)
-    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args,
-                                                              specialization, options)
-    return ASTSource(kernel, signature, constexprs, attrs), options
-
-
-# --------------------------------------------------------------------------------------------
-# 3. Compiling and reading the resource figures
-# --------------------------------------------------------------------------------------------
-_PTXAS_FN = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-_PTXAS_REGS = re.compile(r"Used (\d+) registers")
-_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
-
-
-def _ptxas_report(ptx: str, arch: int, log: str | None) -> dict[str, int]:
-    """Registers, spills and stack from ptxas -v: the log of Triton's own ptxas run when the
-    compile ran it, else a second ptxas run on the same PTX with Triton's flags."""
-    if not log or "Used" not in log:
-        from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
-
-        with tempfile.TemporaryDirectory() as tmp:
-            src = os.path.join(tmp, "k.ptx")
-            with open(src, "w") as f:
-                f.write(ptx)
-            cmd = [get_ptxas(arch).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
-                   f"--gpu-name={sm_arch_from_capability(arch)}", src,
-                   "-o", os.path.join(tmp, "k.o")]
-            log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
-    fn = _PTXAS_FN.search(log)
-    regs = _PTXAS_REGS.search(log)
-    smem = _PTXAS_SMEM.search(log)
-    return {"registers": int(regs.group(1)) if regs else -1,
-            "stack_bytes": int(fn.group(1)) if fn else -1,
-            "spill_store_bytes": int(fn.group(2)) if fn else -1,
-            "spill_load_bytes": int(fn.group(3)) if fn else -1,
-            "static_shared_bytes": int(smem.group(1)) if smem else 0}
-
-
-# An instruction at the start of a PTX line, after an optional guard predicate (@%p3 / @!%p3).
-_GUARD = r"^\s*(?:@!?%p\d+\s+)?"
-_LD = re.compile(_GUARD + r"ld\.global[.\w:]*?(?:\.v(\d))?\.(b|f|u|s)(\d+)\s", re.M)
-_ST = re.compile(_GUARD + r"st\.global[.\w:]*?(?:\.v(\d))?\.(b|f|u|s)(\d+)\s", re.M)
-
-
-def _count(op: str, ptx: str) -> int:
-    return len(re.findall(_GUARD + re.escape(op), ptx, re.M))
-
-
-def _widths(pattern: re.Pattern, ptx: str) -> dict[str, int]:
-    """Count of global memory instructions by access width in bits ("32", "64", "128")."""
-    out: dict[str, int] = {}
-    for m in pattern.finditer(ptx):
-        bits = int(m.group(1) or 1) * int(m.group(3))
-        out[str(bits)] = out.get(str(bits), 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
-
-
-def ptx_figures(ptx: str) -> dict[str, Any]:
-    """Static instruction counts read from the PTX (each instruction once, loops not unrolled
-    by ptxas counted once)."""
-    return {
-        "mma": _count("mma.sync", ptx),
-        "wgmma": _count("wgmma.mma_async", ptx),
-        "tcgen05_mma": _count("tcgen05.mma.", ptx),
-        "fma_f32": _count("fma.rn.f32", ptx),
-        "global_loads": _widths(_LD, ptx),
-        "global_stores": _widths(_ST, ptx),
-    }
-
-
-def _describe(src, options) -> dict[str, Any]:
-    consts = {str(k[0] if isinstance(k, tuple) and len(k) == 1 else k): (
-        v if isinstance(v, (bool, int, float, str)) else str(v))
-        for k, v in src.constants.items()}
-    names = list(src.fn.arg_names)
-    named = {}
-    for path, value in consts.items():
-        try:
-            named[names[int(path)]] = value
-        except (ValueError, IndexError):
-            named[path] = value
-    pointers = sorted({v for v in src.signature.values() if isinstance(v, str) and
-                       v.startswith("*")})
-    return {"constexprs": named, "num_warps": options.num_warps,
-            "num_stages": options.num_stages, "pointer_types": pointers}
-
-
-def compile_launch(src, options, arch: int) -> dict[str, Any]:
-    """Compile one specialisation; returns its figures or its error."""
-    import triton
-    from triton import knobs
-
-    start = time.perf_counter()
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), knobs.nvidia.scope():
-            knobs.nvidia.dump_ptxas_log = True
-            compiled = triton.compile(src, target=_target(arch), options=options.__dict__)
-    except Exception as exc:  # the compiler's error is the finding
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return {"ok": False, "error": text[:600], "compile_s": time.perf_counter() - start}
-    ptx = compiled.asm["ptx"]
-    figures = {"ok": True, "shared_bytes": int(compiled.metadata.shared)}
-    figures.update(_ptxas_report(ptx, arch, buf.getvalue()))
-    figures.update(ptx_figures(ptx))
-    figures["compile_s"] = round(time.perf_counter() - start, 3)
-    return figures
-
-
-def _spec_key(src, options, arch: int) -> str:
-    h = hashlib.sha256()
-    h.update(src.hash().encode())
-    h.update(repr(sorted((k, str(v)) for k, v in options.__dict__.items())).encode())
-    h.update(str(arch).encode())
-    return h.hexdigest()[:16]
-
-
 def check(archs: list[int], suite: str = "full", families: Iterable[str] | None = None,
-          log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+          log: Callable[[str], None] = lambda s: None,
+          only: Iterable[str] | None = None) -> dict[str, Any]:
     """Record, specialise and compile; returns {"specialisations": [...], "launch_problems":
     [...]} with one entry per distinct (kernel, specialisation, arch)."""
     from uhrops.kernels._launch import grid_problem, kernel_name
 
-    selected = cases(suite, families)
+    selected = cases(suite, families, only)
     launches = record(selected)
     log(f"{len(selected)} cases recorded {len(launches)} launches")
     specs: dict[str, dict[str, Any]] = {}
@@ -484,12 +364,12 @@ def check(archs: list[int], suite: str = "full", families: Iterable[str] | None 
                                     "problem": problem})
         for arch in archs:
             src, options = specialise(launch, arch)
-            key = _spec_key(src, options, arch)
+            key = spec_key(src, options, arch)
             if key in specs:
                 specs[key]["cases"].append(launch.case)
                 continue
             entry = {"kernel": name, "family": FAMILIES.get(launch.kernel.module, "?"),
-                     "arch": arch, **_describe(src, options), "cases": [launch.case],
+                     "arch": arch, **describe(src, options), "cases": [launch.case],
                      "grid_example": list(launch.grid)}
             entry.update(compile_launch(src, options, arch))
             specs[key] = entry
@@ -542,33 +422,25 @@ def summary(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return dict(sorted(table.items()))
 
 
-def _metadata() -> dict[str, Any]:
-    import triton
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"triton": triton.__version__, "torch": torch.__version__, "commit": commit,
-            "date": time.strftime("%Y-%m-%d")}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uhrops.kernels.compile_check",
+    parser = argparse.ArgumentParser(prog="python -m tools.kernels.compile_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="80,90,100",
                         help="comma-separated compute capabilities (default 80,90,100)")
     parser.add_argument("--suite", choices=("full", "quick"), default="full")
     parser.add_argument("--family", action="append", choices=sorted(set(FAMILIES.values())),
                         help="only these op families (repeatable)")
+    parser.add_argument("--case", action="append", metavar="TEXT",
+                        help="only the cases whose name contains TEXT (repeatable; e.g. "
+                             "fctl_attention/float32/C512); writes no results file unless "
+                             "--results-dir is given")
     parser.add_argument("--json", help="write the whole result here")
     parser.add_argument("--results-dir", default=None,
                         help="write kernels-sm<arch>.json here (default benchmarks/results "
                              "for the full suite, nothing for quick)")
     parser.add_argument("--figures", action="store_true",
                         help="also compute the static per-element figures of the memory-bound "
-                             "kernels (uhrops.kernels.static_figures) into a \"figures\" "
+                             "kernels (tools.kernels.static_figures) into a \"figures\" "
                              "section, per arch")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -578,12 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     archs = [int(a) for a in args.arch.split(",") if a.strip()]
     start = time.perf_counter()
     result = check(archs, args.suite, args.family,
-                   log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
-    result["metadata"] = {**_metadata(), "suite": args.suite, "archs": archs,
+                   log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)),
+                   only=args.case)
+    result["metadata"] = {**metadata(), "suite": args.suite, "archs": archs,
                           "seconds": round(time.perf_counter() - start, 1)}
     result["summary"] = summary(result)
     if args.figures:
-        from uhrops.kernels import static_figures
+        from tools.kernels import static_figures
 
         fams = [f for f in (args.family or ["pyramid", "wavelet", "tiling"]) if f != "attention"]
         rows = static_figures.compute(archs, fams) if fams else []
@@ -594,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     results_dir = args.results_dir
-    if results_dir is None and args.suite == "full" and not args.family:  # "" writes nothing
+    if results_dir is None and args.suite == "full" and not args.family and not args.case:  # "" writes nothing
         results_dir = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results")
     if results_dir:
         for arch in archs:

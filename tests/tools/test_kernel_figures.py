@@ -27,7 +27,7 @@ def rows(tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("figures") / "figures.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    proc = subprocess.run([sys.executable, "-m", "uhrops.kernels.static_figures", "--arch", "90",
+    proc = subprocess.run([sys.executable, "-m", "tools.kernels.static_figures", "--arch", "90",
                            "--json", str(out), "--quiet"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if not out.exists():
@@ -38,7 +38,7 @@ def rows(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_figures_arithmetic_by_hand():
-    from uhrops.kernels.static_figures import figures_of
+    from tools.kernels.static_figures import figures_of
 
     # The old pyr_down gather: 4 x 64 outputs, 4 warps, 25 scalar fp32 taps per output
     # (50 per thread), one scalar store per output.

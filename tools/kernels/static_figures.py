@@ -3,8 +3,8 @@
 For each memory-bound kernel (pyramid, Haar wavelet, tiling) at its main specialisation —
 float32 and bfloat16, contiguous NCHW, the sizes UHR users have (2448² images, 1224-wide
 bands, 508-wide patches, 5000 x 4999 images) — this module records the launch the op makes
-on a GPU (as :mod:`uhrops.kernels.compile_check` does), compiles it for an architecture and
-reads from ptxas and the PTX:
+on a GPU (as :mod:`tools.kernels.compile_check` does, through :mod:`tools.kernels.ptx`),
+compiles it for an architecture and reads from ptxas and the PTX:
 
 - registers and spill bytes per thread (ptxas -v);
 - the global load and store instructions per thread, by access width in bits;
@@ -37,7 +37,7 @@ Convention:
     figures are per loop iteration (one covering patch, ``E_in`` = one tile of that patch),
     its store figures per program.
 
-Run ``python -m uhrops.kernels.static_figures --arch 90`` (or ``compile_check --figures``).
+Run ``python -m tools.kernels.static_figures --arch 90`` (or ``compile_check --figures``).
 The process must not have ``TRITON_INTERPRET=1`` set.
 """
 
@@ -51,6 +51,9 @@ import sys
 from typing import Any, Callable, Iterable
 
 import torch
+
+from tools.kernels.ptx import compile_launch, describe, spec_key, specialise
+from uhrops.kernels._launch import Launch, kernel_name, recording
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,8 +230,8 @@ def compute(archs: list[int], families: Iterable[str] | None = None,
     torch.manual_seed(0)
     compiled_cache: dict[str, dict[str, Any]] = {}
     for main in mains(families):
-        launches: list[cc.Launch] = []
-        with cc.recording(launches, main.name):
+        launches: list[Launch] = []
+        with recording(launches, main.name):
             main.run()
         mine = [x for x in launches if kernel_name(x.kernel) == main.kernel]
         if not mine:
@@ -236,12 +239,12 @@ def compute(archs: list[int], families: Iterable[str] | None = None,
         launch = (main.pick or _largest)(mine)
         elem = next(a for a in launch.args if isinstance(a, torch.Tensor)).element_size()
         for arch in archs:
-            src, options = cc.specialise(launch, arch)
-            key = cc._spec_key(src, options, arch)
+            src, options = specialise(launch, arch)
+            key = spec_key(src, options, arch)
             if key not in compiled_cache:
-                compiled_cache[key] = cc.compile_launch(src, options, arch)
+                compiled_cache[key] = compile_launch(src, options, arch)
             comp = compiled_cache[key]
-            desc = cc._describe(src, options)
+            desc = describe(src, options)
             row = {"name": main.name, "family": main.family, "kernel": main.kernel,
                    "arch": arch, "constexprs": desc["constexprs"],
                    "num_warps": desc["num_warps"], "grid": list(launch.grid),
@@ -270,7 +273,7 @@ def format_row(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uhrops.kernels.static_figures",
+    parser = argparse.ArgumentParser(prog="python -m tools.kernels.static_figures",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="90", help="comma-separated compute capabilities")
     parser.add_argument("--family", action="append", choices=["pyramid", "wavelet", "tiling"],

@@ -34,7 +34,7 @@ def _compile(tmp_path_factory, archs: str, suite: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     proc = subprocess.run(
-        [sys.executable, "-m", "uhrops.kernels.compile_check", "--arch", archs, "--suite", suite,
+        [sys.executable, "-m", "tools.kernels.compile_check", "--arch", archs, "--suite", suite,
          "--json", str(out), "--results-dir", "", "--quiet"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     if not out.exists():
@@ -80,7 +80,7 @@ def _assert_limits(result: dict, archs: tuple[int, ...]) -> None:
             if s["shared_bytes"] + s["static_shared_bytes"] > SHARED_KIB[s["arch"]] * 1024]
     assert not over, "shared memory over the per-block limit:\n" + "\n".join(over)
     # Zero on sm_90, except fp32 exact-product attention (FMA units), whose bound of 32 bytes
-    # is documented in uhrops.kernels.compile_check.SPILL_BUDGET.
+    # is documented in tools.kernels.compile_check.SPILL_BUDGET.
     def allowed(s: dict) -> int:
         return 32 if s["kernel"] in TENSOR_CORE_KERNELS and \
             s["constexprs"].get("PREC") == "ieee" else 0
@@ -145,7 +145,7 @@ def _matrix_requested(config) -> bool:
 def test_full_matrix_compiles_for_sm80_sm90_sm100(request, tmp_path_factory):
     if not _matrix_requested(request.config):
         pytest.skip("full compile matrix: run with -m compile_matrix or UHROPS_COMPILE_MATRIX=1 "
-                    "(or python -m uhrops.kernels.compile_check)")
+                    "(or python -m tools.kernels.compile_check)")
     _assert_limits(_compile(tmp_path_factory, "80,90,100", "full"), (80, 90, 100))
 
 
@@ -167,7 +167,7 @@ def test_fp32_attention_precision_follows_torch_setting(precision, expected):
     import torch
 
     import uhrops
-    from uhrops.kernels.compile_check import Launch, recording
+    from uhrops.kernels._launch import Launch, recording
 
     launches: list[Launch] = []
     old = torch.get_float32_matmul_precision()

@@ -1,6 +1,6 @@
 """Matmul work and launch sizes of the attention kernels, read from their recorded launches.
 
-``python -m uhrops.kernels.matmul_work`` prints, for the shapes users run (FCtL's pool5
+``python -m tools.kernels.matmul_work`` prints, for the shapes users run (FCtL's pool5
 correlation: C = 512 on a 23 x 23 map at batch 1, and wider maps), the tensor-core work the
 launches do against two references, and the blocks each kernel launches:
 
@@ -11,7 +11,7 @@ launches do against two references, and the blocks each kernel launches:
 The work of a launch follows from its grid, its block constexprs and its loop bounds (the
 kernels have no data-dependent control flow), written out per kernel in ``launch_flops``.
 Ratios include the padding of the last block of each axis (N = 529 in blocks of 32 pads to
-544: 1.057x on a product of two such axes). ``tests/uhrops/test_matmul_work.py`` checks
+544: 1.057x on a product of two such axes). ``tests/tools/test_matmul_work.py`` checks
 ``launch_flops`` against the flops the Triton interpreter's ``tl.dot`` really executes.
 """
 
@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from uhrops.kernels._launch import kernel_name
+from tools.kernels.ptx import metadata
+from uhrops.kernels._launch import kernel_name, recording
 
 # An H100/H200 has 132 SMs; the launch plans recorded on the CPU assume it (attention.sm_count).
 SMS = 132
@@ -80,7 +81,6 @@ def record_attention(b: int, cq: int, cv: int, hq: int, wq: int, hk: int, wk: in
                      dtype: torch.dtype, precision: str = "highest") -> list[Any]:
     """The launches a CUDA call of context_attention (forward and backward) would make."""
     import uhrops
-    from uhrops.kernels.compile_check import recording
 
     def image(c, h, w):
         return torch.zeros(b, c, h, w, dtype=dtype, requires_grad=True)
@@ -131,7 +131,7 @@ def table(dtypes=(torch.bfloat16, torch.float16)) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uhrops.kernels.matmul_work",
+    parser = argparse.ArgumentParser(prog="python -m tools.kernels.matmul_work",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the rows to this file (the README's block "
                         "reads benchmarks/results/kernels-attention-work.json)")
@@ -142,11 +142,9 @@ def main(argv: list[str] | None = None) -> int:
               f"fwd {r['forward_work_ratio']:.3f}x  bwd {r['backward_work_ratio']:.3f}x  "
               f"fewest blocks {r['min_blocks_matmul_kernels']}  {r['blocks']}")
     if args.json:
-        from uhrops.kernels.compile_check import _metadata
-
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"metadata": _metadata(), "sms": SMS, "rows": rows}, f, indent=1)
+            json.dump({"metadata": metadata(), "sms": SMS, "rows": rows}, f, indent=1)
             f.write("\n")
         os.replace(tmp, args.json)
     return 0

@@ -1,6 +1,6 @@
 """The attention kernels' matmul work and launch sizes (issue 18's static targets).
 
-``launch_flops`` (the work model of uhrops/kernels/matmul_work.py) is checked against what
+``launch_flops`` (the work model of tools/kernels/matmul_work.py) is checked against what
 the Triton interpreter's ``tl.dot`` really multiplies when the same GPU block plans run; the
 targets are then asserted on the launches a CUDA call would make at FCtL's shape.
 """
@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import triton_ready
 from uhrops._backend import use_backend
-from uhrops.kernels import matmul_work as W
+from tools.kernels import matmul_work as W
 
 pytestmark = pytest.mark.triton
 
