@@ -40,9 +40,9 @@ def hann_weight(patch_size: IntPair, *, device: torch.device | str | None = None
         (ph, pw) tensor.
 
     Example:
-        >>> w = hann_weight(4, dtype=torch.float64)
-        >>> bool((w > 0).all()), round(float(w[0, 0] + w[0, 2]), 6)
-        (True, 0.5)
+        >>> w = hann_weight((4, 1), dtype=torch.float64)[:, 0]  # one axis
+        >>> bool((w > 0).all()), round(float(w[0] + w[2]), 6)  # stride 2 = p/2: sums to 1
+        (True, 1.0)
     """
     op = "hann_weight"
     from uhrops.tiling import _pair  # tiling imports this module
