@@ -26,6 +26,9 @@ nothing):
   (``python -m benchmarks.wsdnet_train_memory``).
 - ``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on real
   DeepGlobe crops, from ``wsl-magnitudes.json`` (``python -m benchmarks.wsl_magnitudes``).
+- ``bench:merge-labels``: peak memory and time of labels-only merging
+  (``sliding_window(argmax=True)``) against the full merge + argmax and MONAI, from
+  ``merge-labels.json`` (``python -m benchmarks.merge_labels``).
 
 Plots (Pillow only, :mod:`benchmarks.plot`): ``ops-speedup-<tag>.png`` per machine (speed-up
 against the fastest anchor for every case; attention's memory ratio against SDPA math) and
@@ -52,11 +55,12 @@ from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "kernel-figures",
           "attention-work", "models",
-          "wsdnet-memory", "wsl-magnitudes")
+          "wsdnet-memory", "wsl-magnitudes", "merge-labels")
 # Results files of single benchmarks, each rendered into its own block (not device results).
 WSDNET_MEMORY_FILE = "wsdnet-train-memory.json"
 WSL_MAGNITUDES_FILE = "wsl-magnitudes.json"
-OWN_FILES = (WSDNET_MEMORY_FILE, WSL_MAGNITUDES_FILE)
+MERGE_LABELS_FILE = "merge-labels.json"
+OWN_FILES = (WSDNET_MEMORY_FILE, WSL_MAGNITUDES_FILE, MERGE_LABELS_FILE)
 FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
 # family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
 CRITERIA: dict[str, tuple[str, str, str]] = {
@@ -732,6 +736,37 @@ def wsl_magnitudes_block(doc: dict[str, Any] | None) -> str:
                                         "WSL / CE(seg)"], body)
 
 
+def merge_labels_block(doc: dict[str, Any] | None) -> str:
+    """``bench:merge-labels``: per image size and class count, the time and peak memory of
+    labels-only merging, the full merge + argmax and MONAI + argmax (or the bytes a case that
+    was not run would need), from ``merge-labels.json``."""
+    if not doc:
+        return (f"Not measured: run `python -m benchmarks.merge_labels` (writes "
+                f"benchmarks/results/{MERGE_LABELS_FILE}).")
+    names = {"labels": "`sliding_window(argmax=True)`", "full": "`sliding_window` + argmax",
+             "monai": "MONAI `sliding_window_inference` + argmax"}
+    body = []
+    for r in doc["results"]:
+        case = [f"{r['size']}²", str(r["classes"]), names.get(r["method"], r["method"])]
+        if r.get("skipped"):
+            body.append(case + [f"not run: needs ≥ {r['needs_bytes'] / 2**30:.1f} GiB "
+                                f"(available {r['available_bytes'] / 2**30:.1f} GiB)", "—", "—"])
+        elif "error" in r:
+            body.append(case + ["failed: " + " ".join(r["error"]), "—", "—"])
+        else:
+            body.append(case + [fnum(r["time_s"]), fnum(r["peak_above_start_mb"]),
+                                fnum(r["peak_rss_mb"])])
+    st = doc["setup"]
+    head = (f"`{doc['command']}`, torch {doc['metadata']['torch']}, {st['threads']} threads, "
+            f"{doc['metadata']['time']}: image 1x3xS², predictor {st['predictor']}, windows "
+            f"{st['patch']}² at stride {st['stride']}, {st['weights']} weights, batches of "
+            f"{st['batch']}; each case in its own process (peak = VmHWM). The machine was "
+            f"shared (load average per row in the JSON), so times are indicative; memory is not "
+            f"affected by load.")
+    return head + "\n\n" + md_table(["image", "classes", "method", "time (s)",
+                                     "peak during the call (MB)", "peak RSS (MB)"], body)
+
+
 # ---- README blocks ---------------------------------------------------------------------------
 
 
@@ -750,7 +785,8 @@ def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
             "kernel-figures": kernel_figures_block(kernels or {}),
             "attention-work": attention_work_block(attention_work), "models": models,
             "wsdnet-memory": wsdnet_memory_block((own or {}).get(WSDNET_MEMORY_FILE)),
-            "wsl-magnitudes": wsl_magnitudes_block((own or {}).get(WSL_MAGNITUDES_FILE))}
+            "wsl-magnitudes": wsl_magnitudes_block((own or {}).get(WSL_MAGNITUDES_FILE)),
+            "merge-labels": merge_labels_block((own or {}).get(MERGE_LABELS_FILE))}
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from uhrops.tiling import (
     extract_contexts,
     extract_patches,
     gaussian_weight,
+    hann_weight,
     merge_patches,
     sliding_window,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "extract_contexts",
     "extract_patches",
     "gaussian_weight",
+    "hann_weight",
     "merge_patches",
     "sliding_window",
     "HaarDWT2d",

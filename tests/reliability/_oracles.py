@@ -225,6 +225,14 @@ def gaussian_weight(p: tuple[int, int], sigma_scale: float = 0.125) -> torch.Ten
     return w.clamp(min=max(float(w.min()), 1e-3))
 
 
+def hann_weight(p: tuple[int, int]) -> torch.Tensor:
+    """Hann window with its zeros half a pixel outside the patch: cos² of the distance from
+    the centre, measured in half-periods (1 - cos(2πt))/2 written out as 0.5 - 0.5 cos."""
+    rows = [torch.tensor([0.5 - 0.5 * math.cos(2 * math.pi * (i + 0.5) / n) for i in range(n)],
+                         dtype=F64) for n in p]
+    return rows[0][:, None] * rows[1][None, :]
+
+
 def merge(patches: torch.Tensor, grid, reduction: str = "mean", weight=None) -> torch.Tensor:
     H, W = grid.image_size
     ph, pw = grid.patch_size

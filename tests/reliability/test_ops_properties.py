@@ -1202,6 +1202,25 @@ def case_gaussian_weight(data, module=False):
                 meta=device == "meta", note=dict(fault=fault, sigma=sigma))
 
 
+def case_hann_weight(data, module=False):
+    fault = data.draw(st.sampled_from([None] * 3 + ["patch_size", "dtype"]))
+    ph, pw = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
+    dtype = data.draw(st.sampled_from(FLOATS))
+    device = data.draw(st.sampled_from(DEVICES))
+    patch: Any = (ph, pw)
+    expect = None
+    if fault == "patch_size":
+        patch = data.draw(st.sampled_from([0, (ph, 0), (1.5, 2), None, (ph, pw, 1)]))
+        expect = ((TypeError, ValueError), ("patch_size", "patch_size[0]", "patch_size[1]"))
+    elif fault == "dtype":
+        dtype = data.draw(st.sampled_from(BAD_DTYPES + ("float32",)))
+        expect = (TypeError, ("dtype",))
+    return Case(lambda: uhrops.hann_weight(patch, device=device, dtype=dtype),
+                lambda: O.hann_weight((ph, pw)), expect, "torch",
+                dtype if isinstance(dtype, torch.dtype) else torch.float32,
+                meta=device == "meta", note=dict(fault=fault))
+
+
 class _Fn:
     """A deterministic stand-in network for sliding_window: out = 2 p[:, :c] + 0.25 (+ the mean
     of each context). The oracle applies the same formula to the oracle's patches.
@@ -1415,6 +1434,7 @@ OPS: dict[str, Callable[[Any], Case]] = {
     "extract_contexts": case_extract_contexts,
     "ExtractContexts": lambda d: case_extract_contexts(d, module=True),
     "gaussian_weight": case_gaussian_weight,
+    "hann_weight": case_hann_weight,
     "sliding_window": case_sliding_window,
     "set_backend": case_backend,
 }

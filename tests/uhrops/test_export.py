@@ -283,6 +283,40 @@ def test_onnx_runtime_equals_pytorch(name, tmp_path):
     assert meta["note"] == "test"
 
 
+@pytest.mark.parametrize("name,table", [
+    pytest.param("ops", True, marks=[pytest.mark.long, LONG_ONLY]),  # 1-2 min on 2 cores
+    ("attention", True), ("tiling", True), ("attention", False)])
+def test_plain_torch_onnx_export_equals_pytorch(name, table, tmp_path):
+    """The standard route, torch.onnx.export(dynamo=True), with the translation table and
+    without it: every op of the three modules runs in ONNX Runtime as in PyTorch. (The
+    wavelet/pyramid module's export takes minutes, so it runs with UHROPS_LONG=1; by default
+    it goes through to_onnx, which uses the same hooked decomposition pass.)"""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    module, args = _cases()[name]
+    extra = {"custom_translation_table": ux.onnx_translations()} if table else {}
+    program = torch.onnx.export(module.eval(), args, dynamo=True, verbose=False, **extra)
+    program.save(str(tmp_path / "m.onnx"))
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)})
+    with torch.no_grad():
+        ref = module(*args)
+    close([torch.from_numpy(np.asarray(o)) for o in outs], list(ref))
+
+
+def test_onnx_hook_leaves_other_dispatch_alone():
+    """Only the ONNX exporter's own table gets the decompositions: the global ATen table
+    (which fake tensors consult under dynamic shapes, so torch.compile would) does not."""
+    from torch.onnx._internal.exporter import _decomp as onnx_decomp
+
+    assert not [op for op in torch._decomp.decomposition_table if "uhrops" in str(op)]
+    table = onnx_decomp.create_onnx_friendly_decomposition_table(set())
+    assert set(D) <= set(table)
+    mine = {OPS.pyr_down.default}  # an op given its own translation is left to it
+    assert OPS.pyr_down.default not in onnx_decomp.create_onnx_friendly_decomposition_table(mine)
+
+
 @pytest.mark.long
 @LONG_ONLY
 def test_onnx_dynamic_sizes(tmp_path):

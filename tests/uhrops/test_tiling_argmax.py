@@ -1,0 +1,215 @@
+"""sliding_window(..., argmax=True): labels-only merging, and the "hann" blending window.
+
+Oracles: the full merge's argmax (bitwise: the labels-only path merges the same values in the
+same order, one patch row at a time), and a float64 numpy loop over the patches (Σ w·p / Σ w,
+then np.argmax) where the top two classes are further apart than float32 rounding can move
+them. Ties are checked with integer-valued outputs, where every path is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import uhrops
+import uhrops.tiling as tiling
+from uhrops.tiling import PatchGrid, hann_weight, merge_patches, sliding_window
+
+
+def _conv(cin: int = 3, cout: int = 5) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(cin, cout, 3, padding=1).eval()
+
+
+def _np_weight(weight, ph: int, pw: int) -> np.ndarray:
+    if weight is None:
+        return np.ones((ph, pw))
+    if weight == "hann":  # written from the definition, not from hann_weight
+        a = [np.array([math.sin(math.pi * (i + 0.5) / n) ** 2 for i in range(n)])
+             for n in (ph, pw)]
+        return np.outer(a[0], a[1])
+    return uhrops.gaussian_weight((ph, pw), dtype=torch.float64).numpy()  # MONAI's map
+
+
+def _np_merge(fn, image: torch.Tensor, grid: PatchGrid, weight, reduction: str) -> np.ndarray:
+    """Float64 loop: every patch through fn alone, Σ w·p (and / Σ w)."""
+    B, _, H, W = image.shape
+    ph, pw = grid.patch_size
+    w = _np_weight(weight, ph, pw)
+    acc = norm = None
+    for b in range(B):
+        for y0, x0, _, _ in grid.boxes.tolist():
+            patch = torch.zeros((1, image.shape[1], ph, pw))
+            hh, ww = min(ph, H - y0), min(pw, W - x0)
+            patch[..., :hh, :ww] = image[b:b + 1, :, y0:y0 + hh, x0:x0 + ww]
+            with torch.no_grad():
+                p = fn(patch)[0].double().numpy()
+            if acc is None:
+                acc = np.zeros((B, p.shape[0], H, W))
+                norm = np.zeros((B, 1, H, W))
+            acc[b, :, y0:y0 + hh, x0:x0 + ww] += w[:hh, :ww] * p[:, :hh, :ww]
+            norm[b, :, y0:y0 + hh, x0:x0 + ww] += w[:hh, :ww]
+    return acc / norm if reduction == "mean" else acc
+
+
+CASES = [  # (H, W, stride-grid (patch, stride), batch_size, weight, reduction)
+    (97, 131, (32, 20), 3, None, "mean"),
+    (97, 131, (32, 20), 4, "gaussian", "mean"),
+    (97, 131, (32, 16), 5, "hann", "mean"),
+    (50, 300, (64, 30), 4, "hann", "mean"),  # H < patch: one zero-padded patch row
+    (131, 97, (31, 12), 7, "gaussian", "sum"),  # overlap > stride
+    (120, 90, (40, 40), 2, "hann", "sum"),  # no overlap
+]
+
+
+@pytest.mark.parametrize("H,W,gs,bs,weight,reduction", CASES)
+def test_labels_equal_full_merge_argmax_and_numpy_loop(H, W, gs, bs, weight, reduction):
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), gs[0], gs[1])
+    fn = _conv(3, 6)
+    with torch.no_grad():
+        # per image: the labels-only call never lets a batch span two images, and a conv's
+        # output can change in the last bit with the batch's composition
+        full = torch.cat([sliding_window(fn, x[b:b + 1], grid, bs, reduction=reduction,
+                                         weight=weight) for b in range(2)])
+        labels, score = sliding_window(fn, x, grid, bs, reduction=reduction, weight=weight,
+                                       argmax=True, score=True)
+        only = sliding_window(fn, x, grid, bs, reduction=reduction, weight=weight, argmax=True)
+    assert labels.shape == (2, H, W) and labels.dtype == torch.uint8
+    assert torch.equal(only, labels)
+    assert torch.equal(labels.long(), full.argmax(1))  # same values, same tie rule: bitwise
+    assert torch.equal(score, full.amax(1)) and score.dtype == full.dtype
+    ref = _np_merge(fn, x, grid, weight, reduction)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    # float32 merge of ≤ a dozen terms vs float64: a gap of 1e-5 of the pixel's largest
+    # |value| is far above its rounding (~1e-6 relative); nearer ties the oracle decides nothing
+    decided = (top2[:, 1] - top2[:, 0]) > 1e-5 * np.abs(ref).max(1)
+    assert decided.mean() > 0.95
+    np.testing.assert_array_equal(labels.numpy()[decided], ref.argmax(1)[decided])
+    np.testing.assert_allclose(score.numpy(), ref.max(1), rtol=1e-5, atol=1e-6)
+
+
+def test_ties_go_to_the_first_maximal_class_as_numpy():
+    """Integer-valued outputs, constant weights and "sum": every sum is exact in float32, so
+    ties are real; classes 1 and 3 are equal everywhere and 2 equals them on a stripe."""
+    H, W = 70, 90
+    grid = PatchGrid.from_stride((H, W), 32, 19)
+    x = torch.randint(0, 4, (1, 1, H, W)).float()
+
+    def fn(p):
+        c = torch.floor(p * 3)
+        return torch.cat([c - 1, c, torch.where(p > 1, c, c - 2), c, -c], 1)
+
+    with torch.no_grad():
+        labels = sliding_window(fn, x, grid, 4, reduction="sum", argmax=True)
+    ref = _np_merge(fn, x, grid, None, "sum")
+    np.testing.assert_array_equal(labels.numpy(), ref.argmax(1))  # numpy: first maximum
+    assert (labels == 1).any() and not (labels == 3).any()
+
+
+def test_streamed_reader_sink_and_rows_match_in_memory_labels():
+    torch.manual_seed(2)
+    H, W = 150, 110
+    x = torch.rand(1, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), 40, 28)
+    fn = _conv(3, 4)
+
+    class Reader:
+        image_size = (H, W)
+
+        def read(self, y0, x0, y1, x1):
+            return x[0, :, y0:y1, x0:x1].clone()
+
+    got: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        ref_l, ref_s = sliding_window(fn, x, grid, 5, weight="hann", argmax=True, score=True)
+        out = sliding_window(fn, Reader(), grid, 5, weight="hann", argmax=True, score=True,
+                             sink=lambda y0, ls: got.append((y0, ls[0].clone(), ls[1].clone())))
+        part = sliding_window(fn, Reader(), grid, 5, weight="hann", argmax=True, rows=(50, 97))
+    assert out is None
+    assert [g[0] for g in got] == sorted(g[0] for g in got) and got[0][0] == 0
+    assert torch.equal(torch.cat([g[1] for g in got], -2), ref_l)
+    assert torch.equal(torch.cat([g[2] for g in got], -2), ref_s)
+    assert torch.equal(part[:, 50:97], ref_l[:, 50:97])
+
+
+def test_label_dtype_int16_above_256_classes():
+    x = torch.rand(1, 1, 40, 40)
+    grid = PatchGrid.from_stride((40, 40), 16, 12)
+    k = torch.arange(300, dtype=torch.float32)[None, :, None, None]
+    with torch.no_grad():
+        labels = sliding_window(lambda p: -(k - 299 * p) ** 2, x, grid, 3, argmax=True)
+        full = sliding_window(lambda p: -(k - 299 * p) ** 2, x, grid, 3)
+    assert labels.dtype == torch.int16 and labels.max() > 255
+    assert torch.equal(labels.long(), full.argmax(1))
+
+
+def test_never_allocates_a_full_size_class_accumulator(monkeypatch):
+    """The biggest float buffer is one patch row (C x ph x W), not C x H x W."""
+    H, W, C = 200, 64, 7
+    grid = PatchGrid.from_stride((H, W), 32, 24)
+    sizes: list[int] = []
+    for name in ("_empty", "_zeros", "_pooled_empty"):
+        real = getattr(tiling, name)
+
+        def spy(shape, *a, _real=real, **k):
+            sizes.append(math.prod(shape))
+            return _real(shape, *a, **k)
+
+        monkeypatch.setattr(tiling, name, spy)
+    with torch.no_grad():
+        sliding_window(_conv(3, C), torch.rand(1, 3, H, W), grid, 4, weight="gaussian",
+                       argmax=True)
+    assert sizes and max(sizes) <= C * 32 * W
+    sizes.clear()
+    with torch.no_grad():  # the spy does see the full merge's accumulator
+        sliding_window(_conv(3, C), torch.rand(1, 3, H, W), grid, 4, weight="gaussian")
+    assert max(sizes) == C * H * W
+
+
+def test_bad_argmax_arguments_name_the_fix():
+    x = torch.rand(1, 3, 32, 32)
+    grid = PatchGrid.from_stride((32, 32), 16, 8)
+    with pytest.raises(ValueError, match="`score=True` needs `argmax=True`"):
+        sliding_window(lambda p: p, x, grid, 2, score=True)
+    with pytest.raises(ValueError, match="`argmax` and `score` must be bools"):
+        sliding_window(lambda p: p, x, grid, 2, argmax="yes")
+    with pytest.raises(ValueError, match="at least one channel"):
+        with torch.no_grad():
+            sliding_window(lambda p: p[:, :0], x, grid, 2, argmax=True)
+
+
+def test_hann_weight_definition_and_partition_of_unity():
+    p = 12
+    w = hann_weight((p, 7), dtype=torch.float64)
+    oracle = _np_weight("hann", p, 7)
+    np.testing.assert_allclose(w.numpy(), oracle, rtol=0, atol=1e-15)
+    assert bool((w > 0).all())
+    a = hann_weight((p, 1), dtype=torch.float64)[:, 0]
+    np.testing.assert_allclose((a[:p // 2] + a[p // 2:]).numpy(), np.ones(p // 2), atol=1e-15)
+
+
+def test_hann_border_pixels_keep_their_single_patch_value():
+    """At the image border only one patch covers a pixel: with "hann" (no zero weight) the
+    mean there is that patch's value; a textbook Hann (numpy.hanning, zero at both ends)
+    passed as a tensor gives 0 at the outermost pixels instead."""
+    torch.manual_seed(3)
+    H = W = 64
+    grid = PatchGrid.from_stride((H, W), 32, 16)
+    x = torch.rand(1, 2, H, W) + 1
+    patches = tiling.extract_patches(x, grid)
+    merged = merge_patches(patches, grid, weight="hann")
+    np.testing.assert_allclose(merged.numpy(), x.numpy(), rtol=1e-6)  # identity patches
+    textbook = torch.from_numpy(np.outer(np.hanning(32), np.hanning(32))).float()
+    zeroed = merge_patches(patches, grid, weight=textbook)
+    assert float(zeroed[..., 0, :].abs().max()) == 0.0
+
+
+def test_weight_error_lists_hann():
+    with pytest.raises(ValueError, match='"hann"'):
+        merge_patches(torch.rand(4, 1, 8, 8), PatchGrid.from_stride((16, 16), 8, 8),
+                      weight="hanning")
