@@ -48,7 +48,7 @@ from uhrops.wavelet import (
     haar_waverec2,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendUnavailableError",

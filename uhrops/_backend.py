@@ -106,7 +106,7 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
     :func:`run_with_fallback`), the reason names those kernels and why; the other kernels
     still run there.
     """
-    from uhrops._checks import check_device
+    from uhrops.checks import check_device
 
     device = check_device(device, "device", "triton_unavailable_reason")
     reason = _device_reason(device)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from uhrops import _checks
+from uhrops import checks
 
 __all__ = ["TensorReader", "check_reader", "stream"]
 
@@ -41,8 +41,8 @@ def check_reader(reader: object, op: str) -> tuple[int, int]:
             f"`image_size` = (H, W) and `read(y0, x0, y1, x1)` returning that window as a "
             f"(C, h, w) or (1, C, h, w) tensor; got {type(reader).__name__}. Fix: pass a "
             f"tensor, or add those two members to your reader (see sliding_window's example).")
-    return (_checks.check_int(size[0], "image.image_size[0]", op, 1),
-            _checks.check_int(size[1], "image.image_size[1]", op, 1))
+    return (checks.check_int(size[0], "image.image_size[0]", op, 1),
+            checks.check_int(size[1], "image.image_size[1]", op, 1))
 
 
 def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
@@ -57,7 +57,7 @@ def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
                          f"(C, {y1 - y0}, {x1 - x0}) or (1, C, {y1 - y0}, {x1 - x0}) tensor; "
                          f"got {got}. Fix: return exactly the window asked for, one image "
                          f"(call sliding_window once per image of a batch).")
-    _checks.check_float(t, "image.read(...) output", op)
+    checks.check_float(t, "image.read(...) output", op)
     return t
 
 
@@ -243,7 +243,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                                      f"tensor for a batch of k={k1 - k0} patches; got {got}. "
                                      "Fix: resize the network output to the patch size "
                                      "inside fn.")
-                _checks.check_float(y_out, "fn(...) output", op)
+                checks.check_float(y_out, "fn(...) output", op)
                 now = (y_out.shape[1], y_out.dtype, y_out.device)
                 if first is None:
                     first = now

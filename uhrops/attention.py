@@ -42,7 +42,7 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops._backend import is_triton, resolve, run_with_fallback
 
 __all__ = ["context_attention", "LocalContextCorrelation"]
@@ -329,11 +329,11 @@ _attention_op.register_autograd(_attention_bwd, setup_context=_attention_setup)
 # --------------------------------------------------------------------------------------------
 def _check_inputs(query: object, key: object, value: object, scale: object,
                   center: object) -> None:
-    q = _checks.check_image(query, "query", _OP)
-    k = _checks.check_image(key, "key", _OP)
-    v = _checks.check_image(value, "value", _OP)
-    _checks.check_same_device(_OP, query=q, key=k, value=v)
-    _checks.check_same_dtype(_OP, query=q, key=k, value=v)
+    q = checks.check_image(query, "query", _OP)
+    k = checks.check_image(key, "key", _OP)
+    v = checks.check_image(value, "value", _OP)
+    checks.check_same_device(_OP, query=q, key=k, value=v)
+    checks.check_same_dtype(_OP, query=q, key=k, value=v)
     if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
         raise ValueError(
             f"{_OP}(): batch sizes differ: query has {q.shape[0]}, key {k.shape[0]}, value "
@@ -478,10 +478,10 @@ class LocalContextCorrelation(nn.Module):
                  center: bool = False) -> None:
         super().__init__()
         name = "LocalContextCorrelation"
-        channels = _checks.check_int(channels, "channels", name, minimum=1)
+        channels = checks.check_int(channels, "channels", name, minimum=1)
         if key_channels is None:
             key_channels = channels
-        key_channels = _checks.check_int(key_channels, "key_channels", name, minimum=1)
+        key_channels = checks.check_int(key_channels, "key_channels", name, minimum=1)
         if not isinstance(center, bool):
             raise TypeError(f"{name}(): `center` must be a bool; got {center!r}.")
         self.channels = channels
@@ -505,8 +505,8 @@ class LocalContextCorrelation(nn.Module):
         """``gamma * context_attention(q(local), k(context), v(context))``, shaped like
         ``local``."""
         name = "LocalContextCorrelation"
-        _checks.check_image(local, "local", name)
-        _checks.check_image(context, "context", name)
+        checks.check_image(local, "local", name)
+        checks.check_image(context, "context", name)
         for arg, t in (("local", local), ("context", context)):
             if t.shape[1] != self.channels:
                 raise ValueError(

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops._backend import get_backend, resolve, run_with_fallback, use_backend
 
 __all__ = [
@@ -71,10 +71,10 @@ def _pair(value: object, name: str, op: str, minimum: int | None = 1) -> tuple[i
         if len(value) != 2:
             raise ValueError(f"{op}(): `{name}` must be an int or a pair (h, w); got {value!r} "
                              f"with {len(value)} entries. Fix: pass e.g. {name}=(512, 512).")
-        h = _checks.check_int(value[0], f"{name}[0]", op, minimum)
-        w = _checks.check_int(value[1], f"{name}[1]", op, minimum)
+        h = checks.check_int(value[0], f"{name}[0]", op, minimum)
+        w = checks.check_int(value[1], f"{name}[1]", op, minimum)
         return h, w
-    v = _checks.check_int(value, name, op, minimum)
+    v = checks.check_int(value, name, op, minimum)
     return v, v
 
 
@@ -147,7 +147,7 @@ class PatchGrid:
             if not isinstance(starts, (list, tuple)) or len(starts) == 0:
                 raise ValueError(f"{op}(): `{name}` must be a non-empty sequence of starts; got "
                                  f"{starts!r}.")
-            starts = tuple(_checks.check_int(s, f"{name}[i]", op, 0) for s in starts)
+            starts = tuple(checks.check_int(s, f"{name}[i]", op, 0) for s in starts)
             hi = max(size - p, 0)
             if any(s > hi for s in starts) or any(b < a for a, b in zip(starts, starts[1:])):
                 raise ValueError(
@@ -334,7 +334,7 @@ def gaussian_weight(patch_size: IntPair, sigma_scale: float = 0.125, *,
         raise TypeError(f"{op}(): `dtype` must be a floating torch.dtype; got {dtype!r}. "
                         f"Fix: e.g. dtype=torch.float32.")
     if device is not None:
-        device = _checks.check_device(device, "device", op)
+        device = checks.check_device(device, "device", op)
     axes = []
     for p in (ph, pw):
         x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2.0
@@ -360,12 +360,12 @@ def _weight_map(weight: object, patch: tuple[int, int], ref: Tensor, op: str,
             raise ValueError(f"{op}(): `weight` must be None, \"constant\", \"gaussian\" or a "
                              f"(ph, pw) tensor; got {weight!r}.")
         return gaussian_weight(patch, device=ref.device, dtype=wdtype)
-    w = _checks.check_tensor(weight, "weight", op)
-    _checks.check_float(w, "weight", op)
+    w = checks.check_tensor(weight, "weight", op)
+    checks.check_float(w, "weight", op)
     if tuple(w.shape) != patch:
         raise ValueError(f"{op}(): `weight` must have the patch shape {patch}; got "
                          f"{tuple(w.shape)}. Fix: pass a (ph, pw) map of per-pixel weights.")
-    _checks.check_same_device(op, ref=ref, weight=w)
+    checks.check_same_device(op, ref=ref, weight=w)
     if w.device.type != "meta" and not bool(((w >= 0) & torch.isfinite(w)).all()):
         raise ValueError(f"{op}(): `weight` must hold finite, non-negative weights; got values "
                          f"in [{float(w.min())}, {float(w.max())}]. Fix: e.g. weight.clamp(min=0) "
@@ -963,7 +963,7 @@ def extract_patches(image: Tensor, grid: PatchGrid) -> Tensor:
         torch.Size([9, 3, 32, 32])
     """
     op = "extract_patches"
-    image = _checks.check_image(image, "image", op)
+    image = checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
     backend = resolve(op, image, has_triton=image.dtype != torch.float64)
@@ -1010,11 +1010,11 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
         True
     """
     op = "merge_patches"
-    patches = _checks.check_tensor(patches, "patches", op)
-    _checks.check_rank(patches, "patches", op, 4, "(B*N, C, ph, pw)")
-    _checks.check_float(patches, "patches", op)
+    patches = checks.check_tensor(patches, "patches", op)
+    checks.check_rank(patches, "patches", op, 4, "(B*N, C, ph, pw)")
+    checks.check_float(patches, "patches", op)
     grid = _check_grid(grid, op)
-    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
     n = len(grid)
     if tuple(patches.shape[-2:]) != grid.patch_size:
         raise ValueError(f"{op}(): `patches` are {patches.shape[-2]}x{patches.shape[-1]} but "
@@ -1087,7 +1087,7 @@ def extract_contexts(image: Tensor, grid: PatchGrid, scale: float,
         torch.Size([16, 3, 32, 32])
     """
     op = "extract_contexts"
-    image = _checks.check_image(image, "image", op)
+    image = checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
     scale = _check_scale(scale, op)
@@ -1266,11 +1266,11 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     if sink is not None or rows is not None or not isinstance(image, Tensor):
         return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
                                         progress, reduction, weight, device, sink, rows)
-    image = _checks.check_image(image, "image", op)
+    image = checks.check_image(image, "image", op)
     grid = _check_grid(grid, op)
     _check_image_grid(image, grid, op)
-    batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
-    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    batch_size = checks.check_int(batch_size, "batch_size", op, 1)
+    checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
     if not isinstance(contexts, (list, tuple)):
         raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
                         f"got {type(contexts).__name__}.")
@@ -1280,9 +1280,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
             ctx_specs.append(c)
         else:
             ctx_specs.append(_check_scale(c, op, f"contexts[{i}]"))
-    out_device = image.device if out_device is None else _checks.check_device(
+    out_device = image.device if out_device is None else checks.check_device(
         out_device, "out_device", op, usable=True)
-    device = image.device if device is None else _checks.check_device(device, "device", op,
+    device = image.device if device is None else checks.check_device(device, "device", op,
                                                                       usable=True)
     # the weight is checked now, not at the first batch (no-grad) or in the final
     # merge_patches (with gradients: after every batch has run, under merge_patches' name)
@@ -1376,7 +1376,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                 raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) tensor "
                                  f"for a batch of k={k1 - k0} patches; got {got}. Fix: "
                                  "resize the network output to the patch size inside fn.")
-            _checks.check_float(y, "fn(...) output", op)
+            checks.check_float(y, "fn(...) output", op)
             # Every batch must match the first: the output is allocated from it, and a later
             # batch with fewer channels left memory unwritten, with more it failed in a
             # broadcast, and another dtype was silently cast to the first one's.
@@ -1462,7 +1462,7 @@ def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchG
         raise TypeError(f"{op}(): `sink` must be a callable sink(y0, band) or None; got "
                         f"{type(sink).__name__}.")
     if isinstance(image, Tensor):
-        image = _checks.check_image(image, "image", op)
+        image = checks.check_image(image, "image", op)
         if image.shape[0] != 1:
             raise ValueError(f"{op}(): streaming into a `sink` takes one image (B = 1); got "
                              f"shape {tuple(image.shape)}. Fix: call it once per image.")
@@ -1475,16 +1475,16 @@ def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchG
         raise ValueError(f"{op}(): `image` is {reader.image_size[0]}x{reader.image_size[1]} "
                          f"but the grid was built for {grid.image_size[0]}x"
                          f"{grid.image_size[1]}. Fix: build the grid from the image size.")
-    batch_size = _checks.check_int(batch_size, "batch_size", op, 1)
-    _checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
+    batch_size = checks.check_int(batch_size, "batch_size", op, 1)
+    checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
     if not isinstance(contexts, (list, tuple)):
         raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
                         f"got {type(contexts).__name__}.")
     specs = [c if callable(c) else _check_scale(c, op, f"contexts[{i}]")
              for i, c in enumerate(contexts)]
-    out_device = None if out_device is None else _checks.check_device(
+    out_device = None if out_device is None else checks.check_device(
         out_device, "out_device", op, usable=True)
-    device = None if device is None else _checks.check_device(device, "device", op,
+    device = None if device is None else checks.check_device(device, "device", op,
                                                               usable=True)
     _weight_map(weight, grid.patch_size, torch.empty(0, device=out_device or "cpu"), op)
     if rows is not None:
@@ -1549,7 +1549,7 @@ class MergePatches(nn.Module):
 
     def __init__(self, reduction: str = "mean", weight: Union[str, Tensor, None] = None) -> None:
         super().__init__()
-        _checks.check_choice(reduction, "reduction", "MergePatches", ("mean", "sum"))
+        checks.check_choice(reduction, "reduction", "MergePatches", ("mean", "sum"))
         self.reduction = reduction
         if isinstance(weight, Tensor):
             self.register_buffer("weight", weight)

@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops._backend import resolve, run_with_fallback
 
 __all__ = [
@@ -517,7 +517,7 @@ def haar_dwt2d(x: Tensor, pad_mode: str | None = None) -> Tensor:
         tensor([ 5., -4., -1.,  0.])
     """
     op = "haar_dwt2d"
-    _checks.check_image(x, "x", op)
+    checks.check_image(x, "x", op)
     pad = _pad_code(pad_mode, op)
     _check_even_or_padded(x, pad, op)
     return _dwt_op(x, pad, _resolve(op, x))
@@ -539,9 +539,9 @@ def haar_idwt2d(y: Tensor) -> Tensor:
         (B, C, 2h, 2w).
     """
     op = "haar_idwt2d"
-    _checks.check_tensor(y, "y", op)
-    _checks.check_rank(y, "y", op, 5, "(B, C, 4, h, w)")
-    _checks.check_float(y, "y", op)
+    checks.check_tensor(y, "y", op)
+    checks.check_rank(y, "y", op, 5, "(B, C, 4, h, w)")
+    checks.check_float(y, "y", op)
     if y.shape[2] != 4:
         raise ValueError(f"{op}(): `y` must hold 4 bands (A, H, V, D) on dim 2; got shape "
                          f"{tuple(y.shape)}. Fix: pass the output of haar_dwt2d, or stack "
@@ -571,8 +571,8 @@ def haar_wavedec2(x: Tensor, levels: int, pad_mode: str | None = None) -> tuple[
         ``(low, highs)``.
     """
     op = "haar_wavedec2"
-    _checks.check_image(x, "x", op)
-    _checks.check_int(levels, "levels", op, minimum=1)
+    checks.check_image(x, "x", op)
+    checks.check_int(levels, "levels", op, minimum=1)
     pad = _pad_code(pad_mode, op)
     H, W = x.shape[-2:]
     for i, (h, w) in enumerate(_level_sizes(H, W, levels)):
@@ -611,16 +611,16 @@ def haar_waverec2(low: Tensor, highs: Sequence[Tensor],
         (B, C, H, W).
     """
     op = "haar_waverec2"
-    _checks.check_tensor(low, "low", op)
-    _checks.check_rank(low, "low", op, 4, "(B, C, h, w)")
-    _checks.check_float(low, "low", op)
-    highs = list(_checks.check_sequence_of_tensors(highs, "highs", op, min_len=1))
+    checks.check_tensor(low, "low", op)
+    checks.check_rank(low, "low", op, 4, "(B, C, h, w)")
+    checks.check_float(low, "low", op)
+    highs = list(checks.check_sequence_of_tensors(highs, "highs", op, min_len=1))
     prev = None
     for i, hi in enumerate(highs):
         name = f"highs[{i}]"
-        _checks.check_rank(hi, name, op, 5, "(B, C, 3, h, w)")
-        _checks.check_same_device(op, low=low, **{name: hi})
-        _checks.check_same_dtype(op, low=low, **{name: hi})
+        checks.check_rank(hi, name, op, 5, "(B, C, 3, h, w)")
+        checks.check_same_device(op, low=low, **{name: hi})
+        checks.check_same_dtype(op, low=low, **{name: hi})
         if hi.shape[:3] != (low.shape[0], low.shape[1], 3):
             raise ValueError(f"{op}(): `{name}` must be (B, C, 3, h, w) = ({low.shape[0]}, "
                              f"{low.shape[1]}, 3, h, w); got {tuple(hi.shape)}.")
@@ -646,8 +646,8 @@ def _check_output_size(output_size: object, H: int, W: int, op: str) -> tuple[in
     if not isinstance(output_size, (tuple, list, torch.Size)) or len(output_size) != 2:
         raise TypeError(f"{op}(): `output_size` must be None or a pair (H, W) of ints; got "
                         f"{output_size!r}. Fix: pass the original size, e.g. x.shape[-2:].")
-    oh = _checks.check_int(output_size[0], "output_size[0]", op)
-    ow = _checks.check_int(output_size[1], "output_size[1]", op)
+    oh = checks.check_int(output_size[0], "output_size[0]", op)
+    ow = checks.check_int(output_size[1], "output_size[1]", op)
     if oh not in (H, H - 1) or ow not in (W, W - 1) or min(oh, ow) < 1:
         raise ValueError(f"{op}(): `output_size`={(oh, ow)} cannot come from these bands; "
                          f"expected H in ({H}, {H - 1}) and W in ({W}, {W - 1}). Fix: pass the "
@@ -685,8 +685,8 @@ def haar_packet2d(x: Tensor, levels: int) -> Tensor:
         (B, C, 4**levels, H >> levels, W >> levels).
     """
     op = "haar_packet2d"
-    _checks.check_image(x, "x", op)
-    _checks.check_int(levels, "levels", op, minimum=1, maximum=8)
+    checks.check_image(x, "x", op)
+    checks.check_int(levels, "levels", op, minimum=1, maximum=8)
     _check_packet_size(x, levels, op)
     return _packet_op(x, levels, _resolve(op, x))
 
@@ -698,9 +698,9 @@ def haar_ipacket2d(y: Tensor) -> Tensor:
         - (B, C, 4**L, h, w) -> (B, C, h * 2**L, w * 2**L).
     """
     op = "haar_ipacket2d"
-    _checks.check_tensor(y, "y", op)
-    _checks.check_rank(y, "y", op, 5, "(B, C, 4**levels, h, w)")
-    _checks.check_float(y, "y", op)
+    checks.check_tensor(y, "y", op)
+    checks.check_rank(y, "y", op, 5, "(B, C, 4**levels, h, w)")
+    checks.check_float(y, "y", op)
     n = y.shape[2]
     levels = 0
     while 4**levels < n:
@@ -726,7 +726,7 @@ class HaarDWT2d(nn.Module):
 
     def __init__(self, levels: int = 1, pad_mode: str | None = None) -> None:
         super().__init__()
-        _checks.check_int(levels, "levels", "HaarDWT2d", minimum=1)
+        checks.check_int(levels, "levels", "HaarDWT2d", minimum=1)
         _pad_code(pad_mode, "HaarDWT2d")
         self.levels = levels
         self.pad_mode = pad_mode
@@ -771,7 +771,7 @@ class HaarPacket2d(nn.Module):
 
     def __init__(self, levels: int = 1) -> None:
         super().__init__()
-        _checks.check_int(levels, "levels", "HaarPacket2d", minimum=1, maximum=8)
+        checks.check_int(levels, "levels", "HaarPacket2d", minimum=1, maximum=8)
         self.levels = levels
 
     def forward(self, x: Tensor) -> Tensor:
