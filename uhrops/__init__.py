@@ -26,9 +26,12 @@ from uhrops.pyramid import (
     pyr_up,
 )
 from uhrops.tiling import (
+    BandSink,
     ExtractContexts,
     MergePatches,
     PatchGrid,
+    TensorReader,
+    WindowReader,
     extract_contexts,
     extract_patches,
     gaussian_weight,
@@ -74,6 +77,9 @@ __all__ = [
     "gaussian_weight",
     "merge_patches",
     "sliding_window",
+    "WindowReader",
+    "BandSink",
+    "TensorReader",
     "HaarDWT2d",
     "HaarIDWT2d",
     "HaarIPacket2d",

@@ -44,11 +44,11 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops._backend import is_triton, resolve, run_with_fallback
+from uhrops._dtypes import HALF_DTYPES, accumulation_dtype, float32_or_64
 
 __all__ = ["context_attention", "LocalContextCorrelation"]
 
 _OP = "context_attention"
-_HALF = (torch.float16, torch.bfloat16)
 
 # Logit elements held per chunk by the chunked PyTorch path (2**23 fp32 = 32 MiB).
 _CHUNK_ELEMENTS = 1 << 23
@@ -62,14 +62,6 @@ _CPU_FUSED_MIN_LOGITS = 1 << 20
 # --------------------------------------------------------------------------------------------
 # PyTorch path
 # --------------------------------------------------------------------------------------------
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _chunks(b: int, nq: int, nk: int) -> Iterator[tuple[slice, slice]]:
     """(batch slice, query slice) pairs whose logits hold <= _CHUNK_ELEMENTS elements."""
     budget = max(1, int(_CHUNK_ELEMENTS))
@@ -149,7 +141,7 @@ def _cpu_fused_forward(query: Tensor, key: Tensor, value: Tensor,
         out = out[:, 0].view(b, hq, wq, cv).permute(0, 3, 1, 2)  # a channels_last view
     else:
         out = _maps_from_tokens(out[:, 0], hq, wq)
-    lse = lse[:, 0].to(_lse_dtype(query.dtype)).contiguous()
+    lse = lse[:, 0].to(float32_or_64(query.dtype)).contiguous()
     return out, lse
 
 
@@ -159,7 +151,7 @@ def _chunked_forward(query: Tensor, key: Tensor, value: Tensor,
     cv = value.shape[1]
     nq = hq * wq
     nk = key.shape[2] * key.shape[3]
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)  # (B, Cq, Nq)
     k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
     v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
@@ -177,7 +169,7 @@ def _chunked_forward(query: Tensor, key: Tensor, value: Tensor,
         lse[bs, rs] = (m + denom.log()).squeeze(-1)
         del s, o
     out = out.to(value.dtype).view(b, cv, hq, wq)
-    return out, lse.to(_lse_dtype(query.dtype))
+    return out, lse.to(float32_or_64(query.dtype))
 
 
 def _torch_forward(query: Tensor, key: Tensor, value: Tensor,
@@ -195,7 +187,7 @@ def _torch_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
     cv = value.shape[1]
     nq = hq * wq
     nk = key.shape[2] * key.shape[3]
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)
     k = key.flatten(2).to(cdt)
     v = value.flatten(2).to(cdt)
@@ -235,7 +227,7 @@ def _differentiable_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query
     probabilities (the price of a second derivative; the first-order backward never does).
     P is recomputed from q and k rather than read from the saved out/lse, so the graph does not
     loop back through the custom op."""
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)  # (B, Cq, Nq)
     k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
     v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
@@ -276,7 +268,7 @@ def _(query, key, value, scale, backend):
         and _cpu_fused_channels_last(query) else torch.contiguous_format
     out = torch.empty((b, value.shape[1], hq, wq), dtype=value.dtype, device=query.device,
                       memory_format=fmt)
-    lse = query.new_empty((b, hq * wq), dtype=_lse_dtype(query.dtype))
+    lse = query.new_empty((b, hq * wq), dtype=float32_or_64(query.dtype))
     return out, lse
 
 
@@ -373,7 +365,7 @@ def _check_inputs(query: object, key: object, value: object, scale: object,
 
 
 def _center(x: Tensor) -> Tensor:
-    mean = x.mean(dim=(2, 3), keepdim=True, dtype=_compute_dtype(x.dtype))
+    mean = x.mean(dim=(2, 3), keepdim=True, dtype=accumulation_dtype(x.dtype))
     return (x - mean).to(x.dtype)
 
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops._backend import resolve, run_with_fallback
+from uhrops._dtypes import HALF_DTYPES
 
 __all__ = [
     "pyr_down",
@@ -47,7 +48,6 @@ __all__ = [
     "LaplacianPyramid",
 ]
 
-_HALF = (torch.float16, torch.bfloat16)
 
 # Elements (over all leading dims and one row of the padded block) that a row block of the
 # PyTorch path aims for: ~256K elements = 1 MiB in float32, so the row-pass temporary and the
@@ -218,7 +218,7 @@ def _fold(e: Tensor, dim: int, emap: list[int], off: int, n: int) -> Tensor:
 
 
 def _to_work(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in _HALF else x
+    return x.float() if x.dtype in HALF_DTYPES else x
 
 
 def _torch_down(x: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops._backend import resolve, run_with_fallback
+from uhrops._dtypes import HALF_DTYPES
 
 __all__ = [
     "PAD_MODES",
@@ -66,7 +67,6 @@ PAD_MODES: dict[str, int] = {
     "periodic": 3,
 }
 _NO_PAD = -1  # sizes must already be even
-_HALF = (torch.float16, torch.bfloat16)
 
 # Fused Triton kernels keep up to this many levels of one tile on chip.
 _MAX_FUSED_LEVELS = 4
@@ -85,7 +85,7 @@ def _torch_dwt_into(x: Tensor, low: Tensor, high: Tensor) -> None:
     # but e + o no longer overflows where the bands are finite (a constant 3e38 gave
     # inf - inf = NaN in H, V, D). Rows first so both row halves are contiguous.
     # (x.add_(y, alpha=0.5) rounds once, like the sum of the halves: no full-size temporary.)
-    if x.dtype in _HALF:
+    if x.dtype in HALF_DTYPES:
         x = x.float()
     rows = x.reshape(B, C, H // 2, 2, W)
     even, odd = rows[:, :, :, 0], rows[:, :, :, 1]
@@ -110,7 +110,7 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     dtype = low.dtype
     # Halve the bands first, as in the forward: exact, and A + H cannot overflow where the
     # output is finite (A = H = 3e38 reconstructs 3e38, not inf).
-    if dtype in _HALF:
+    if dtype in HALF_DTYPES:
         low, high = low.float(), high.float()
     hh, vv, dd = high.unbind(2)
     s = torch.mul(low, 0.5).add_(hh, alpha=0.5)  # (a + b)/2 = (A + H)/2
@@ -123,7 +123,7 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     torch.add(t, v, out=out[:, :, :, 1, :, 0])
     torch.sub(t, v, out=out[:, :, :, 1, :, 1])
     out = out.view(B, C, 2 * h, 2 * w)
-    return out.to(dtype) if dtype in _HALF else out
+    return out.to(dtype) if dtype in HALF_DTYPES else out
 
 
 def _pad_source(n: int, pad: int) -> int | None:
