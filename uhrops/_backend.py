@@ -148,17 +148,20 @@ def _device_reason(device: torch.device) -> str | None:
     )
 
 
-def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
+def resolve(op: str, *tensors: torch.Tensor, no_kernel: str | None = None) -> str:
     """Pick the path that ``op`` runs for ``tensors``: "torch", "triton" (asked for: a kernel
     failure raises) or ``AUTO_TRITON`` (chosen by "auto": a kernel failure falls back to
     PyTorch with a warning, see :func:`run_with_fallback`).
 
-    ``has_triton=False`` says the op has no Triton kernel for these arguments; "triton" then
-    raises, "auto" quietly takes PyTorch.
+    ``no_kernel``: why the op's kernel family cannot take these arguments (each family says
+    it in one place, its ``why_no_kernel``), or None when it can; "triton" then raises with
+    that reason, "auto" quietly takes PyTorch.
     """
     device_type = tensors[0].device.type if tensors else "cpu"
     what = f"{tensors[0].dtype} tensors on {device_type}" if tensors else ""
-    return _resolve_for(op, device_type, has_triton, what)
+    if no_kernel is not None:
+        what = f"{what}: {no_kernel}" if what else no_kernel
+    return _resolve_for(op, device_type, no_kernel is None, what)
 
 
 # torch.compile cannot trace ContextVar or os.environ reads; the choice depends only on

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops._backend import is_triton, resolve, run_with_fallback
-from uhrops._dtypes import HALF_DTYPES, accumulation_dtype, float32_or_64
+from uhrops._dtypes import accumulation_dtype, float32_or_64
 
 __all__ = ["context_attention", "LocalContextCorrelation"]
 
@@ -57,6 +57,14 @@ _CHUNK_ELEMENTS = 1 << 23
 # cores, exceeds the whole chunked computation).
 _CPU_FUSED = True
 _CPU_FUSED_MIN_LOGITS = 1 << 20
+
+
+def why_no_kernel(query: Tensor) -> str | None:
+    """Why the attention kernels cannot take ``query`` (None: they can): they compute in
+    float32 (or TF32 / 16-bit products), so float64 runs on the PyTorch path."""
+    if query.dtype == torch.float64:
+        return "the attention kernels compute in float32; float64 runs on the PyTorch path"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +434,7 @@ def context_attention(query: Tensor, key: Tensor, value: Tensor, *, scale: float
         torch.Size([2, 64, 12, 12])
     """
     _check_inputs(query, key, value, scale, center)
-    backend = resolve(_OP, query, key, value, has_triton=query.dtype != torch.float64)
+    backend = resolve(_OP, query, key, value, no_kernel=why_no_kernel(query))
     channels_last = _cpu_fused_channels_last(query)
     if center:
         query = _center(query)

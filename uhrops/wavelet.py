@@ -455,10 +455,16 @@ _ipacket_op.register_autograd(_ipacket_bwd, setup_context=_packet_setup)
 # --------------------------------------------------------------------------------------------
 
 
+def why_no_kernel(t: Tensor) -> str | None:
+    """Why the Haar kernels cannot take ``t`` (None: they can). They compute in float32, so
+    float64 keeps its precision on the PyTorch path ("auto"; "triton" raises)."""
+    if t.dtype == torch.float64:
+        return "the Haar kernels compute in float32; float64 runs on the PyTorch path"
+    return None
+
+
 def _resolve(op: str, t: Tensor) -> str:
-    # The kernels compute in float32: float64 keeps its precision on the PyTorch path (under
-    # "auto"; an explicit "triton" raises BackendUnavailableError).
-    return resolve(op, t, has_triton=t.dtype != torch.float64)
+    return resolve(op, t, no_kernel=why_no_kernel(t))
 
 
 def _pad_code(pad_mode: str | None, op: str) -> int:

@@ -27,9 +27,21 @@ from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, invert_n
                                        patch_factor, place_patch, weight_map, weight_sum_rows,
                                        zero_uncovered)
 
-__all__ = ["ExtractContexts", "MergePatches", "check_scale", "context_window", "contexts_op",
+__all__ = ["why_no_kernel", "ExtractContexts", "MergePatches", "check_scale", "context_window", "contexts_op",
            "contexts_torch", "extract_contexts", "extract_patches", "gather_op", "merge_patches",
            "scatter_op"]
+
+
+def why_no_kernel(op: str, dtype: torch.dtype) -> str | None:
+    """Why the tiling kernels cannot run ``op`` on ``dtype`` (None: they can).
+
+    The gather and merge kernels compute in float32, so float64 takes the PyTorch path;
+    ``extract_contexts`` has a PyTorch path only (a kernel did not pay there)."""
+    if op == "extract_contexts":
+        return "extract_contexts has a PyTorch path only"
+    if dtype == torch.float64:
+        return "the tiling kernels compute in float32; float64 runs on the PyTorch path"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +377,7 @@ def extract_patches(image: Tensor, grid: PatchGrid) -> Tensor:
     image = checks.check_image(image, "image", op)
     grid = check_grid(grid, op)
     check_image_grid(image, grid, op)
-    backend = resolve(op, image, has_triton=image.dtype != torch.float64)
+    backend = resolve(op, image, no_kernel=why_no_kernel(op, image.dtype))
     ph, pw = grid.patch_size
     return gather_op(image, None, list(grid.ys), list(grid.xs), ph, pw, False, backend)
 
@@ -424,7 +436,7 @@ def merge_patches(patches: Tensor, grid: PatchGrid, reduction: str = "mean",
                          f"positive multiple of the grid's {n} patches. Fix: pass B*{n} "
                          "patches in the order extract_patches returns them.")
     w = weight_map(weight, grid.patch_size, patches, op, mean=reduction == "mean")
-    backend = resolve(op, patches, has_triton=patches.dtype != torch.float64)
+    backend = resolve(op, patches, no_kernel=why_no_kernel(op, patches.dtype))
     H, W = grid.image_size
     return scatter_op(patches, w, list(grid.ys), list(grid.xs), H, W, reduction == "mean",
                        backend)
@@ -495,7 +507,7 @@ def extract_contexts(image: Tensor, grid: PatchGrid, scale: float,
         raise TypeError(f"{op}(): `pad_value` must be a number; got {type(pad_value).__name__}.")
     if not isinstance(antialias, bool):
         raise TypeError(f"{op}(): `antialias` must be a bool; got {type(antialias).__name__}.")
-    backend = resolve(op, image, has_triton=False)
+    backend = resolve(op, image, no_kernel=why_no_kernel(op, image.dtype))
     wh, ww, oy, ox = context_window(grid, scale)
     ys = [y - oy for y in grid.ys]
     xs = [x - ox for x in grid.xs]

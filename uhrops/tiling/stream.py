@@ -18,6 +18,7 @@ from torch import Tensor
 
 from uhrops import checks
 from uhrops._dtypes import accumulation_dtype
+from uhrops.tiling.batches import BatchFormat, check_batch_output
 from uhrops.tiling.buffers import empty_buffer, recycle
 from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, patch_factor, place_patch,
                                        uncovered_spans, weight_map)
@@ -243,7 +244,7 @@ def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: 
     w_acc: Tensor | None = None
     band_norm: Tensor | None = None
     norm_row = -1
-    first: tuple[int, torch.dtype, torch.device] | None = None
+    first: BatchFormat | None = None
     try:
         with torch.no_grad():
             for k0 in range(kb, ke, batch_size):
@@ -278,28 +279,14 @@ def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: 
                                           for y, x in starts[k0:k1]], 0)
                     extra.append(part if device is None else part.to(device))
                 y_out = fn(batch, *extra)
-                if not isinstance(y_out, Tensor) or y_out.dim() != 4 \
-                        or y_out.shape[0] != k1 - k0 or tuple(y_out.shape[-2:]) != (ph, pw):
-                    got = tuple(y_out.shape) if isinstance(y_out, Tensor) \
-                        else type(y_out).__name__
-                    raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) "
-                                     f"tensor for a batch of k={k1 - k0} patches; got {got}. "
-                                     "Fix: resize the network output to the patch size "
-                                     "inside fn.")
-                checks.check_float(y_out, "fn(...) output", op)
-                now = (y_out.shape[1], y_out.dtype, y_out.device)
-                if first is None:
-                    first = now
+                is_first = first is None
+                first = check_batch_output(y_out, k0, k1, batch_size, total, (ph, pw), first, op)
+                if is_first:
                     acc_dtype = accumulation_dtype(y_out.dtype)
                     odev = out_device if out_device is not None else y_out.device
                     bands = _Bands(ys, ph, H, W, y_out.shape[1], acc_dtype, y_out.dtype, odev,
                                    uncovered_spans(xs, pw, W), sink, rows)
                     w_acc = weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
-                elif now != first:
-                    raise ValueError(
-                        f"{op}(): `fn`'s output for batch {k0 // batch_size} differs from "
-                        f"batch 0's (channels, dtype, device) {first} -> {now}. Fix: make fn "
-                        "return the same number of channels, dtype and device for every batch.")
                 assert bands is not None
                 yo = y_out.to(device=bands.buf.device)
                 for r, k in enumerate(range(k0, k1)):

@@ -4,6 +4,7 @@ and merge the results, in memory or streamed (:mod:`uhrops.tiling.stream`)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -12,13 +13,14 @@ from torch import Tensor
 from uhrops import checks
 from uhrops._backend import get_backend, use_backend
 from uhrops._dtypes import accumulation_dtype
+from uhrops.tiling.batches import BatchFormat, check_batch_output
 from uhrops.tiling.buffers import pool_keep, pooled_empty, recycle
 from uhrops.tiling.grid import PatchGrid, check_grid, check_image_grid
 from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, patch_factor, place_patch,
                                        weight_map, zero_uncovered)
 from uhrops.tiling.stream import TensorReader, check_reader, run_streamed
 from uhrops.tiling.ops import (check_scale, context_window, contexts_torch, extract_contexts,
-                               extract_patches, merge_patches)
+                               extract_patches, merge_patches, why_no_kernel)
 
 __all__ = ["sliding_window"]
 
@@ -49,13 +51,13 @@ def _contexts_boxes(image: Tensor, grid: PatchGrid, starts: Sequence[tuple[int, 
     return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
-def _torch_where_no_kernel(has_triton: bool) -> Any:
+def _torch_where_no_kernel(no_kernel: str | None) -> Any:
     """use_backend("torch") where "triton" is selected but the op has no kernel for the call.
 
     sliding_window has no kernel of its own and its no-grad path is plain PyTorch under every
     backend, so its differentiable path must not refuse (float64, contexts) what that path
     accepts."""
-    if not has_triton and get_backend() == "triton":
+    if no_kernel is not None and get_backend() == "triton":
         return use_backend("torch")
     return contextlib.nullcontext()
 
@@ -159,37 +161,13 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         [(0, (1, 1, 16, 48)), (16, (1, 1, 16, 48)), (32, (1, 1, 32, 48))]
     """
     op = "sliding_window"
-    if not callable(fn):
-        raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
-                        f"patches); got {type(fn).__name__}.")
-    if sink is not None or rows is not None or not isinstance(image, Tensor):
-        return _sliding_window_streamed(fn, image, grid, batch_size, contexts, out_device,
-                                        progress, reduction, weight, device, sink, rows)
-    image = checks.check_image(image, "image", op)
-    grid = check_grid(grid, op)
-    check_image_grid(image, grid, op)
-    batch_size = checks.check_int(batch_size, "batch_size", op, 1)
-    checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
-    if not isinstance(contexts, (list, tuple)):
-        raise TypeError(f"{op}(): `contexts` must be a list or tuple of scales or callables; "
-                        f"got {type(contexts).__name__}.")
-    ctx_specs: list[Any] = []
-    for i, c in enumerate(contexts):
-        if callable(c):
-            ctx_specs.append(c)
-        else:
-            ctx_specs.append(check_scale(c, op, f"contexts[{i}]"))
-    out_device = image.device if out_device is None else checks.check_device(
-        out_device, "out_device", op, usable=True)
-    device = image.device if device is None else checks.check_device(device, "device", op,
-                                                                      usable=True)
-    # the weight is checked now, not at the first batch (no-grad) or in the final
-    # merge_patches (with gradients: after every batch has run, under merge_patches' name)
-    weight_map(weight, grid.patch_size, torch.empty(0, device=out_device), op)
-    if image.shape[0] == 0:
-        raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
-                         f"there is no patch to run `fn` on, so the output channels are unknown. "
-                         f"Fix: skip the call for an empty batch.")
+    a = _check_arguments(fn, image, grid, batch_size, contexts, out_device, reduction, weight,
+                         device, sink, rows, op)
+    if a.reader is not None:
+        return run_streamed(fn, a.reader, a.grid, a.batch_size, a.ctx_specs, sink, a.out_device,
+                            a.device, reduction, weight, bool(progress), op, a.rows)
+    image, grid, batch_size, ctx_specs = a.image, a.grid, a.batch_size, a.ctx_specs
+    out_device, device = a.out_device, a.device
 
     B = image.shape[0]
     ph, pw = grid.patch_size
@@ -200,9 +178,9 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     differentiable = torch.is_grad_enabled() and image.requires_grad
 
     if differentiable:  # through the custom ops, so the image gets its gradient
-        with _torch_where_no_kernel(image.dtype != torch.float64):
+        with _torch_where_no_kernel(why_no_kernel("extract_patches", image.dtype)):
             all_patches = extract_patches(image, grid)
-        with _torch_where_no_kernel(False):
+        with _torch_where_no_kernel(why_no_kernel("extract_contexts", image.dtype)):
             all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
                        for c in ctx_specs]
 
@@ -223,7 +201,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     acc: Tensor | None = None
     w_acc: Tensor | None = None
     out_dtype: torch.dtype | None = None
-    first: tuple[int, torch.dtype, torch.device] | None = None  # batch 0's C, dtype, device
+    first: BatchFormat | None = None  # batch 0's channels, dtype, device
     try:
         for k0 in range(0, total, batch_size):
             k1 = min(k0 + batch_size, total)
@@ -269,29 +247,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                                                          [starts[i] for i in idx], c))
                 extra.append((torch.cat(parts, 0) if len(parts) > 1 else parts[0]).to(device))
             y = fn(batch, *extra)
-            if not isinstance(y, Tensor) or y.dim() != 4 or y.shape[0] != k1 - k0 \
-                    or tuple(y.shape[-2:]) != (ph, pw):
-                got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-                raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) tensor "
-                                 f"for a batch of k={k1 - k0} patches; got {got}. Fix: "
-                                 "resize the network output to the patch size inside fn.")
-            checks.check_float(y, "fn(...) output", op)
-            # Every batch must match the first: the output is allocated from it, and a later
-            # batch with fewer channels left memory unwritten, with more it failed in a
-            # broadcast, and another dtype was silently cast to the first one's.
-            now = (y.shape[1], y.dtype, y.device)
-            if first is None:
-                first = now
-            elif now != first:
-                what = [f"{u} {a} -> {b}" for a, b, u in zip(first, now,
-                                                              ("channels", "dtype", "device"))
-                        if a != b]
-                raise ValueError(
-                    f"{op}(): `fn`'s output for batch {k0 // batch_size} (patches {k0}..{k1 - 1} "
-                    f"of {total}) differs from batch 0's: {'; '.join(what)}. The merged "
-                    "output has one channel count, dtype and device. "
-                    "Fix: make fn return the same number of channels, dtype and device for "
-                    "every batch (e.g. end it with .float()).")
+            first = check_batch_output(y, k0, k1, batch_size, total, (ph, pw), first, op)
             if outs is None and acc is None:
                 out_dtype = y.dtype
                 if torch.is_grad_enabled() and y.requires_grad:
@@ -337,7 +293,7 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
 
     if outs is not None:
         merged = torch.cat(outs, 0)
-        with _torch_where_no_kernel(merged.dtype != torch.float64):
+        with _torch_where_no_kernel(why_no_kernel("merge_patches", merged.dtype)):
             return merge_patches(merged, grid, reduction, weight)
     assert acc is not None and out_dtype is not None
     band = None
@@ -348,31 +304,50 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     return acc.to(out_dtype)
 
 
-def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchGrid,
-                             batch_size: int, contexts: Any, out_device: Any, progress: bool,
-                             reduction: str, weight: Any, device: Any,
-                             sink: Callable[[int, Tensor], Any] | None,
-                             rows: tuple[int, int] | None) -> Tensor | None:
-    """sliding_window over a reader and/or into a sink: checks, then the streamed loop."""
+@dataclass
+class _Arguments:
+    """sliding_window's arguments, checked once; ``reader`` is set when the call streams
+    (a reader as ``image``, a ``sink`` or ``rows``), ``image`` when it runs in memory."""
 
-    op = "sliding_window"
+    grid: PatchGrid
+    batch_size: int
+    ctx_specs: list[Any]
+    out_device: torch.device | None
+    device: torch.device | None
+    image: Tensor | None = None
+    reader: Any = None
+    rows: tuple[int, int] | None = None
+
+
+def _check_arguments(fn: Any, image: Any, grid: Any, batch_size: Any, contexts: Any,
+                     out_device: Any, reduction: Any, weight: Any, device: Any, sink: Any,
+                     rows: Any, op: str) -> _Arguments:
+    if not callable(fn):
+        raise TypeError(f"{op}(): `fn` must be callable (a model or function on a batch of "
+                        f"patches); got {type(fn).__name__}.")
+    streamed = sink is not None or rows is not None or not isinstance(image, Tensor)
     if sink is not None and not callable(sink):
         raise TypeError(f"{op}(): `sink` must be a callable sink(y0, band) or None; got "
                         f"{type(sink).__name__}.")
+    reader: Any = None
     if isinstance(image, Tensor):
         image = checks.check_image(image, "image", op)
-        if image.shape[0] != 1:
+        if streamed and image.shape[0] != 1:
             raise ValueError(f"{op}(): streaming into a `sink` takes one image (B = 1); got "
                              f"shape {tuple(image.shape)}. Fix: call it once per image.")
-        reader: Any = TensorReader(image)
     else:
         check_reader(image, op)
         reader = image
     grid = check_grid(grid, op)
-    if tuple(reader.image_size) != grid.image_size:
-        raise ValueError(f"{op}(): `image` is {reader.image_size[0]}x{reader.image_size[1]} "
-                         f"but the grid was built for {grid.image_size[0]}x"
-                         f"{grid.image_size[1]}. Fix: build the grid from the image size.")
+    if not streamed:
+        check_image_grid(image, grid, op)
+    else:
+        if reader is None:
+            reader = TensorReader(image)
+        if tuple(reader.image_size) != grid.image_size:
+            raise ValueError(f"{op}(): `image` is {reader.image_size[0]}x{reader.image_size[1]} "
+                             f"but the grid was built for {grid.image_size[0]}x"
+                             f"{grid.image_size[1]}. Fix: build the grid from the image size.")
     batch_size = checks.check_int(batch_size, "batch_size", op, 1)
     checks.check_choice(reduction, "reduction", op, ("mean", "sum"))
     if not isinstance(contexts, (list, tuple)):
@@ -380,11 +355,18 @@ def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchG
                         f"got {type(contexts).__name__}.")
     specs = [c if callable(c) else check_scale(c, op, f"contexts[{i}]")
              for i, c in enumerate(contexts)]
-    out_device = None if out_device is None else checks.check_device(
+    # in memory the devices default to the image's; streamed, to where the windows are
+    here = None if streamed else image.device
+    out_device = here if out_device is None else checks.check_device(
         out_device, "out_device", op, usable=True)
-    device = None if device is None else checks.check_device(device, "device", op,
-                                                              usable=True)
+    device = here if device is None else checks.check_device(device, "device", op, usable=True)
+    # the weight is checked now, not at the first batch (no-grad) or in the final
+    # merge_patches (with gradients: after every batch has run, under merge_patches' name)
     weight_map(weight, grid.patch_size, torch.empty(0, device=out_device or "cpu"), op)
+    if not streamed and image.shape[0] == 0:
+        raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
+                         f"there is no patch to run `fn` on, so the output channels are unknown. "
+                         f"Fix: skip the call for an empty batch.")
     if rows is not None:
         ok = isinstance(rows, (tuple, list)) and len(rows) == 2 and all(
             isinstance(r, int) and not isinstance(r, bool) for r in rows) \
@@ -394,5 +376,5 @@ def _sliding_window_streamed(fn: Callable[..., Tensor], image: Any, grid: PatchG
                              f"<= H = {grid.image_size[0]}; got {rows!r}. Fix: e.g. "
                              f"rows=(0, {grid.image_size[0]}) for every row.")
         rows = (int(rows[0]), int(rows[1]))
-    return run_streamed(fn, reader, grid, batch_size, specs, sink, out_device, device,
-                          reduction, weight, bool(progress), op, rows)
+    return _Arguments(grid, batch_size, specs, out_device, device,
+                      image=None if streamed else image, reader=reader, rows=rows)
