@@ -148,20 +148,22 @@ def _device_reason(device: torch.device) -> str | None:
     )
 
 
-def resolve(op: str, *tensors: torch.Tensor, no_kernel: str | None = None) -> str:
+def resolve(op: str, *tensors: torch.Tensor, no_kernel: str | None = None,
+            has_triton: bool = True) -> str:
     """Pick the path that ``op`` runs for ``tensors``: "torch", "triton" (asked for: a kernel
     failure raises) or ``AUTO_TRITON`` (chosen by "auto": a kernel failure falls back to
     PyTorch with a warning, see :func:`run_with_fallback`).
 
     ``no_kernel``: why the op's kernel family cannot take these arguments (each family says
     it in one place, its ``why_no_kernel``), or None when it can; "triton" then raises with
-    that reason, "auto" quietly takes PyTorch.
+    that reason, "auto" quietly takes PyTorch. ``has_triton=False``: the same without a
+    reason.
     """
     device_type = tensors[0].device.type if tensors else "cpu"
     what = f"{tensors[0].dtype} tensors on {device_type}" if tensors else ""
     if no_kernel is not None:
         what = f"{what}: {no_kernel}" if what else no_kernel
-    return _resolve_for(op, device_type, no_kernel is None, what)
+    return _resolve_for(op, device_type, has_triton and no_kernel is None, what)
 
 
 # torch.compile cannot trace ContextVar or os.environ reads; the choice depends only on
