@@ -1,8 +1,14 @@
+import re
+
 from setuptools import find_packages, setup
+
+# One version, read from the package (no import: torch need not be installed to build).
+VERSION = re.search(r'^__version__ = "([^"]+)"', open("uhrops/__init__.py", encoding="utf-8").read(),
+                    re.M).group(1)
 
 setup(
     name="uhrops",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Differentiable operators for ultra-high-resolution segmentation (Haar wavelets, "
         "Laplacian pyramids, context attention, overlap tiling) with Triton kernels, and a "
@@ -11,7 +17,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["uhrops", "uhrops.*", "zoo", "zoo.*", "benchmarks"]),
+    # The wheel ships what users import: the ops and the model zoo (with its configs).
+    # benchmarks/, tools/ and tests/ work from a checkout only.
+    packages=find_packages(include=["uhrops", "uhrops.*", "zoo", "zoo.*"]),
     package_data={"zoo": ["configs/*.yaml", "data/splits/*/*.txt"]},
     install_requires=[
         # Tested: torch 2.13 (constraints.txt, CI) and 2.11 (the GPU machine); uhrops/ and the

@@ -112,7 +112,7 @@ def train_local(s: dict[str, Any], seed: int = 0) -> tuple[nn.Module, nn.Module]
     """(early, final) stand-in local models trained on random patches (focal loss gamma 3)."""
     from zoo.data.synthetic import SyntheticUHR
     from zoo.losses import focal_loss
-    from zoo.samples import poly_lr
+    from zoo.engine.samples import poly_lr
 
     data = SyntheticUHR(s["train_scenes"], size=(s["size"],) * 2, num_classes=NUM_CLASSES,
                         seed=seed)
@@ -174,12 +174,12 @@ def _refine_cfg(s: dict[str, Any], masks: str, scale: float) -> dict[str, Any]:
 
 def run_synthetic(mode: str, work: str) -> dict[str, Any]:
     from zoo.data.synthetic import SyntheticUHR
-    from zoo.data_factory import SYNTHETIC_VAL_SEED_OFFSET
+    from zoo.data.registry import SYNTHETIC_VAL_SEED_OFFSET
     from zoo.fctl import CSRN, evaluate_merges
-    from zoo.fctl.make_refine_data import write_refine_masks
-    from zoo.io import load_checkpoint
+    from zoo.fctl.refine_masks import write_refine_masks
+    from zoo.core.checkpoint import load_checkpoint
     from zoo.metrics import SegmentationMetrics
-    from zoo.train import train
+    from zoo.engine.trainer import train
     from uhrops.tiling import sliding_window, PatchGrid
 
     s = SETTINGS[mode]
@@ -252,11 +252,11 @@ def run_synthetic(mode: str, work: str) -> dict[str, Any]:
 
 def run_checkpoints(args: argparse.Namespace) -> dict[str, Any]:
     from zoo.config import load_config
-    from zoo.data_factory import build_dataset
+    from zoo.data.registry import build_dataset
     from zoo.fctl import CSRN, FCtLSegmenter, evaluate_merges
-    from zoo.fctl.make_refine_data import load_local_model
-    from zoo.io import load_checkpoint
-    from zoo.train import pick_device
+    from zoo.fctl.local_model import load_local_model
+    from zoo.core.checkpoint import load_checkpoint
+    from zoo.core.runtime import pick_device
 
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     cfg = load_config(args.config, overrides)

@@ -45,7 +45,7 @@ def _call(model_name: str, model: torch.nn.Module, x: torch.Tensor) -> object:
 def _fctl_infer(model: torch.nn.Module, x: torch.Tensor) -> object:
     """FCtL's DeepGlobe inference: the zoo's sliding-window segmenter over the image."""
     from zoo.config import load_config
-    from zoo.engine.task import make_task
+    from zoo.engine.families import make_task
 
     from zoo.engine import families  # noqa: F401 - registers the families
 

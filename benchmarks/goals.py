@@ -184,9 +184,9 @@ def tiling_goals(rounds: int, quick: bool) -> list[dict[str, Any]]:
         rows.append(steadiness_goal(f"sliding_window CPU-time steadiness, {case}", 21,
                                     "uhrops-torch", cpu["uhrops-torch"], 1.5))
     if not quick:
-        from benchmarks.ops_tiling import _stream_row
+        from benchmarks.ops_tiling import stream_row
 
-        r = _stream_row(10240, 508)
+        r = stream_row(10240, 508)
         rows.append(memory_goal("streaming memory, 1x3x10240x10240 -> 1 channel", 5,
                                 "uhrops-torch", r.get("peak_mb"), 700.0,
                                 f"{r['case']}: {r.get('note', '')}"))

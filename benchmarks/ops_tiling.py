@@ -240,7 +240,9 @@ _STREAM = textwrap.dedent("""
 """)
 
 
-def _stream_row(side: int, patch: int) -> dict[str, Any]:
+def stream_row(side: int, patch: int) -> dict[str, Any]:
+    """One streamed sliding_window row: a side x side image in ``patch`` windows, run in a
+    fresh process so that its peak RSS is its own."""
     import os
 
     case = f"stream 1x3x{side}x{side} -> 1ch ({side // patch}+ grid)"
@@ -288,5 +290,5 @@ def run(device: str, quick: bool) -> list[dict]:
     rows += _extract_merge_rows(x, g, "1x3x5000x5000 FCtL 11x11 extract+merge", device, False)
     del x
     if device == "cpu":
-        rows.append(_stream_row(10240, 508))
+        rows.append(stream_row(10240, 508))
     return rows

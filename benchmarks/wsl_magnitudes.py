@@ -23,7 +23,7 @@ from zoo.config import load_config
 from zoo.core.atomic import atomic_write_text
 from zoo.data.registry import build_dataset
 from zoo.wsdnet import WSDNet
-from zoo.wsdnet.losses import WaveletSmoothLoss, _cross_entropy
+from zoo.wsdnet.losses import WaveletSmoothLoss, labelled_cross_entropy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "deepglobe"))
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     model = WSDNet(7).train()
     with torch.no_grad():
         out = model(images)
-    seg = float(_cross_entropy(out["seg"], masks, 255))
-    aux = float(_cross_entropy(out["aux"], masks, 255))
+    seg = float(labelled_cross_entropy(out["seg"], masks, 255))
+    aux = float(labelled_cross_entropy(out["aux"], masks, 255))
     ids = ", ".join(str(s["id"]) for s in samples)
     print(f"DeepGlobe {ids}, top-left {n}x{n} crops, WSDNet(7) at initialisation (seed 0)")
     print(f"CE(seg) {seg:.3f}, CE(aux) {aux:.3f}, lambda_3 * CE(aux) {0.1 * aux:.3f}\n")

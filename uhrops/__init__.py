@@ -26,9 +26,12 @@ from uhrops.pyramid import (
     pyr_up,
 )
 from uhrops.tiling import (
+    BandSink,
     ExtractContexts,
     MergePatches,
     PatchGrid,
+    TensorReader,
+    WindowReader,
     extract_contexts,
     extract_patches,
     gaussian_weight,
@@ -49,7 +52,7 @@ from uhrops.wavelet import (
     haar_waverec2,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendUnavailableError",
@@ -76,6 +79,9 @@ __all__ = [
     "hann_weight",
     "merge_patches",
     "sliding_window",
+    "WindowReader",
+    "BandSink",
+    "TensorReader",
     "HaarDWT2d",
     "HaarIDWT2d",
     "HaarIPacket2d",

@@ -106,7 +106,7 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
     :func:`run_with_fallback`), the reason names those kernels and why; the other kernels
     still run there.
     """
-    from uhrops._checks import check_device
+    from uhrops.checks import check_device
 
     device = check_device(device, "device", "triton_unavailable_reason")
     reason = _device_reason(device)
@@ -120,12 +120,13 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
 
 # Set by the compile check (tools.kernels.compile_check) while it records the launches the
 # host code makes: CPU tensors then plan and "launch" as if on a GPU, and nothing runs.
-_recorder: contextvars.ContextVar = contextvars.ContextVar("uhrops_kernel_recorder", default=None)
+launch_recorder: contextvars.ContextVar = contextvars.ContextVar("uhrops_kernel_recorder",
+                                                                default=None)
 
 
 def recording_launches() -> bool:
     """True inside the compile check's recording (launches are captured, not run)."""
-    return _recorder.get() is not None
+    return launch_recorder.get() is not None
 
 
 def _device_reason(device: torch.device) -> str | None:
@@ -148,17 +149,22 @@ def _device_reason(device: torch.device) -> str | None:
     )
 
 
-def resolve(op: str, *tensors: torch.Tensor, has_triton: bool = True) -> str:
+def resolve(op: str, *tensors: torch.Tensor, no_kernel: str | None = None,
+            has_triton: bool = True) -> str:
     """Pick the path that ``op`` runs for ``tensors``: "torch", "triton" (asked for: a kernel
     failure raises) or ``AUTO_TRITON`` (chosen by "auto": a kernel failure falls back to
     PyTorch with a warning, see :func:`run_with_fallback`).
 
-    ``has_triton=False`` says the op has no Triton kernel for these arguments; "triton" then
-    raises, "auto" quietly takes PyTorch.
+    ``no_kernel``: why the op's kernel family cannot take these arguments (each family says
+    it in one place, its ``why_no_kernel``), or None when it can; "triton" then raises with
+    that reason, "auto" quietly takes PyTorch. ``has_triton=False``: the same without a
+    reason.
     """
     device_type = tensors[0].device.type if tensors else "cpu"
     what = f"{tensors[0].dtype} tensors on {device_type}" if tensors else ""
-    return _resolve_for(op, device_type, has_triton, what)
+    if no_kernel is not None:
+        what = f"{what}: {no_kernel}" if what else no_kernel
+    return _resolve_for(op, device_type, has_triton and no_kernel is None, what)
 
 
 # torch.compile cannot trace ContextVar or os.environ reads; the choice depends only on

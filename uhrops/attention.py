@@ -42,13 +42,13 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops._backend import is_triton, resolve, run_with_fallback
+from uhrops._dtypes import accumulation_dtype, float32_or_64
 
 __all__ = ["context_attention", "LocalContextCorrelation"]
 
 _OP = "context_attention"
-_HALF = (torch.float16, torch.bfloat16)
 
 # Logit elements held per chunk by the chunked PyTorch path (2**23 fp32 = 32 MiB).
 _CHUNK_ELEMENTS = 1 << 23
@@ -59,17 +59,17 @@ _CPU_FUSED = True
 _CPU_FUSED_MIN_LOGITS = 1 << 20
 
 
+def why_no_kernel(query: Tensor) -> str | None:
+    """Why the attention kernels cannot take ``query`` (None: they can): they compute in
+    float32 (or TF32 / 16-bit products), so float64 runs on the PyTorch path."""
+    if query.dtype == torch.float64:
+        return "the attention kernels compute in float32; float64 runs on the PyTorch path"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch path
 # --------------------------------------------------------------------------------------------
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _chunks(b: int, nq: int, nk: int) -> Iterator[tuple[slice, slice]]:
     """(batch slice, query slice) pairs whose logits hold <= _CHUNK_ELEMENTS elements."""
     budget = max(1, int(_CHUNK_ELEMENTS))
@@ -149,7 +149,7 @@ def _cpu_fused_forward(query: Tensor, key: Tensor, value: Tensor,
         out = out[:, 0].view(b, hq, wq, cv).permute(0, 3, 1, 2)  # a channels_last view
     else:
         out = _maps_from_tokens(out[:, 0], hq, wq)
-    lse = lse[:, 0].to(_lse_dtype(query.dtype)).contiguous()
+    lse = lse[:, 0].to(float32_or_64(query.dtype)).contiguous()
     return out, lse
 
 
@@ -159,7 +159,7 @@ def _chunked_forward(query: Tensor, key: Tensor, value: Tensor,
     cv = value.shape[1]
     nq = hq * wq
     nk = key.shape[2] * key.shape[3]
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)  # (B, Cq, Nq)
     k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
     v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
@@ -177,7 +177,7 @@ def _chunked_forward(query: Tensor, key: Tensor, value: Tensor,
         lse[bs, rs] = (m + denom.log()).squeeze(-1)
         del s, o
     out = out.to(value.dtype).view(b, cv, hq, wq)
-    return out, lse.to(_lse_dtype(query.dtype))
+    return out, lse.to(float32_or_64(query.dtype))
 
 
 def _torch_forward(query: Tensor, key: Tensor, value: Tensor,
@@ -195,7 +195,7 @@ def _torch_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query: Tensor,
     cv = value.shape[1]
     nq = hq * wq
     nk = key.shape[2] * key.shape[3]
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)
     k = key.flatten(2).to(cdt)
     v = value.flatten(2).to(cdt)
@@ -235,7 +235,7 @@ def _differentiable_backward(grad_out: Tensor, grad_lse: Optional[Tensor], query
     probabilities (the price of a second derivative; the first-order backward never does).
     P is recomputed from q and k rather than read from the saved out/lse, so the graph does not
     loop back through the custom op."""
-    cdt = _compute_dtype(query.dtype)
+    cdt = accumulation_dtype(query.dtype)
     q = query.flatten(2).to(cdt)  # (B, Cq, Nq)
     k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
     v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
@@ -276,7 +276,7 @@ def _(query, key, value, scale, backend):
         and _cpu_fused_channels_last(query) else torch.contiguous_format
     out = torch.empty((b, value.shape[1], hq, wq), dtype=value.dtype, device=query.device,
                       memory_format=fmt)
-    lse = query.new_empty((b, hq * wq), dtype=_lse_dtype(query.dtype))
+    lse = query.new_empty((b, hq * wq), dtype=float32_or_64(query.dtype))
     return out, lse
 
 
@@ -329,11 +329,11 @@ _attention_op.register_autograd(_attention_bwd, setup_context=_attention_setup)
 # --------------------------------------------------------------------------------------------
 def _check_inputs(query: object, key: object, value: object, scale: object,
                   center: object) -> None:
-    q = _checks.check_image(query, "query", _OP)
-    k = _checks.check_image(key, "key", _OP)
-    v = _checks.check_image(value, "value", _OP)
-    _checks.check_same_device(_OP, query=q, key=k, value=v)
-    _checks.check_same_dtype(_OP, query=q, key=k, value=v)
+    q = checks.check_image(query, "query", _OP)
+    k = checks.check_image(key, "key", _OP)
+    v = checks.check_image(value, "value", _OP)
+    checks.check_same_device(_OP, query=q, key=k, value=v)
+    checks.check_same_dtype(_OP, query=q, key=k, value=v)
     if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
         raise ValueError(
             f"{_OP}(): batch sizes differ: query has {q.shape[0]}, key {k.shape[0]}, value "
@@ -373,7 +373,7 @@ def _check_inputs(query: object, key: object, value: object, scale: object,
 
 
 def _center(x: Tensor) -> Tensor:
-    mean = x.mean(dim=(2, 3), keepdim=True, dtype=_compute_dtype(x.dtype))
+    mean = x.mean(dim=(2, 3), keepdim=True, dtype=accumulation_dtype(x.dtype))
     return (x - mean).to(x.dtype)
 
 
@@ -434,7 +434,7 @@ def context_attention(query: Tensor, key: Tensor, value: Tensor, *, scale: float
         torch.Size([2, 64, 12, 12])
     """
     _check_inputs(query, key, value, scale, center)
-    backend = resolve(_OP, query, key, value, has_triton=query.dtype != torch.float64)
+    backend = resolve(_OP, query, key, value, no_kernel=why_no_kernel(query))
     channels_last = _cpu_fused_channels_last(query)
     if center:
         query = _center(query)
@@ -478,10 +478,10 @@ class LocalContextCorrelation(nn.Module):
                  center: bool = False) -> None:
         super().__init__()
         name = "LocalContextCorrelation"
-        channels = _checks.check_int(channels, "channels", name, minimum=1)
+        channels = checks.check_int(channels, "channels", name, minimum=1)
         if key_channels is None:
             key_channels = channels
-        key_channels = _checks.check_int(key_channels, "key_channels", name, minimum=1)
+        key_channels = checks.check_int(key_channels, "key_channels", name, minimum=1)
         if not isinstance(center, bool):
             raise TypeError(f"{name}(): `center` must be a bool; got {center!r}.")
         self.channels = channels
@@ -505,8 +505,8 @@ class LocalContextCorrelation(nn.Module):
         """``gamma * context_attention(q(local), k(context), v(context))``, shaped like
         ``local``."""
         name = "LocalContextCorrelation"
-        _checks.check_image(local, "local", name)
-        _checks.check_image(context, "context", name)
+        checks.check_image(local, "local", name)
+        checks.check_image(context, "context", name)
         for arg, t in (("local", local), ("context", context)):
             if t.shape[1] != self.channels:
                 raise ValueError(

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uhrops import _checks, _pyramid_cpu
+from uhrops import _pyramid_cpu, checks
 from uhrops._backend import resolve, run_with_fallback
+from uhrops._dtypes import HALF_DTYPES
 
 __all__ = [
     "pyr_down",
@@ -47,7 +48,6 @@ __all__ = [
     "LaplacianPyramid",
 ]
 
-_HALF = (torch.float16, torch.bfloat16)
 
 # Elements (over all leading dims and one row of the padded block) that a row block of the
 # PyTorch path aims for: ~256K elements = 1 MiB in float32, so the row-pass temporary and the
@@ -218,7 +218,7 @@ def _fold(e: Tensor, dim: int, emap: list[int], off: int, n: int) -> Tensor:
 
 
 def _to_work(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in _HALF else x
+    return x.float() if x.dtype in HALF_DTYPES else x
 
 
 def _torch_down(x: Tensor) -> Tensor:
@@ -410,7 +410,7 @@ _pyr_up_add_op.register_autograd(_up_add_bwd, setup_context=_up_add_setup)
 
 
 def _check_x(x: object, op: str, name: str = "x") -> Tensor:
-    t = _checks.check_image(x, name, op)
+    t = checks.check_image(x, name, op)
     H, W = t.shape[-2:]
     if H < 1 or W < 1:
         raise ValueError(f"{op}(): `{name}` must have H >= 1 and W >= 1; got shape "
@@ -427,7 +427,7 @@ def _max_levels(H: int, W: int) -> int:
 
 
 def _check_levels(levels: object, H: int, W: int, op: str) -> int:
-    levels = _checks.check_int(levels, "levels", op, minimum=1)
+    levels = checks.check_int(levels, "levels", op, minimum=1)
     if not (isinstance(H, int) and isinstance(W, int)):
         # symbolic sizes (torch.export / compile with dynamic shapes): comparing them here
         # would add a guard on min(H, W) that pins the exported sizes; the ops' shapes still
@@ -454,8 +454,8 @@ def _check_size(size: object, h: int, w: int, op: str) -> tuple[int, int]:
     if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
         raise TypeError(f"{op}(): `size` must be a pair (H, W) of ints or None; got "
                         f"{size!r}. Fix: pass e.g. size=({2 * h}, {2 * w}).")
-    H = _checks.check_int(size[0], "size[0]", op)
-    W = _checks.check_int(size[1], "size[1]", op)
+    H = checks.check_int(size[0], "size[0]", op)
+    W = checks.check_int(size[1], "size[1]", op)
     if H not in (2 * h - 1, 2 * h) or W not in (2 * w - 1, 2 * w):
         raise ValueError(
             f"{op}(): `size`={(H, W)} cannot come from an input of size {h}x{w}: each side "
@@ -615,13 +615,13 @@ def laplacian_reconstruct(pyramid: Sequence[Tensor]) -> Tensor:
         True
     """
     op = "laplacian_reconstruct"
-    levels = _checks.check_sequence_of_tensors(pyramid, "pyramid", op, min_len=2)
+    levels = checks.check_sequence_of_tensors(pyramid, "pyramid", op, min_len=2)
     for i, t in enumerate(levels):
         _check_x(t, op, f"pyramid[{i}]")
     first = levels[0]
     for i, t in enumerate(levels[1:], start=1):
-        _checks.check_same_device(op, **{"pyramid[0]": first, f"pyramid[{i}]": t})
-        _checks.check_same_dtype(op, **{"pyramid[0]": first, f"pyramid[{i}]": t})
+        checks.check_same_device(op, **{"pyramid[0]": first, f"pyramid[{i}]": t})
+        checks.check_same_dtype(op, **{"pyramid[0]": first, f"pyramid[{i}]": t})
         prev = levels[i - 1]
         want = (prev.shape[0], prev.shape[1], (prev.shape[-2] + 1) // 2,
                 (prev.shape[-1] + 1) // 2)
@@ -652,7 +652,7 @@ class GaussianPyramid(nn.Module):
 
     def __init__(self, levels: int) -> None:
         super().__init__()
-        self.levels = _checks.check_int(levels, "levels", "GaussianPyramid", minimum=1)
+        self.levels = checks.check_int(levels, "levels", "GaussianPyramid", minimum=1)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return gaussian_pyramid(x, self.levels)
@@ -674,7 +674,7 @@ class LaplacianPyramid(nn.Module):
 
     def __init__(self, levels: int) -> None:
         super().__init__()
-        self.levels = _checks.check_int(levels, "levels", "LaplacianPyramid", minimum=1)
+        self.levels = checks.check_int(levels, "levels", "LaplacianPyramid", minimum=1)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return laplacian_pyramid(x, self.levels)

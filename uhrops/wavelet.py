@@ -39,8 +39,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from uhrops import _checks
+from uhrops import checks
 from uhrops._backend import resolve, run_with_fallback
+from uhrops._dtypes import HALF_DTYPES
 
 __all__ = [
     "PAD_MODES",
@@ -66,7 +67,6 @@ PAD_MODES: dict[str, int] = {
     "periodic": 3,
 }
 _NO_PAD = -1  # sizes must already be even
-_HALF = (torch.float16, torch.bfloat16)
 
 # Fused Triton kernels keep up to this many levels of one tile on chip.
 _MAX_FUSED_LEVELS = 4
@@ -85,7 +85,7 @@ def _torch_dwt_into(x: Tensor, low: Tensor, high: Tensor) -> None:
     # but e + o no longer overflows where the bands are finite (a constant 3e38 gave
     # inf - inf = NaN in H, V, D). Rows first so both row halves are contiguous.
     # (x.add_(y, alpha=0.5) rounds once, like the sum of the halves: no full-size temporary.)
-    if x.dtype in _HALF:
+    if x.dtype in HALF_DTYPES:
         x = x.float()
     rows = x.reshape(B, C, H // 2, 2, W)
     even, odd = rows[:, :, :, 0], rows[:, :, :, 1]
@@ -110,7 +110,7 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     dtype = low.dtype
     # Halve the bands first, as in the forward: exact, and A + H cannot overflow where the
     # output is finite (A = H = 3e38 reconstructs 3e38, not inf).
-    if dtype in _HALF:
+    if dtype in HALF_DTYPES:
         low, high = low.float(), high.float()
     hh, vv, dd = high.unbind(2)
     s = torch.mul(low, 0.5).add_(hh, alpha=0.5)  # (a + b)/2 = (A + H)/2
@@ -123,7 +123,7 @@ def _torch_idwt(low: Tensor, high: Tensor) -> Tensor:
     torch.add(t, v, out=out[:, :, :, 1, :, 0])
     torch.sub(t, v, out=out[:, :, :, 1, :, 1])
     out = out.view(B, C, 2 * h, 2 * w)
-    return out.to(dtype) if dtype in _HALF else out
+    return out.to(dtype) if dtype in HALF_DTYPES else out
 
 
 def _pad_source(n: int, pad: int) -> int | None:
@@ -455,10 +455,16 @@ _ipacket_op.register_autograd(_ipacket_bwd, setup_context=_packet_setup)
 # --------------------------------------------------------------------------------------------
 
 
+def why_no_kernel(t: Tensor) -> str | None:
+    """Why the Haar kernels cannot take ``t`` (None: they can). They compute in float32, so
+    float64 keeps its precision on the PyTorch path ("auto"; "triton" raises)."""
+    if t.dtype == torch.float64:
+        return "the Haar kernels compute in float32; float64 runs on the PyTorch path"
+    return None
+
+
 def _resolve(op: str, t: Tensor) -> str:
-    # The kernels compute in float32: float64 keeps its precision on the PyTorch path (under
-    # "auto"; an explicit "triton" raises BackendUnavailableError).
-    return resolve(op, t, has_triton=t.dtype != torch.float64)
+    return resolve(op, t, no_kernel=why_no_kernel(t))
 
 
 def _pad_code(pad_mode: str | None, op: str) -> int:
@@ -517,7 +523,7 @@ def haar_dwt2d(x: Tensor, pad_mode: str | None = None) -> Tensor:
         tensor([ 5., -4., -1.,  0.])
     """
     op = "haar_dwt2d"
-    _checks.check_image(x, "x", op)
+    checks.check_image(x, "x", op)
     pad = _pad_code(pad_mode, op)
     _check_even_or_padded(x, pad, op)
     return _dwt_op(x, pad, _resolve(op, x))
@@ -539,9 +545,9 @@ def haar_idwt2d(y: Tensor) -> Tensor:
         (B, C, 2h, 2w).
     """
     op = "haar_idwt2d"
-    _checks.check_tensor(y, "y", op)
-    _checks.check_rank(y, "y", op, 5, "(B, C, 4, h, w)")
-    _checks.check_float(y, "y", op)
+    checks.check_tensor(y, "y", op)
+    checks.check_rank(y, "y", op, 5, "(B, C, 4, h, w)")
+    checks.check_float(y, "y", op)
     if y.shape[2] != 4:
         raise ValueError(f"{op}(): `y` must hold 4 bands (A, H, V, D) on dim 2; got shape "
                          f"{tuple(y.shape)}. Fix: pass the output of haar_dwt2d, or stack "
@@ -571,8 +577,8 @@ def haar_wavedec2(x: Tensor, levels: int, pad_mode: str | None = None) -> tuple[
         ``(low, highs)``.
     """
     op = "haar_wavedec2"
-    _checks.check_image(x, "x", op)
-    _checks.check_int(levels, "levels", op, minimum=1)
+    checks.check_image(x, "x", op)
+    checks.check_int(levels, "levels", op, minimum=1)
     pad = _pad_code(pad_mode, op)
     H, W = x.shape[-2:]
     for i, (h, w) in enumerate(_level_sizes(H, W, levels)):
@@ -611,16 +617,16 @@ def haar_waverec2(low: Tensor, highs: Sequence[Tensor],
         (B, C, H, W).
     """
     op = "haar_waverec2"
-    _checks.check_tensor(low, "low", op)
-    _checks.check_rank(low, "low", op, 4, "(B, C, h, w)")
-    _checks.check_float(low, "low", op)
-    highs = list(_checks.check_sequence_of_tensors(highs, "highs", op, min_len=1))
+    checks.check_tensor(low, "low", op)
+    checks.check_rank(low, "low", op, 4, "(B, C, h, w)")
+    checks.check_float(low, "low", op)
+    highs = list(checks.check_sequence_of_tensors(highs, "highs", op, min_len=1))
     prev = None
     for i, hi in enumerate(highs):
         name = f"highs[{i}]"
-        _checks.check_rank(hi, name, op, 5, "(B, C, 3, h, w)")
-        _checks.check_same_device(op, low=low, **{name: hi})
-        _checks.check_same_dtype(op, low=low, **{name: hi})
+        checks.check_rank(hi, name, op, 5, "(B, C, 3, h, w)")
+        checks.check_same_device(op, low=low, **{name: hi})
+        checks.check_same_dtype(op, low=low, **{name: hi})
         if hi.shape[:3] != (low.shape[0], low.shape[1], 3):
             raise ValueError(f"{op}(): `{name}` must be (B, C, 3, h, w) = ({low.shape[0]}, "
                              f"{low.shape[1]}, 3, h, w); got {tuple(hi.shape)}.")
@@ -646,8 +652,8 @@ def _check_output_size(output_size: object, H: int, W: int, op: str) -> tuple[in
     if not isinstance(output_size, (tuple, list, torch.Size)) or len(output_size) != 2:
         raise TypeError(f"{op}(): `output_size` must be None or a pair (H, W) of ints; got "
                         f"{output_size!r}. Fix: pass the original size, e.g. x.shape[-2:].")
-    oh = _checks.check_int(output_size[0], "output_size[0]", op)
-    ow = _checks.check_int(output_size[1], "output_size[1]", op)
+    oh = checks.check_int(output_size[0], "output_size[0]", op)
+    ow = checks.check_int(output_size[1], "output_size[1]", op)
     if oh not in (H, H - 1) or ow not in (W, W - 1) or min(oh, ow) < 1:
         raise ValueError(f"{op}(): `output_size`={(oh, ow)} cannot come from these bands; "
                          f"expected H in ({H}, {H - 1}) and W in ({W}, {W - 1}). Fix: pass the "
@@ -685,8 +691,8 @@ def haar_packet2d(x: Tensor, levels: int) -> Tensor:
         (B, C, 4**levels, H >> levels, W >> levels).
     """
     op = "haar_packet2d"
-    _checks.check_image(x, "x", op)
-    _checks.check_int(levels, "levels", op, minimum=1, maximum=8)
+    checks.check_image(x, "x", op)
+    checks.check_int(levels, "levels", op, minimum=1, maximum=8)
     _check_packet_size(x, levels, op)
     return _packet_op(x, levels, _resolve(op, x))
 
@@ -698,9 +704,9 @@ def haar_ipacket2d(y: Tensor) -> Tensor:
         - (B, C, 4**L, h, w) -> (B, C, h * 2**L, w * 2**L).
     """
     op = "haar_ipacket2d"
-    _checks.check_tensor(y, "y", op)
-    _checks.check_rank(y, "y", op, 5, "(B, C, 4**levels, h, w)")
-    _checks.check_float(y, "y", op)
+    checks.check_tensor(y, "y", op)
+    checks.check_rank(y, "y", op, 5, "(B, C, 4**levels, h, w)")
+    checks.check_float(y, "y", op)
     n = y.shape[2]
     levels = 0
     while 4**levels < n:
@@ -726,7 +732,7 @@ class HaarDWT2d(nn.Module):
 
     def __init__(self, levels: int = 1, pad_mode: str | None = None) -> None:
         super().__init__()
-        _checks.check_int(levels, "levels", "HaarDWT2d", minimum=1)
+        checks.check_int(levels, "levels", "HaarDWT2d", minimum=1)
         _pad_code(pad_mode, "HaarDWT2d")
         self.levels = levels
         self.pad_mode = pad_mode
@@ -771,7 +777,7 @@ class HaarPacket2d(nn.Module):
 
     def __init__(self, levels: int = 1) -> None:
         super().__init__()
-        _checks.check_int(levels, "levels", "HaarPacket2d", minimum=1, maximum=8)
+        checks.check_int(levels, "levels", "HaarPacket2d", minimum=1, maximum=8)
         self.levels = levels
 
     def forward(self, x: Tensor) -> Tensor:

@@ -154,7 +154,7 @@ def main() -> int:
         arm(os.environ["UHROPS_FAULT"])
     if os.environ.get("UHROPS_FAULT_WORKER"):
         arm_worker(os.environ["UHROPS_FAULT_WORKER"])
-    from zoo.train import main as train_main
+    from zoo.cli.train import main as train_main
 
     return train_main(sys.argv[1:])
 

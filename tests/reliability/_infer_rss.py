@@ -36,7 +36,6 @@ def _trim() -> None:
 
 def main() -> int:
     import zoo.cli.infer
-    import zoo.infer
 
     log_path = os.environ.get("UHROPS_RSS_LOG")
     kill_after = int(os.environ.get("UHROPS_INFER_KILL_AFTER", "0"))

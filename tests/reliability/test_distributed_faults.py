@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.reliability._report import REPORT
-from zoo.io import read_checkpoint
+from zoo.core.checkpoint import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 12

@@ -27,7 +27,7 @@ from rasterio.enums import ColorInterp  # noqa: E402
 from tests.zoo.test_infer_geo import cheap_task, read, write_geotiff  # noqa: E402
 from tests.zoo.test_infer_geo import settings as infer_settings  # noqa: E402
 from uhrops import PatchGrid, sliding_window  # noqa: E402
-from uhrops._stream import TensorReader  # noqa: E402
+from uhrops.tiling import TensorReader  # noqa: E402
 from zoo.engine import segment_file as sf  # noqa: E402
 from zoo.engine.rasters import open_image  # noqa: E402
 

@@ -36,8 +36,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
 
 def _setup(folder, window: int, overlap: int) -> tuple[str, str]:
     from zoo.config import dump_config, load_config
-    from zoo.io import save_checkpoint
-    from zoo.tasks import make_task
+    from zoo.core.checkpoint import save_checkpoint
+    from zoo.engine.families import make_task
 
     cfg = load_config("quickstart", ["train.device=cpu", f"eval.window=[{window}, {window}]",
                                      f"eval.window_overlap={overlap}", "eval.batch_size=2",

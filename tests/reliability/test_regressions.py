@@ -135,7 +135,7 @@ def test_train_seeds_python_and_numpy_too(tmp_path):
     import random
 
     from zoo.config import load_config
-    from zoo.train import Interrupted, train
+    from zoo.engine.trainer import Interrupted, train
 
     cfg = load_config("quickstart", [
         "train.iters=1", "train.batch_size=2", "train.val_every=0", "train.ckpt_every=1",
@@ -158,9 +158,9 @@ def test_infer_redoes_a_geotiff_whose_tif_mask_is_missing(tmp_path, capsys):
     from PIL import TiffImagePlugin
 
     from zoo.config import dump_config, load_config
-    from zoo.infer import main as infer_main
-    from zoo.io import save_checkpoint
-    from zoo.tasks import make_task
+    from zoo.cli.infer import main as infer_main
+    from zoo.core.checkpoint import save_checkpoint
+    from zoo.engine.families import make_task
 
     cfg = load_config("quickstart", ["train.device=cpu", "model.kwargs={sr_channels: [8, 8, 16], "
                                      "aspp_dilations: [1, 2], aspp_channels: 16, "

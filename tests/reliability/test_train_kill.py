@@ -7,7 +7,7 @@ checkpoint writer (``_faulty_train``: a half-written temporary file, before or a
 rename, a torn ``.json`` twin or log line, the start of an iteration). After each kill:
 
 - the run folder's ``checkpoints/last.safetensors``, when one was written, loads
-  (``zoo.io.read_checkpoint``) and is not newer than the kill;
+  (``zoo.core.checkpoint.read_checkpoint``) and is not newer than the kill;
 - ``--resume`` (or, killed before the first checkpoint, a plain rerun into the same folder)
   finishes with exit status 0;
 - its final checkpoint holds weights, optimizer state and trainer state bit-identical to an
@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from tests.reliability._report import REPORT
-from zoo.io import read_checkpoint
+from zoo.core.checkpoint import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ITERS = 4
@@ -189,8 +189,8 @@ def test_sigkill_many_points(reference, tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_modes_are_not_private(tmp_path):
-    """zoo.io's clean-up removes exactly the writer's half-written files."""
-    from zoo.io import atomic_write_text, remove_stale_temporaries
+    """zoo.core.atomic's clean-up removes exactly the writer's half-written files."""
+    from zoo.core.atomic import atomic_write_text, remove_stale_temporaries
 
     keep = ["last.safetensors", "last.json", "notes.tmp", ".hidden", "a_mask.png"]
     stale = [".last.safetensors.ab12cd_9.tmp", ".last.json.zzzzzzzz.tmp", "a_mask.png.tmp.png"]

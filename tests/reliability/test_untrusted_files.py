@@ -32,10 +32,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.reliability._report import REPORT
-from zoo.backbones._weights import WeightsError, read_state_dict
+from zoo.core.errors import WeightsError
+from zoo.core.weights import read_state_dict
 from zoo.config import DEFAULTS, ConfigError, load_config
 from zoo.data.base import DataFileError, read_image, read_mask_array
-from zoo.io import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from zoo.core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from zoo.core.errors import CheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_MODEL = ["model.kwargs={sr_channels: [8, 8, 16], aspp_dilations: [1, 2], "
@@ -128,7 +130,7 @@ def test_payloads_are_live_when_unpickled_unsafely(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_wsdnet():
-    from zoo.tasks import make_task
+    from zoo.engine.families import make_task
 
     cfg = load_config("quickstart", ["train.device=cpu"] + SMALL_MODEL)
     torch.manual_seed(0)
@@ -137,9 +139,9 @@ def small_wsdnet():
 
 def test_malicious_pickles_are_refused_without_running(tmp_path, small_wsdnet, capsys):
     from zoo.backbones.resnet import ResNet18V1c, load_resnet18_imagenet
-    from zoo.evaluate import main as eval_main
-    from zoo.infer import main as infer_main
-    from zoo.train import main as train_main
+    from zoo.cli.evaluate import main as eval_main
+    from zoo.cli.infer import main as infer_main
+    from zoo.cli.train import main as train_main
 
     cfg, model = small_wsdnet
     marker = str(tmp_path / "PWNED")
@@ -267,7 +269,7 @@ def test_broken_checkpoints_are_refused(tmp_path):
 
 
 def _tiny_run(tmp_path, name="run") -> str:
-    from zoo.train import Interrupted, train
+    from zoo.engine.trainer import Interrupted, train
 
     out = str(tmp_path / name)
     cfg = load_config("quickstart", SMALL_MODEL + [
@@ -297,7 +299,7 @@ def interrupted_run(tmp_path_factory):
 def test_resume_from_a_truncated_checkpoint_loses_nothing(interrupted_run, tmp_path, capsys):
     import shutil
 
-    from zoo.train import main as train_main
+    from zoo.cli.train import main as train_main
 
     out = str(tmp_path / "copy")
     shutil.copytree(interrupted_run, out)
@@ -339,7 +341,7 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("label", sorted(BAD_CONFIGS))
 def test_bad_config_files_are_refused_and_nothing_is_written(label, tmp_path, capsys):
-    from zoo.train import main as train_main
+    from zoo.cli.train import main as train_main
 
     text, key = BAD_CONFIGS[label]
     path = tmp_path / "bad.yaml"
@@ -502,7 +504,7 @@ def _folder_args(root, out, iters=2, extra=()):
 def test_training_stops_cleanly_on_a_corrupt_file_and_keeps_its_checkpoints(tmp_path, capsys):
     """Two iterations on good files, then a file goes bad and the run is resumed: exit 2 with
     the file named, the resume hint, and every file of the run unchanged."""
-    from zoo.train import main as train_main
+    from zoo.cli.train import main as train_main
 
     root = _folder_dataset(tmp_path / "data")
     out = tmp_path / "run"
@@ -530,7 +532,7 @@ def test_masks_outside_the_palette_or_classes_are_refused(tmp_path, capsys):
     from zoo.data.folder import ImageFolderSegmentation
     from zoo.data.inria import binary_mask
     from zoo.data.urur import URUR
-    from zoo.train import main as train_main
+    from zoo.cli.train import main as train_main
 
     # an index mask with class 9 of 7
     root = str(tmp_path / "data")
@@ -578,7 +580,7 @@ def test_masks_outside_the_palette_or_classes_are_refused(tmp_path, capsys):
 
 def _checkpoint_and_config(tmp_path, overrides=()) -> tuple[str, str]:
     from zoo.config import dump_config
-    from zoo.tasks import make_task
+    from zoo.engine.families import make_task
 
     cfg = load_config("quickstart", ["train.device=cpu"] + SMALL_MODEL + list(overrides))
     cfg_path = str(tmp_path / "config.yaml")
@@ -590,7 +592,7 @@ def _checkpoint_and_config(tmp_path, overrides=()) -> tuple[str, str]:
 
 
 def test_folder_inference_reports_corrupt_images_and_does_the_rest(tmp_path, capsys):
-    from zoo.infer import main as infer_main
+    from zoo.cli.infer import main as infer_main
 
     cfg_path, ckpt = _checkpoint_and_config(tmp_path)
     good = []
@@ -621,8 +623,8 @@ def test_images_smaller_than_a_patch_are_padded(tmp_path, capsys):
     patches on a 10x7 image: every output has the input's size (the documented zero padding),
     nothing is refused."""
     from zoo.config import load_config as lc
-    from zoo.infer import main as infer_main
-    from zoo.tasks import make_task
+    from zoo.cli.infer import main as infer_main
+    from zoo.engine.families import make_task
 
     cfg_path, ckpt = _checkpoint_and_config(tmp_path, ["eval.window=[64, 64]",
                                                        "eval.window_overlap=16",

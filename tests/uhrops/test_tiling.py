@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import triton_ready
 from uhrops._backend import BackendUnavailableError, use_backend
-from uhrops import tiling as T
+from uhrops.tiling import ops as T
 from uhrops.tiling import (
     ExtractContexts,
     MergePatches,
@@ -747,14 +747,14 @@ class TestOps:
         x = torch.randn(2, 2, 13, 15, dtype=torch.float64, requires_grad=True)
         p = torch.randn(2 * len(g), 2, 6, 6, dtype=torch.float64, requires_grad=True)
         w = gaussian_weight(6, dtype=torch.float64)
-        torch.library.opcheck(T._gather_op, (x, None, ys, xs, 6, 6, False, "torch"))
-        torch.library.opcheck(T._gather_op, (x, w, ys, xs, 6, 6, True, "torch"))
-        torch.library.opcheck(T._scatter_op, (p, None, ys, xs, 13, 15, True, "torch"))
-        torch.library.opcheck(T._scatter_op, (p, w, ys, xs, 13, 15, False, "torch"))
+        torch.library.opcheck(T.gather_op, (x, None, ys, xs, 6, 6, False, "torch"))
+        torch.library.opcheck(T.gather_op, (x, w, ys, xs, 6, 6, True, "torch"))
+        torch.library.opcheck(T.scatter_op, (p, None, ys, xs, 13, 15, True, "torch"))
+        torch.library.opcheck(T.scatter_op, (p, w, ys, xs, 13, 15, False, "torch"))
         cy, cx = [y - 3 for y in ys], [q - 3 for q in xs]
-        torch.library.opcheck(T._contexts_op, (x, cy, cx, 12, 12, 6, 6, 0.5, True, "torch"))
+        torch.library.opcheck(T.contexts_op, (x, cy, cx, 12, 12, 6, 6, 0.5, True, "torch"))
         gr = torch.randn(2 * len(g), 2, 6, 6, dtype=torch.float64, requires_grad=True)
-        torch.library.opcheck(T._contexts_bwd_op, (gr, cy, cx, 12, 12, 13, 15, True, "torch"))
+        torch.library.opcheck(T.contexts_backward_op, (gr, cy, cx, 12, 12, 13, 15, True, "torch"))
 
     @pytest.mark.compile
     def test_compile(self):

@@ -134,7 +134,7 @@ def test_streamed_reader_sink_and_rows_match_in_memory_labels():
     assert [g[0] for g in got] == sorted(g[0] for g in got) and got[0][0] == 0
     assert torch.equal(torch.cat([g[1] for g in got], -2), ref_l)
     assert torch.equal(torch.cat([g[2] for g in got], -2), ref_s)
-    assert torch.equal(part[:, 50:97], ref_l[:, 50:97])
+    assert torch.equal(part, ref_l[:, 50:97])  # only the rows asked for, as without argmax
 
 
 def test_label_dtype_int16_above_256_classes():

@@ -175,9 +175,9 @@ def test_stream_rows_resume_bitwise(H, W, p, s, bs):
 def test_in_memory_buffers_reused_only_when_released():
     """sliding_window keeps its output and batch buffers for the next call of the same shape
     (steady timings: no fresh pages), but never one the caller still holds."""
-    from uhrops import tiling
+    from uhrops.tiling.buffers import release_buffers
 
-    tiling._release_buffers()
+    release_buffers()
     g = PatchGrid.from_stride((1100, 1000), 512, 400)
     x1, x2 = torch.rand(1, 3, 1100, 1000), torch.rand(1, 3, 1100, 1000)
     with torch.no_grad():
@@ -197,4 +197,4 @@ def test_in_memory_buffers_reused_only_when_released():
         out4 = sliding_window(lambda t: t * 3, x2, g, 2)
         assert out4.data_ptr() != out3.data_ptr()
         torch.testing.assert_close(out3, 3 * x1)
-    tiling._release_buffers()
+    release_buffers()

@@ -18,9 +18,9 @@ def test_pre_redesign_checkpoint_loads_and_evaluates_the_same(tmp_path, one_thre
     from safetensors.torch import load_file
 
     from zoo.config import load_config
-    from zoo.evaluate import main as eval_main
-    from zoo.io import load_checkpoint, read_checkpoint
-    from zoo.tasks import make_task
+    from zoo.cli.evaluate import main as eval_main
+    from zoo.core.checkpoint import load_checkpoint, read_checkpoint
+    from zoo.engine.families import make_task
 
     config = os.path.join(HERE, "config.yaml")
     checkpoint = os.path.join(HERE, "last.safetensors")

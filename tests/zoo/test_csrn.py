@@ -21,8 +21,7 @@ from torch import nn
 from uhrops.tiling import PatchGrid, extract_patches, merge_patches
 from zoo.config import ConfigError, load_config
 from zoo.fctl import CSRN, FCtL, FCtLSegmenter, refine_logits
-from zoo.fctl.make_refine_data import (LOGP_STEPS, RefineMasks, decode_logp, encode_logp,
-                                       write_refine_masks)
+from zoo.fctl.refine_masks import (LOGP_STEPS, RefineMasks, decode_logp, encode_logp, write_refine_masks)
 from zoo.fctl.merging import (evaluate_merges, montage_patches, seam_band_mask, seam_positions,
                               seam_band_width)
 from zoo.losses import focal_loss
@@ -422,7 +421,8 @@ TINY = ["data.dataset=synthetic", "fctl.patch_size=16", "fctl.min_overlap=4", "f
 
 
 def test_refine_configs_are_strict_and_build_a_csrn():
-    from zoo.tasks import RefineTask, make_task
+    from zoo.engine.families import make_task
+    from zoo.engine.fctl_task import RefineTask
 
     for name, n in (("fctl_deepglobe_refine", 7), ("fctl_inria_refine", 2)):
         cfg = load_config(name)
@@ -443,15 +443,13 @@ def test_refine_configs_are_strict_and_build_a_csrn():
     with pytest.raises(ConfigError, match="predictions"):
         make_task(load_config("fctl_deepglobe_refine", ["train.predictions=2"])).build_model()
     with pytest.raises(ConfigError, match="refine.masks"):
-        from zoo.data_factory import build_dataset
-
-        build_dataset(load_config("fctl_deepglobe_refine", ["refine.masks=null"]), "train")
+        make_task(load_config("fctl_deepglobe_refine", ["refine.masks=null"])).build_dataset("train")
 
 
 def test_refine_train_step_is_the_fctl_protocol(one_thread):
     """Gradient = sum over sub-batches of the mean focal loss of refined patches, each with
     its zero-padded context window (checked against a hand loop)."""
-    from zoo.tasks import make_task
+    from zoo.engine.families import make_task
 
     cfg = load_config("fctl_deepglobe_refine", TINY + ["model.num_classes=3"])
     task = make_task(cfg)
@@ -498,9 +496,9 @@ def test_end_to_end_synthetic(tmp_path, capsys):
     """Local FCtL trained briefly -> early-model masks -> CSRN trained briefly -> montage /
     averaging / CSRN with seam-band mIoU on held-out scenes, through the user commands."""
     from benchmarks import csrn_ablation
-    from zoo.fctl import make_refine_data
-    from zoo.fctl.make_refine_data import load_local_model
-    from zoo.train import train
+    from zoo.cli import make_refine_data
+    from zoo.fctl.local_model import load_local_model
+    from zoo.engine.trainer import train
 
     common = ["data.dataset=synthetic", "data.synthetic_train=1", "data.synthetic_val=1",
               "data.synthetic_size=[40, 40]", "fctl.patch_size=32", "fctl.min_overlap=8",
@@ -544,7 +542,7 @@ def test_end_to_end_synthetic(tmp_path, capsys):
 
     # the averaging numbers, recomputed independently from the segmenter and the band loop
     cfg = load_config("fctl_deepglobe_refine", rcfg)
-    from zoo.data_factory import build_dataset
+    from zoo.data.registry import build_dataset
     from zoo.metrics import metrics_from_confusion
 
     test = build_dataset({**cfg, "family": "fctl"}, "test")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from zoo.distributed import AllReduceBatchNorm2d, convert_sync_batchnorm
+from zoo.core.distributed import AllReduceBatchNorm2d, convert_sync_batchnorm
 
 
 def _model() -> torch.nn.Module:

@@ -317,7 +317,7 @@ class TestStream:
 
     @staticmethod
     def _bands(seg, img, rows=None):
-        from uhrops._stream import TensorReader
+        from uhrops.tiling import TensorReader
 
         got = []
         seg.stream(TensorReader(img), lambda y0, b: got.append((y0, b.clone())), rows=rows)
@@ -336,7 +336,7 @@ class TestStream:
 
     def test_global_context_from_a_streamed_resize(self):
         from zoo.fctl.pipeline import resize_global, streamed_resize_global
-        from uhrops._stream import TensorReader
+        from uhrops.tiling import TensorReader
 
         img = torch.rand(1, 3, 203, 77, generator=torch.Generator().manual_seed(6))
         for size in ((16, 16), (50, 30)):  # shrinking, as the global image always is
@@ -349,7 +349,7 @@ class TestStream:
         torch.testing.assert_close(got, seg(img), rtol=1e-5, atol=1e-5)
 
     def test_refuses_what_needs_the_whole_image(self):
-        from uhrops._stream import TensorReader
+        from uhrops.tiling import TensorReader
 
         img = torch.rand(1, 3, 20, 20)
         for kw in (dict(tta=True), dict(context_resize="released"), dict(pad_value=0.5)):

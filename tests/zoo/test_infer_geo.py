@@ -185,7 +185,7 @@ def _tiny_run(tmp_path, H, W):
                                      "eval.window_overlap=16", "eval.batch_size=2",
                                      "eval.max_memory=0.001", *SMALL_WSDNET])
     dump_config(cfg, str(tmp_path / "config.yaml"))
-    from zoo.io import save_checkpoint
+    from zoo.core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(str(tmp_path / "m.safetensors"), make_task(cfg).build_model(), {})
@@ -212,7 +212,7 @@ def _cli(args, env_extra=None):
 def test_two_processes_give_the_files_of_one(tmp_path):
     """A real (small) WSDNet through the command: one process, then two processes sharing
     the bands of one image (RANK / WORLD_SIZE as torchrun sets them)."""
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 1200, 96)
     port = str(free_port())  # torchrun's rendezvous address, as torchrun sets it

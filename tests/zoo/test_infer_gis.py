@@ -47,7 +47,7 @@ def _cli(args, env_extra=None, timeout=120):
 
 
 def test_same_name_in_two_folders_is_refused_naming_both(tmp_path, capsys):
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 64, 64)
     for folder in ("A", "B"):
@@ -65,7 +65,7 @@ def test_same_name_in_two_folders_is_refused_naming_both(tmp_path, capsys):
 def test_same_stem_with_two_suffixes_is_refused(tmp_path, capsys):
     from PIL import Image
 
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 64, 64)
     rng = np.random.default_rng(1)
@@ -80,7 +80,7 @@ def test_sharding_is_a_fixed_partition_of_the_inputs(tmp_path, monkeypatch):
     """Rank 0 runs first and finishes its images; rank 1 starts later, when those are done:
     it must still take its own share (every image segmented), not a share of what is left."""
     import zoo.core.distributed as distributed
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 64, 64)
     names = [f"t{i}" for i in range(5)]
@@ -244,7 +244,7 @@ def test_a_reader_changing_channels_or_dtype_is_an_error(change):
 
 def test_rows_without_sink_returns_only_those_rows():
     from uhrops import PatchGrid, sliding_window
-    from uhrops._stream import TensorReader
+    from uhrops.tiling import TensorReader
 
     arr = torch.rand(2, 50, 30)
     grid = PatchGrid.from_stride((50, 30), 16, 10)
@@ -346,7 +346,7 @@ def test_an_error_in_one_image_does_not_stop_the_others(tmp_path, monkeypatch, c
 
 
 def test_out_under_a_file_names_the_flag(tmp_path, capsys):
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 64, 64)
     (tmp_path / "file").write_text("x")
@@ -409,7 +409,7 @@ def test_resumed_run_starts_its_progress_from_the_work_on_disk(tmp_path, monkeyp
 
 
 def test_cli_says_it_is_resuming(tmp_path, monkeypatch, capsys):
-    from zoo.infer import main
+    from zoo.cli.infer import main
 
     args = _tiny_run(tmp_path, 1200, 64)
     real_write = sf._Parts.write

@@ -47,7 +47,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def wsdnet_export(tmp_path_factory):
-    from zoo.export import main as export_main
+    from zoo.cli.export import main as export_main
 
     tmp = tmp_path_factory.mktemp("onnx")
     cfg_path = tmp / "cfg.yaml"
@@ -102,7 +102,7 @@ def test_metadata_records_what_a_deployer_needs(wsdnet_export):
 
 
 def test_infer_onnxruntime_gives_pytorch_classes(wsdnet_export, tmp_path):
-    from zoo.infer import main as infer_main
+    from zoo.cli.infer import main as infer_main
 
     rng = np.random.default_rng(0)
     img = (rng.random((90, 110, 3)) * 255).astype(np.uint8)
@@ -125,7 +125,7 @@ def test_infer_onnxruntime_gives_pytorch_classes(wsdnet_export, tmp_path):
 
 
 def test_infer_engine_errors(wsdnet_export, tmp_path, capsys):
-    from zoo.infer import main as infer_main
+    from zoo.cli.infer import main as infer_main
 
     assert infer_main(["--engine", "onnxruntime", "x.png", "--out", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
@@ -137,7 +137,7 @@ def test_infer_engine_errors(wsdnet_export, tmp_path, capsys):
 
 
 def test_missing_onnxruntime_names_the_extra(wsdnet_export, tmp_path, monkeypatch, capsys):
-    from zoo.infer import main as infer_main
+    from zoo.cli.infer import main as infer_main
 
     real = builtins.__import__
 
@@ -153,7 +153,7 @@ def test_missing_onnxruntime_names_the_extra(wsdnet_export, tmp_path, monkeypatc
 
 
 def test_export_refuses_bad_requests(wsdnet_export, tmp_path, capsys):
-    from zoo.export import main as export_main
+    from zoo.cli.export import main as export_main
 
     out = str(tmp_path / "m.onnx")
     with pytest.raises(SystemExit):  # argparse: --dynamic and --size exclude each other
@@ -168,7 +168,7 @@ def test_export_refuses_bad_requests(wsdnet_export, tmp_path, capsys):
 @LONG_ONLY
 def test_wsdnet_fixed_size_graph_slides_windows(wsdnet_export, tmp_path):
     from zoo.engine.onnx_engine import load_engine
-    from zoo.export import main as export_main
+    from zoo.cli.export import main as export_main
 
     out = str(tmp_path / "fixed.onnx")
     assert export_main(["--config", wsdnet_export["cfg_path"], "--checkpoint",
@@ -190,8 +190,8 @@ def test_fctl_local_model(variant, tmp_path):
     image): 170 M parameters, a 650 MB file, hence a long variant."""
     from zoo.config import dump_config
     from zoo.engine.onnx_engine import load_engine
-    from zoo.export import main as export_main
-    from zoo.infer import main as infer_main
+    from zoo.cli.export import main as export_main
+    from zoo.cli.infer import main as infer_main
 
     cfg = load_config(f"fctl_{variant}_fcn", [
         f"model.kwargs={{variant: {variant}, stage: full}}", "model.pretrained=none",

@@ -15,9 +15,9 @@ from PIL import Image
 
 from zoo.config import ConfigError, load_config
 from zoo.core.errors import DataFileError, DataNotFoundError, ZooError
-from zoo.data_factory import build_dataset
-from zoo.train import main as train_main
-from zoo.train import train
+from zoo.data.registry import build_dataset
+from zoo.cli.train import main as train_main
+from zoo.engine.trainer import train
 
 TINY = [
     "train.iters=2", "train.batch_size=2", "train.val_every=0", "train.ckpt_every=2",
@@ -188,7 +188,7 @@ def test_progress_lines_and_val_limit(tmp_path, capsys, one_thread):
 def test_flags_override_the_config_only_when_given(tmp_path, monkeypatch, one_thread):
     import zoo.engine.evaluator as evaluator
     from tests.zoo.fixtures.make_checkpoint_fixture import HERE, write_masks
-    from zoo.evaluate import main as eval_main
+    from zoo.cli.evaluate import main as eval_main
 
     masks = str(tmp_path / "masks")
     write_masks(masks)
@@ -214,6 +214,6 @@ def test_every_command_error_is_a_zoo_error_with_an_exit_code():
         assert issubclass(cls, ZooError) and cls.exit_code == 2
     assert issubclass(DataFileError, OSError) and issubclass(ConfigError, ValueError)
     from zoo.data.base import DataFileError as Old
-    from zoo.io import CheckpointError as OldCheckpoint
+    from zoo.core.errors import CheckpointError as OldCheckpoint
 
     assert Old is DataFileError and OldCheckpoint is CheckpointError

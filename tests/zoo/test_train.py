@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from zoo.config import ConfigError, load_config
-from zoo.io import CheckpointError, read_checkpoint
-from zoo.train import Interrupted, main as train_main, train
+from zoo.core.checkpoint import read_checkpoint
+from zoo.core.errors import CheckpointError
+from zoo.cli.train import main as train_main
+from zoo.engine.trainer import Interrupted, train
 
 TINY = [
     "train.iters=4", "train.batch_size=2", "train.val_every=2", "train.ckpt_every=2",
@@ -133,8 +135,8 @@ def test_cli_errors_are_clean(tmp_path, capsys):
 
 
 def test_evaluate_and_infer_clis(tmp_path, shared_data, capsys):
-    from zoo.evaluate import main as eval_main
-    from zoo.infer import main as infer_main
+    from zoo.cli.evaluate import main as eval_main
+    from zoo.cli.infer import main as infer_main
 
     out = tmp_path / "run"
     train(tiny_cfg("train.iters=1", "train.val_every=0"), str(out))
@@ -195,7 +197,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     """
     import torch.multiprocessing as mp
 
-    from zoo.tasks import make_task
+    from zoo.engine.families import make_task
 
     overrides = TINY + ["train.iters=1", "train.batch_size=4", "train.val_every=0",
                         "train.ckpt_every=1", "data.hflip=0.0", "data.vflip=0.0",

@@ -15,8 +15,9 @@ import zoo.engine.trainer as trainer_mod
 from zoo.config import load_config
 from zoo.core.errors import DataNotFoundError
 from zoo.engine.families import make_task
-from zoo.io import read_checkpoint
-from zoo.train import main as train_main, train
+from zoo.core.checkpoint import read_checkpoint
+from zoo.cli.train import main as train_main
+from zoo.engine.trainer import train
 
 TINY = [
     "train.iters=2", "train.batch_size=2", "train.val_every=2", "train.ckpt_every=2",

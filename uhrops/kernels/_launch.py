@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from uhrops._backend import (KernelLaunchError, _recorder, any_kernel_failed, kernel_failed,
+from uhrops._backend import (KernelLaunchError, launch_recorder, any_kernel_failed, kernel_failed,
                              recording_launches, use_backend)
 
 GRID_LIMITS: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
@@ -92,7 +92,7 @@ def launch(kernel: Any, grid: Sequence[int], *args: Any, **meta: Any) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with ``args`` and ``meta``
     (constexprs and launch options such as ``num_warps``)."""
     grid = tuple(int(g) for g in grid)
-    recorder: Callable[..., None] | None = _recorder.get()
+    recorder: Callable[..., None] | None = launch_recorder.get()
     if recorder is not None:
         recorder(kernel, grid, args, meta)
         return
@@ -136,9 +136,9 @@ def recording(sink: list[Launch], case: str) -> Iterator[None]:
     def record(kernel: Any, grid: tuple[int, ...], args: tuple, meta: dict) -> None:
         sink.append(Launch(kernel, grid, args, dict(meta), case))
 
-    token = _recorder.set(record)
+    token = launch_recorder.set(record)
     try:
         with use_backend("auto"):  # what a default call on a GPU runs
             yield
     finally:
-        _recorder.reset(token)
+        launch_recorder.reset(token)

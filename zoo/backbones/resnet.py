@@ -26,7 +26,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.backbones._weights import WeightsError, read_state_dict  # WeightsError re-exported
+from zoo.core.errors import WeightsError
+from zoo.core.weights import copy_state, list_keys, read_state_dict  # WeightsError re-exported
 
 __all__ = [
     "BasicBlock",
@@ -38,19 +39,6 @@ __all__ = [
 ]
 
 NormLayer = Callable[[int], nn.Module]
-
-def _apply_state(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
-    own = model.state_dict()
-    with torch.no_grad():
-        for key, value in tensors.items():
-            own[key].copy_(value)
-
-
-def _fmt_keys(keys: Sequence[str], limit: int = 8) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
 
 # --------------------------------------------------------------------------------------------
 # Model
@@ -243,7 +231,7 @@ def load_resnet18_imagenet(model: ResNet18V1c, source: str | os.PathLike | Mappi
     else:
         raise WeightsError(f"{op}(): the weights{where} have neither 'stem.0.weight' (ResNet-V1c) "
                            f"nor 'conv1.weight' (torchvision ResNet); first keys: "
-                           f"{_fmt_keys(list(sd)[:8])}. Fix: pass an ImageNet ResNet-18 file.")
+                           f"{list_keys(list(sd)[:8])}. Fix: pass an ImageNet ResNet-18 file.")
     own = model.state_dict()
 
     def is_stem(k: str) -> bool:
@@ -260,7 +248,7 @@ def load_resnet18_imagenet(model: ResNet18V1c, source: str | os.PathLike | Mappi
                and not k.endswith("num_batches_tracked")]
     if missing:
         raise WeightsError(f"{op}(): the weights{where} lack {len(missing)} key(s) of the model: "
-                           f"{_fmt_keys(missing)}. Fix: pass an ImageNet ResNet-18 file "
+                           f"{list_keys(missing)}. Fix: pass an ImageNet ResNet-18 file "
                            f"(V1c or torchvision).")
     bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
            for k in own if k in sd and k not in kept and sd[k].shape != own[k].shape]
@@ -280,7 +268,7 @@ def load_resnet18_imagenet(model: ResNet18V1c, source: str | os.PathLike | Mappi
             unexpected.append(k)
     if unexpected and strict:
         raise WeightsError(f"{op}(): the weights{where} hold {len(unexpected)} key(s) that a "
-                           f"ResNet-18 does not have: {_fmt_keys(unexpected)}. Fix: pass a "
+                           f"ResNet-18 does not have: {list_keys(unexpected)}. Fix: pass a "
                            f"ResNet-18 file, or strict=False to ignore them.")
-    _apply_state(model, use)
+    copy_state(model, use)
     return {"loaded": sorted(use), "kept": sorted(kept), "ignored": sorted(ignored + unexpected)}

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.backbones.resnet import WeightsError, _apply_state, _fmt_keys, read_state_dict
+from zoo.core.errors import WeightsError
+from zoo.core.weights import copy_state, list_keys, read_state_dict
 
 __all__ = ["CatBottleneck", "ConvX", "STDCShallowNet", "load_stdc1_imagenet", "stdc1_shallow"]
 
@@ -242,7 +243,7 @@ def load_stdc1_imagenet(model: STDCShallowNet, source: str | os.PathLike | Mappi
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     if missing:
         raise WeightsError(f"{op}(): the weights{where} lack {len(missing)} key(s) of the model: "
-                           f"{_fmt_keys(missing)}. Fix: pass the STDC1 (STDCNet813) ImageNet "
+                           f"{list_keys(missing)}. Fix: pass the STDC1 (STDCNet813) ImageNet "
                            f"file.")
     bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
            for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -261,7 +262,7 @@ def load_stdc1_imagenet(model: STDCShallowNet, source: str | os.PathLike | Mappi
             unexpected.append(k)
     if unexpected and strict:
         raise WeightsError(f"{op}(): the weights{where} hold {len(unexpected)} key(s) that STDC1 "
-                           f"does not have: {_fmt_keys(unexpected)}. Fix: pass the STDC1 "
+                           f"does not have: {list_keys(unexpected)}. Fix: pass the STDC1 "
                            f"ImageNet file, or strict=False to ignore them.")
-    _apply_state(model, use)
+    copy_state(model, use)
     return {"loaded": sorted(use), "kept": [], "ignored": sorted(ignored + unexpected)}

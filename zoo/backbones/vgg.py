@@ -155,7 +155,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from a local file without unpickling arbitrary objects.
 
     Convention:
-        :func:`zoo.backbones._weights.read_state_dict` without prefix stripping: safetensors,
+        :func:`zoo.core.weights.read_state_dict` without prefix stripping: safetensors,
         or ``torch.load(weights_only=True)``; ``{"state_dict": ...}``/``{"model": ...}``
         wrappers are unwrapped; every value must be a tensor. A missing file raises
         ``FileNotFoundError`` (also a ``WeightsError``), an unreadable one ``WeightsError``

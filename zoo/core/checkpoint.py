@@ -7,7 +7,7 @@ file's metadata under ``uhrops.state``. It is written to a temporary file in the
 flushed to disk and renamed over the old one, so a process killed at any moment leaves
 either the old or the new checkpoint, never a torn one. A ``.json`` copy of the state is
 written next to it for people to read; loading never trusts it. Loading uses safetensors
-(no pickle at all); backbone weight files are read by ``zoo.backbones._weights``.
+(no pickle at all); backbone weight files are read by ``zoo.core.weights``.
 """
 
 from __future__ import annotations

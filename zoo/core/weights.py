@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from zoo.core.errors import WeightsError, WeightsFileNotFoundError
 
-__all__ = ["WRAPPER_PREFIXES", "read_state_dict", "strip_prefixes", "unwrap_module",
-           "unwrap_state"]
+__all__ = ["WRAPPER_PREFIXES", "copy_state", "list_keys", "read_state_dict", "strip_prefixes",
+           "unwrap_module", "unwrap_state"]
 
 # Prefixes that wrappers put in front of a backbone's own keys (DataParallel, mmseg
 # segmentors); removed before matching.
@@ -123,3 +123,19 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor],
 
 
 _strip = strip_prefixes  # read_state_dict's argument shadows the function's name inside it
+
+
+def copy_state(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+    """Copy ``tensors`` into ``model``'s parameters and buffers of the same names, in place
+    (keys and shapes already checked by the caller's loader)."""
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, value in tensors.items():
+            own[key].copy_(value)
+
+
+def list_keys(keys: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` of ``keys`` in sorted order, for an error message."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")

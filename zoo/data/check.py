@@ -48,7 +48,7 @@ def split_config(name: str, root: str, sets: Sequence[str] = ()) -> dict:
 
 
 def _dataset(name: str, root: str, split: str, sets: Sequence[str] = ()):
-    from .registry import _split_name, build_dataset, split_ids_from_config
+    from .registry import split_name, build_dataset, split_ids_from_config
 
     cfg = split_config(name, root, sets)
     ds = build_dataset(cfg, split)
@@ -57,10 +57,10 @@ def _dataset(name: str, root: str, split: str, sets: Sequence[str] = ()):
         return ds, len(listed)
     if name == "deepglobe":
         from .deepglobe import split_ids
-        return ds, len(split_ids(_split_name(cfg["data"], split)))
+        return ds, len(split_ids(split_name(cfg["data"], split)))
     if name == "inria":
         from .inria import split_ids
-        return ds, len(split_ids(_split_name(cfg["data"], split)))
+        return ds, len(split_ids(split_name(cfg["data"], split)))
     return ds, None
 
 

@@ -217,7 +217,8 @@ def palette_for(cfg: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
 
 # --- splits ---------------------------------------------------------------------------------
 
-def _split_name(data: Mapping[str, Any], split: str) -> str:
+def split_name(data: Mapping[str, Any], split: str) -> str:
+    """The dataset's own name for ``split`` ("train", "val", "test"), from ``data.*_split``."""
     return {"train": data["train_split"], "val": data["val_split"],
             "test": data["test_split"]}.get(split, split)
 
@@ -252,7 +253,7 @@ def _root(cfg: Mapping[str, Any]) -> str:
 def _benchmark(cls: type) -> Builder:
     def build(cfg: Mapping[str, Any], split: str, transform: Transform | None) -> Any:
         data = cfg["data"]
-        return cls(_root(cfg), split=_split_name(data, split),
+        return cls(_root(cfg), split=split_name(data, split),
                    ids=split_ids_from_config(data, split), transform=transform,
                    missing=data["missing"])
     return build
@@ -276,7 +277,7 @@ def _build_folder(cfg: Mapping[str, Any], split: str, transform: Transform | Non
     root = _root(cfg)
     rules = dataset_rules(cfg)
     ids = split_ids_from_config(data, split)
-    name = _split_name(data, split)
+    name = split_name(data, split)
     images, masks = os.path.join(root, name, "images"), os.path.join(root, name, "masks")
     if not os.path.isdir(images) and ids is not None:
         # one flat folder of every image, the split list choosing among them

@@ -1,7 +1,8 @@
 """What the trainer and the evaluator need from a model family, and the registry of families.
 
 A family (``family:`` in a config) is a :class:`Task` subclass registered with
-:func:`register_family`; :mod:`zoo.engine.families` imports every built-in one.
+:func:`register_family`; :mod:`zoo.engine.families` imports every built-in one and builds tasks
+(:func:`zoo.engine.families.make_task`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from zoo.core.errors import ConfigError
 
-__all__ = ["FAMILIES", "StepTerms", "Task", "make_task", "pretrained_files", "register_family",
+__all__ = ["FAMILIES", "StepTerms", "Task", "pretrained_files", "register_family",
            "terms_to_floats"]
 
 # A step's logged terms: 0-d tensors left on the device (converting them would sync with
@@ -167,12 +168,3 @@ def register_family(cls: type[Task]) -> type[Task]:
                          f"{cls.family!r} (known: {sorted(FAMILIES)}).")
     FAMILIES[cls.family] = cls
     return cls
-
-
-def make_task(cfg: Mapping[str, Any]) -> Task:
-    """The task of ``cfg["family"]`` (families must be registered: import
-    :mod:`zoo.engine.families`)."""
-    if cfg["family"] not in FAMILIES:
-        raise ConfigError(f"family: unknown family {cfg['family']!r}; known: "
-                          f"{', '.join(FAMILIES)}.")
-    return FAMILIES[cfg["family"]](cfg)

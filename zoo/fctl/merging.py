@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from uhrops import checks
-from uhrops.tiling import PatchGrid, merge_patches
+from uhrops.tiling import PatchGrid, check_grid, merge_patches
 from zoo.fctl.csrn import CSRN, refine_logits
 
 __all__ = ["montage_patches", "montage_cuts", "seam_positions", "seam_band_mask",
@@ -57,13 +57,6 @@ def seam_band_width(patch_size: int, band_508: float = SEAM_BAND_508) -> int:
     """
     p = checks.check_int(patch_size, "patch_size", "seam_band_width", 1)
     return max(1, int(round(band_508 * p / 508)))
-
-
-def _check_grid(grid: object, op: str) -> PatchGrid:
-    if not isinstance(grid, PatchGrid):
-        raise TypeError(f"{op}(): `grid` must be a uhrops PatchGrid; got {type(grid).__name__}. "
-                        "Fix: PatchGrid.from_min_overlap(image_size, patch_size, min_overlap).")
-    return grid
 
 
 def montage_cuts(starts: Sequence[int], patch: int) -> list[int]:
@@ -109,7 +102,7 @@ def montage_patches(patches: Tensor, grid: PatchGrid) -> Tensor:
     """
     op = "montage_patches"
     patches = checks.check_image(patches, "patches", op)
-    grid = _check_grid(grid, op)
+    grid = check_grid(grid, op)
     n = len(grid)
     ph, pw = grid.patch_size
     if tuple(patches.shape[-2:]) != (ph, pw) or patches.shape[0] % n or patches.shape[0] == 0:
@@ -149,7 +142,7 @@ def seam_positions(grid: PatchGrid) -> tuple[list[int], list[int]]:
         >>> seam_positions(PatchGrid.from_min_overlap(48, 32, 8))
         ([16, 24, 32], [16, 24, 32])
     """
-    grid = _check_grid(grid, "seam_positions")
+    grid = check_grid(grid, "seam_positions")
 
     def axis(starts: Sequence[int], p: int, size: int) -> list[int]:
         pos = {s for s in starts if s > 0} | {s + p for s in starts if s + p < size}
@@ -185,7 +178,7 @@ def seam_band_mask(grid: PatchGrid, width: int, device: torch.device | str | Non
         (12, 12)
     """
     op = "seam_band_mask"
-    grid = _check_grid(grid, op)
+    grid = check_grid(grid, op)
     w = checks.check_int(width, "width", op, 1)
     H, W = grid.image_size
     rows, cols = seam_positions(grid)

@@ -251,8 +251,8 @@ def refine_dataset(cfg: Mapping[str, Any], split: str, transform: Callable | Non
 
     Convention:
         :class:`RefineMasks` of ``cfg["refine"]["masks"]`` and ``split``; ConfigError when
-        ``refine.masks`` is unset. :func:`zoo.data_factory.build_dataset` calls it for every
-        split of a ``fctl_refine`` config.
+        ``refine.masks`` is unset. :meth:`zoo.engine.fctl_task.RefineTask.build_dataset`
+        calls it for every split of a ``fctl_refine`` config.
     """
     folder = cfg["refine"]["masks"]
     if not folder:

@@ -25,6 +25,7 @@ from uhrops.wavelet import haar_dwt2d, haar_packet2d, haar_wavedec2
 __all__ = [
     "WSDNetLoss",
     "WaveletSmoothLoss",
+    "labelled_cross_entropy",
     "structure_distillation_loss",
     "wavelet_smooth_loss",
     "wavelet_smooth_loss_haar1",
@@ -305,7 +306,9 @@ def structure_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
         return (affinity(student) - affinity(teacher).detach()).abs().mean()
 
 
-def _cross_entropy(logits: Tensor, mask: Tensor, ignore_index: int) -> Tensor:
+def labelled_cross_entropy(logits: Tensor, mask: Tensor, ignore_index: int) -> Tensor:
+    """Cross-entropy averaged over the pixels of ``mask`` that are not ``ignore_index``
+    (0 when none is; differentiable either way)."""
     # The mean over the labelled pixels written as sum / count on the device: asking whether
     # any pixel is labelled would cost a device-to-host sync every step. With none labelled
     # the sum is 0 (still connected to the graph) and the count is clamped to 1.
@@ -383,8 +386,8 @@ class WSDNetLoss(nn.Module):
             raise TypeError(f"{op}(): `mask` must be int64 class indices; got {mask.dtype}. Fix: "
                             f"mask.long().")
         terms = {
-            "seg": _cross_entropy(seg, mask, self.ignore_index),
-            "aux": _cross_entropy(outputs["aux"], mask, self.ignore_index),
+            "seg": labelled_cross_entropy(seg, mask, self.ignore_index),
+            "aux": labelled_cross_entropy(outputs["aux"], mask, self.ignore_index),
         }
         recon, image = outputs[recon_key], outputs["image"]
         m = 1 << self.wsl.levels

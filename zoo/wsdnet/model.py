@@ -41,12 +41,11 @@ from uhrops.pyramid import laplacian_pyramid
 from uhrops.wavelet import haar_dwt2d, haar_idwt2d
 from zoo.backbones.resnet import ResNet18V1c, load_resnet18_imagenet
 from zoo.backbones.stdc import STDCShallowNet, load_stdc1_imagenet
+from zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zoo.wsdnet.recompute import checkpoint_segment
 
 __all__ = [
     "ASPP",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "SRHead",
     "SegHead",
     "WSDNet",
@@ -59,8 +58,6 @@ __all__ = [
 
 NormLayer = Callable[[int], nn.Module]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_DIVISOR = 32
 LAYOUTS = ("pywt", "mwcnn")
 

@@ -1,8 +1,9 @@
 """Streaming sliding-window inference: windows read from a *reader*, finished row bands handed
 to a *sink*, so that memory holds one batch and one row band, whatever the image height.
 
-Private: the public entry is :func:`uhrops.tiling.sliding_window` with a reader as ``image``
-and/or ``sink=``. The arithmetic is the in-memory path's, step for step (same per-pixel factors
+The entry is :func:`uhrops.tiling.sliding_window` with a reader as ``image`` and/or ``sink=``;
+:class:`WindowReader` and :class:`BandSink` say what those are, and :class:`TensorReader` is
+the reader over a tensor already in memory. The arithmetic is the in-memory path's, step for step (same per-pixel factors
 w/Σw from the same helpers, patches accumulated in the same row-major order, the first writer
 copying and the others adding), only into a buffer of one patch row's height instead of the
 whole output, so results are bitwise equal to the in-memory call.
@@ -10,18 +11,66 @@ whole output, so results are bitwise equal to the in-memory call.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from uhrops import _checks
+from uhrops import checks
+from uhrops._dtypes import accumulation_dtype
+from uhrops.tiling.batches import BatchFormat, check_batch_output
+from uhrops.tiling.buffers import empty_buffer, recycle
+from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, patch_factor, place_patch,
+                                       uncovered_spans, weight_map)
+from uhrops.tiling.ops import context_window, contexts_torch
 
-__all__ = ["TensorReader", "check_reader", "stream"]
+__all__ = ["BandSink", "TensorReader", "WindowReader", "check_reader", "patch_range",
+           "run_streamed"]
+
+
+@runtime_checkable
+class WindowReader(Protocol):
+    """What :func:`~uhrops.tiling.sliding_window` reads an image through, window by window.
+
+    Convention:
+        - ``image_size``: (H, W) of the whole image.
+        - ``read(y0, x0, y1, x1)`` returns rows y0:y1 and columns x0:x1 (ends exclusive,
+          always inside the image) of one image as a (C, h, w) or (1, C, h, w) floating
+          tensor; every window of one call has the same C and dtype. The window may be a
+          view: it is copied into the batch before ``fn`` sees it.
+        - A GeoTIFF read window by window, a memory map, or :class:`TensorReader`.
+    """
+
+    image_size: tuple[int, int]
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class BandSink(Protocol):
+    """What receives the finished output rows of a streamed
+    :func:`~uhrops.tiling.sliding_window`.
+
+    Convention:
+        ``sink(y0, band)`` is called top to bottom, each output row exactly once: ``band`` is
+        (1, C_out, h, W) and holds rows y0:y0 + h. It is a view of the call's accumulator,
+        valid during the call only: copy what you keep.
+    """
+
+    def __call__(self, y0: int, band: Tensor) -> Any:
+        ...
 
 
 class TensorReader:
-    """A reader over an in-memory (1, C, H, W) or (C, H, W) tensor (views, no copies)."""
+    """A :class:`WindowReader` over an in-memory (1, C, H, W) or (C, H, W) tensor (views,
+    no copies).
+
+    Example:
+        >>> r = TensorReader(torch.arange(12.0).reshape(1, 3, 4))
+        >>> r.image_size, r.read(1, 1, 3, 3).shape
+        ((3, 4), torch.Size([1, 1, 2, 2]))
+    """
 
     def __init__(self, image: Tensor) -> None:
         self.image = image if image.dim() == 4 else image[None]
@@ -41,8 +90,8 @@ def check_reader(reader: object, op: str) -> tuple[int, int]:
             f"`image_size` = (H, W) and `read(y0, x0, y1, x1)` returning that window as a "
             f"(C, h, w) or (1, C, h, w) tensor; got {type(reader).__name__}. Fix: pass a "
             f"tensor, or add those two members to your reader (see sliding_window's example).")
-    return (_checks.check_int(size[0], "image.image_size[0]", op, 1),
-            _checks.check_int(size[1], "image.image_size[1]", op, 1))
+    return (checks.check_int(size[0], "image.image_size[0]", op, 1),
+            checks.check_int(size[1], "image.image_size[1]", op, 1))
 
 
 def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
@@ -57,24 +106,23 @@ def _read(reader: Any, y0: int, x0: int, y1: int, x1: int, op: str) -> Tensor:
                          f"(C, {y1 - y0}, {x1 - x0}) or (1, C, {y1 - y0}, {x1 - x0}) tensor; "
                          f"got {got}. Fix: return exactly the window asked for, one image "
                          f"(call sliding_window once per image of a batch).")
-    _checks.check_float(t, "image.read(...) output", op)
+    checks.check_float(t, "image.read(...) output", op)
     return t
 
 
-def _context_window(reader: Any, H: int, W: int, top: int, left: int, wh: int, ww: int,
-                    ph: int, pw: int, op: str,
-                    check: Callable[[Tensor, str], Tensor] | None = None) -> Tensor:
+def _read_context(reader: Any, H: int, W: int, top: int, left: int, wh: int, ww: int,
+                  ph: int, pw: int, op: str,
+                  check: Callable[[Tensor, str], Tensor] | None = None) -> Tensor:
     """The context of one patch: the part of the window inside the image is read, and the
     in-memory helper pads and resizes it. The window is cut where the image ends, so the
     crop's borders are the image's borders wherever the window crosses them: same output."""
-    from uhrops.tiling import _contexts_torch
 
     a, b = max(top, 0), min(top + wh, H)
     c, d = max(left, 0), min(left + ww, W)
     sub = _read(reader, a, c, b, d, op)
     if check is not None:
         check(sub, f"context window read({a}, {c}, {b}, {d})")
-    return _contexts_torch(sub, [top - a], [left - c], wh, ww, ph, pw, 0.0, True)
+    return contexts_torch(sub, [top - a], [left - c], wh, ww, ph, pw, 0.0, True)
 
 
 class _Bands:
@@ -90,12 +138,11 @@ class _Bands:
                  acc_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device,
                  uncovered_cols: Sequence[tuple[int, int]], sink: Callable[[int, Tensor], Any],
                  rows: tuple[int, int]):
-        from uhrops.tiling import _empty
 
         self.ys, self.ph, self.H, self.W = list(ys), ph, H, W
         self.out_dtype, self.sink = out_dtype, sink
         self.lo, self.hi = rows  # only these image rows reach the sink
-        self.buf = _empty((1, channels, min(ph, H), W), acc_dtype, device)
+        self.buf = empty_buffer((1, channels, min(ph, H), W), acc_dtype, device)
         for a, b in uncovered_cols:  # never written by a patch: zero for good (carries keep it)
             self.buf[..., a:b].zero_()
         self.row = -1
@@ -165,15 +212,12 @@ def patch_range(grid: Any, rows: tuple[int, int], batch_size: int
         min(-(-end // batch_size) * batch_size, total)
 
 
-def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
+def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
            ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
            out_device: torch.device | None, device: torch.device | None, reduction: str,
            weight: Any, progress: bool, op: str,
            rows: tuple[int, int] | None = None) -> Tensor | None:
     """The streaming body of sliding_window (arguments already checked there)."""
-    from uhrops.tiling import (_HALF, _context_window as _ctx_geometry, _empty, _factor,
-                               _mean_band, _place, _recycle, _splits, _uncovered,
-                               _weight_map)
 
     H, W = grid.image_size
     ph, pw = grid.patch_size
@@ -181,7 +225,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     nx = len(xs)
     starts = [(y, x) for y in ys for x in xs]
     total = len(starts)
-    ysp, xsp = _splits(ys, ph, H), _splits(xs, pw, W)
+    ysp, xsp = cover_splits(ys, ph, H), cover_splits(xs, pw, W)
     mean = reduction == "mean"
     rows = (0, H) if rows is None else rows
     first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
@@ -190,8 +234,8 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
         def sink(y0: int, band: Tensor) -> None:
             nonlocal out
             if out is None:
-                out = _empty((1, band.shape[1], rows[1] - rows[0], W), band.dtype,
-                             band.device)
+                out = empty_buffer((1, band.shape[1], rows[1] - rows[0], W), band.dtype,
+                                   band.device)
             out[:, :, y0 - rows[0]:y0 - rows[0] + band.shape[-2]].copy_(band)
 
     bar = None
@@ -204,7 +248,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
     w_acc: Tensor | None = None
     band_norm: Tensor | None = None
     norm_row = -1
-    first: tuple[int, torch.dtype, torch.device] | None = None
+    first: BatchFormat | None = None
     first_in: list[tuple[int, torch.dtype]] = []  # the first window's (channels, dtype)
 
     def same_input(t: Tensor, where: str) -> Tensor:
@@ -236,7 +280,7 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                                 and spare.dtype == t.dtype and spare.device == t.device:
                             batch, spare = spare, None
                         else:
-                            batch = _empty(shape, t.dtype, t.device)
+                            batch = empty_buffer(shape, t.dtype, t.device)
                     if hh < ph or ww < pw:
                         batch[r].zero_()
                     batch[r, :, :hh, :ww].copy_(t[0])
@@ -250,34 +294,20 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                         src = reader.image if isinstance(reader, TensorReader) else reader
                         part = c(src, grid.boxes[k0:k1])
                     else:
-                        wh, wwc, oy, ox = _ctx_geometry(grid, c)
-                        part = torch.cat([_context_window(reader, H, W, y - oy, x - ox, wh,
-                                                          wwc, ph, pw, op, same_input)
+                        wh, wwc, oy, ox = context_window(grid, c)
+                        part = torch.cat([_read_context(reader, H, W, y - oy, x - ox, wh,
+                                                        wwc, ph, pw, op, same_input)
                                           for y, x in starts[k0:k1]], 0)
                     extra.append(part if device is None else part.to(device))
                 y_out = fn(batch, *extra)
-                if not isinstance(y_out, Tensor) or y_out.dim() != 4 \
-                        or y_out.shape[0] != k1 - k0 or tuple(y_out.shape[-2:]) != (ph, pw):
-                    got = tuple(y_out.shape) if isinstance(y_out, Tensor) \
-                        else type(y_out).__name__
-                    raise ValueError(f"{op}(): `fn` must return a (k, C_out, {ph}, {pw}) "
-                                     f"tensor for a batch of k={k1 - k0} patches; got {got}. "
-                                     "Fix: resize the network output to the patch size "
-                                     "inside fn.")
-                _checks.check_float(y_out, "fn(...) output", op)
-                now = (y_out.shape[1], y_out.dtype, y_out.device)
-                if first is None:
-                    first = now
-                    acc_dtype = torch.float32 if y_out.dtype in _HALF else y_out.dtype
+                is_first = first is None
+                first = check_batch_output(y_out, k0, k1, batch_size, total, (ph, pw), first, op)
+                if is_first:
+                    acc_dtype = accumulation_dtype(y_out.dtype)
                     odev = out_device if out_device is not None else y_out.device
                     bands = _Bands(ys, ph, H, W, y_out.shape[1], acc_dtype, y_out.dtype, odev,
-                                   _uncovered(xs, pw, W), sink, rows)
-                    w_acc = _weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
-                elif now != first:
-                    raise ValueError(
-                        f"{op}(): `fn`'s output for batch {k0 // batch_size} differs from "
-                        f"batch 0's (channels, dtype, device) {first} -> {now}. Fix: make fn "
-                        "return the same number of channels, dtype and device for every batch.")
+                                   uncovered_spans(xs, pw, W), sink, rows)
+                    w_acc = weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
                 assert bands is not None
                 yo = y_out.to(device=bands.buf.device)
                 for r, k in enumerate(range(k0, k1)):
@@ -289,22 +319,22 @@ def stream(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                     yy, xx = starts[k]
                     hh, ww = min(ph, H - yy), min(pw, W - xx)
                     if mean and norm_row != gi:
-                        band_norm = _mean_band(ys, xs, ph, pw, H, W, w_acc, yy, yy + hh,
+                        band_norm = inverse_norm_band(ys, xs, ph, pw, H, W, w_acc, yy, yy + hh,
                                                bands.buf.dtype, bands.buf.device)
                         norm_row = gi
                     buf, r0 = bands.view()
                     s, f, e = ysp[gi]
-                    _place(buf, yo[r:r + 1], _factor(band_norm, w_acc, xx, hh, ww),
+                    place_patch(buf, yo[r:r + 1], patch_factor(band_norm, w_acc, xx, hh, ww),
                            (s - r0, f - r0, e - r0), xsp[gj])
                 del yo, y_out, extra
-                spare = _recycle(batch) if device is None else None
+                spare = recycle(batch) if device is None else None
                 del batch
                 if bar is not None:
                     bar.update(k1 - k0)
             if bands is None:  # rows no patch covers (a gap of a hand-made grid): zeros
                 with torch.no_grad():
                     t = _read(reader, 0, 0, 1, 1, op)
-                    probe = fn(_empty((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
+                    probe = fn(empty_buffer((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
                 bands = _Bands(ys, ph, H, W, probe.shape[1], probe.dtype, probe.dtype,
                                out_device or probe.device, (), sink, rows)
             bands.close()
