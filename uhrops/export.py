@@ -58,17 +58,18 @@ from uhrops import attention as _attention  # noqa: F401
 from uhrops import pyramid as _pyramid  # noqa: F401
 from uhrops import tiling as _tiling  # noqa: F401
 from uhrops import wavelet as _wavelet  # noqa: F401
+from uhrops._dtypes import HALF_DTYPES, float32_or_64
+from uhrops.tiling.ops import resize_bilinear
 
 __all__ = ["MissingExtraError", "decompositions", "export", "onnx_translations", "to_onnx",
            "require_onnx"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _NO_PAD = -1  # wavelet pad code: sizes are even
 
 
 def _work(x: Tensor) -> Tensor:
     """16-bit inputs are computed in float32, as on every uhrops path."""
-    return x.float() if x.dtype in _HALF else x
+    return x.float() if x.dtype in HALF_DTYPES else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def _pyr_up_add(base: Tensor, coarse: Tensor, sign: float, backend: str) -> Tens
 def _context_attention(query: Tensor, key: Tensor, value: Tensor, scale: float,
                        backend: str) -> tuple[Tensor, Tensor]:
     b, _, hq, wq = query.shape
-    cdt = torch.float32 if query.dtype in _HALF else query.dtype
+    cdt = torch.float32 if query.dtype in HALF_DTYPES else query.dtype
     q = query.flatten(2).to(cdt).transpose(1, 2)  # (B, Nq, Cq)
     k = key.flatten(2).to(cdt)  # (B, Cq, Nk)
     v = value.flatten(2).to(cdt)  # (B, Cv, Nk)
@@ -339,14 +340,10 @@ def _inverse_norm(weight: Optional[Tensor], ys: Sequence[int], xs: Sequence[int]
     return torch.where(norm > 0, 1.0 / safe, torch.zeros_like(norm))
 
 
-def _fdtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _tile_gather(image: Tensor, weight: Optional[Tensor], ys: List[int], xs: List[int], ph: int,
                  pw: int, normalize: bool, backend: str) -> Tensor:
     B, C, H, W = image.shape
-    fd = _fdtype(image.dtype)
+    fd = float32_or_64(image.dtype)
     src = image
     if normalize:  # the inverse normaliser is a per-pixel map of the image
         src = image.to(fd) * _inverse_norm(weight, ys, xs, ph, pw, H, W, fd, image.device)
@@ -369,7 +366,7 @@ def _tile_scatter(patches: Tensor, weight: Optional[Tensor], ys: List[int], xs: 
     n = len(ys) * len(xs)
     BN, C, ph, pw = patches.shape
     B = BN // n
-    acc_dtype = torch.float32 if patches.dtype in _HALF else patches.dtype
+    acc_dtype = torch.float32 if patches.dtype in HALF_DTYPES else patches.dtype
     p = patches.reshape(B, n, C, ph, pw).to(acc_dtype)
     if weight is not None:
         p = p * weight.to(acc_dtype)
@@ -386,21 +383,8 @@ def _tile_scatter(patches: Tensor, weight: Optional[Tensor], ys: List[int], xs: 
         out = placed if out is None else out + placed
     if normalize:
         out = out * _inverse_norm(weight, ys, xs, ph, pw, height, width,
-                                  _fdtype(patches.dtype), patches.device).to(acc_dtype)
+                                  float32_or_64(patches.dtype), patches.device).to(acc_dtype)
     return out.to(patches.dtype)
-
-
-def _resize(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
-    """Bilinear (antialiased) resize of the last two axes, half-pixel centres."""
-    if tuple(t.shape[-2:]) == tuple(size):
-        return t
-    if antialias and size[1] == 1 and t.shape[-2] != size[0]:
-        # torch's antialiased kernel ignores the H filter for a one-column output (2.4-2.13);
-        # the op resizes the transpose, so does this
-        return F.interpolate(t.transpose(-1, -2), size=(size[1], size[0]), mode="bilinear",
-                             align_corners=False, antialias=True).transpose(-1, -2)
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False,
-                         antialias=antialias)
 
 
 def _tile_contexts(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int, oh: int,
@@ -415,9 +399,9 @@ def _tile_contexts(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int
     for y in ys:
         # separable, as the op: each row of windows resized along H once, then each window
         # along W (the filter is per axis, so this equals the 2-D resize of each window)
-        vert = _resize(src[:, :, y + top:y + top + wh], (oh, src.shape[-1]), antialias)
+        vert = resize_bilinear(src[:, :, y + top:y + top + wh], (oh, src.shape[-1]), antialias)
         for x in xs:
-            out.append(_resize(vert[..., x + left:x + left + ww], (oh, ow), antialias))
+            out.append(resize_bilinear(vert[..., x + left:x + left + ww], (oh, ow), antialias))
     return torch.stack(out, dim=1).reshape(B * len(out), C, oh, ow).to(image.dtype)
 
 

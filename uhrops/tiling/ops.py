@@ -27,7 +27,7 @@ from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, invert_n
                                        patch_factor, place_patch, weight_map, weight_sum_rows,
                                        zero_uncovered)
 
-__all__ = ["why_no_kernel", "ExtractContexts", "MergePatches", "check_scale", "context_window", "contexts_op",
+__all__ = ["why_no_kernel", "resize_bilinear", "ExtractContexts", "MergePatches", "check_scale", "context_window", "contexts_op",
            "contexts_torch", "extract_contexts", "extract_patches", "gather_op", "merge_patches",
            "scatter_op"]
 
@@ -108,8 +108,10 @@ def _window_slices(y: int, L: int, size: int) -> tuple[int, int]:
     return max(y, 0), min(y + L, size)
 
 
-def _resize(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
-    if tuple(t.shape[-2:]) == size:
+def resize_bilinear(t: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of the last two axes, half-pixel centres:
+    the resize of every context window, and of the export decomposition that replaces it."""
+    if tuple(t.shape[-2:]) == tuple(size):
         return t
     if antialias and size[1] == 1 and t.shape[-2] != size[0]:
         # torch's antialiased forward ignores the H filter when the output is one column wide
@@ -147,7 +149,7 @@ def contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int
             rows = torch.full((B, C, wh, W), pad_value, dtype=cdtype, device=image.device)
             if a < b:
                 rows[:, :, a - y:b - y] = image[:, :, a:b]
-        vert = _resize(rows, (oh, W), antialias)  # (B, C, oh, W)
+        vert = resize_bilinear(rows, (oh, W), antialias)  # (B, C, oh, W)
         del rows
         for x in xs:
             c, d = _window_slices(x, ww, W)
@@ -157,7 +159,7 @@ def contexts_torch(image: Tensor, ys: List[int], xs: List[int], wh: int, ww: int
                 win = torch.full((B, C, oh, ww), pad_value, dtype=cdtype, device=image.device)
                 if c < d:
                     win[:, :, :, c - x:d - x] = vert[:, :, :, c:d]
-            out[:, k] = _resize(win, (oh, ow), antialias)
+            out[:, k] = resize_bilinear(win, (oh, ow), antialias)
             k += 1
     return out.view(B * n, C, oh, ow)
 
