@@ -77,7 +77,8 @@ class Settings:
     rank: int = 0
     world: int = 1
     signature: str = ""  # checkpoint and settings: parts made otherwise are discarded
-    # a wait for another process fails after this long without a new band from it
+    # a wait for another process fails after this long without a new band from it (or 3x
+    # the longest this process took for one band, when that is longer)
     wait_timeout_s: float = 600.0
     progress: Callable[[int, str], Any] | None = None  # (pixels done, message)
     # once per image before any work: (pixels of this process's share already on disk,
@@ -407,8 +408,14 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
             share_px = sum(b1 - b0 for b0, b1 in bands[lo:hi]) * W
             left_px = sum(b1 - b0 for b0, b1 in mine) * W
             st.start(share_px - left_px, share_px, left_px < share_px)
+        # the longest this process went without finishing a band: the others, started at
+        # the same time on the same kind of work, may take as long between theirs
+        slowest, last = 0.0, time.monotonic()
         if mine:
             def on_band(b0: int, b1: int) -> None:
+                nonlocal slowest, last
+                now = time.monotonic()
+                slowest, last = max(slowest, now - last), now
                 if st.progress is not None:
                     st.progress((b1 - b0) * W, f"{name}: rows {b0}:{b1} of {H}")
 
@@ -437,10 +444,10 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                             if (len(bands) * r) // st.world <= i < (len(bands) * (r + 1)) // st.world)
 
             if st.rank != 0:  # rank 0 assembles (and then removes the parts)
-                _wait_for(parts, st.wait_timeout_s, owner, st.rank,
+                _wait_for(parts, max(st.wait_timeout_s, 3 * slowest), owner, st.rank,
                           lambda: not os.path.isdir(folder))
                 return []
-            _wait_for(parts, st.wait_timeout_s, owner, st.rank)
+            _wait_for(parts, max(st.wait_timeout_s, 3 * slowest), owner, st.rank)
         written = _assemble(parts, src, out_dir, name, outputs, st, n)
     shutil.rmtree(folder, ignore_errors=True)
     return written
