@@ -939,5 +939,13 @@ def _block_text(text: str, name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def current_blocks(results_dir: str = RESULTS_DIR, plots_rel: str | None = None) -> dict[str, str]:
+    """Every block rendered from the files in ``results_dir`` now (the README's and the
+    documentation site's tables)."""
+    return render_blocks(load_all(results_dir, warn=False), plots_rel,
+                         load_kernel_reports(results_dir), load_attention_work(results_dir),
+                         {name: load_own(results_dir, name) for name in OWN_FILES})
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
