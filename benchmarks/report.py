@@ -758,10 +758,13 @@ def _markers(name: str) -> tuple[str, str]:
 
 
 def update_readme(text: str, blocks: dict[str, str]) -> str:
-    """Replace each block's content between its markers; insert missing blocks at the end of
-    the "## Benchmarks" section (appending that section when missing). Idempotent."""
+    """Replace each block's content between its markers. A file that carries some blocks
+    keeps just those (the README carries the summary; the documentation site renders every
+    block at build time); one that carries none gets all of them, inserted at the end of its
+    "## Benchmarks" section (appended when missing). Idempotent."""
     missing = []
-    for name in BLOCKS:
+    present = [n for n in BLOCKS if any(m in text for m in _markers(n))]
+    for name in present or BLOCKS:
         begin, end = _markers(name)
         full = f"{begin}\n{GENERATED}\n\n{blocks[name]}\n\n{end}"
         pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
