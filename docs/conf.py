@@ -15,6 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(HERE, "_ext"))
+sys.path.insert(0, HERE)  # docs/pictures.py
 
 import uhrops  # noqa: E402
 

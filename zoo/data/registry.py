@@ -83,6 +83,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 
 def dataset_names() -> tuple[str, ...]:
+    """The names a config's `data.dataset` may take, in declaration order."""
     return tuple(DATASETS)
 
 
