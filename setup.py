@@ -57,6 +57,8 @@ setup(
         # torch.onnx.export(dynamo=True) needs onnx and onnxscript; zoo.infer --engine
         # onnxruntime needs onnxruntime (uhrops.export.MissingExtraError names this extra)
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        # The documentation site: python -m sphinx -W -b html docs docs/_build/html
+        "docs": ["sphinx>=7.2", "pydata-sphinx-theme>=0.15", "myst-parser>=3"],
         # Anchors the benchmarks compare against (beyond the dev oracles).
         "bench": ["kornia>=0.7", "monai>=1.3"],
     },

@@ -794,10 +794,13 @@ def _markers(name: str) -> tuple[str, str]:
 
 
 def update_readme(text: str, blocks: dict[str, str]) -> str:
-    """Replace each block's content between its markers; insert missing blocks at the end of
-    the "## Benchmarks" section (appending that section when missing). Idempotent."""
+    """Replace each block's content between its markers. A file that carries some blocks
+    keeps just those (the README carries the summary; the documentation site renders every
+    block at build time); one that carries none gets all of them, inserted at the end of its
+    "## Benchmarks" section (appended when missing). Idempotent."""
     missing = []
-    for name in BLOCKS:
+    present = [n for n in BLOCKS if any(m in text for m in _markers(n))]
+    for name in present or BLOCKS:
         begin, end = _markers(name)
         full = f"{begin}\n{GENERATED}\n\n{blocks[name]}\n\n{end}"
         pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
@@ -973,6 +976,14 @@ def _block_text(text: str, name: str) -> str | None:
     begin, end = _markers(name)
     m = re.search(re.escape(begin) + r"(.*?)" + re.escape(end), text, re.S)
     return m.group(1) if m else None
+
+
+def current_blocks(results_dir: str = RESULTS_DIR, plots_rel: str | None = None) -> dict[str, str]:
+    """Every block rendered from the files in ``results_dir`` now (the README's and the
+    documentation site's tables)."""
+    return render_blocks(load_all(results_dir, warn=False), plots_rel,
+                         load_kernel_reports(results_dir), load_attention_work(results_dir),
+                         {name: load_own(results_dir, name) for name in OWN_FILES})
 
 
 if __name__ == "__main__":

@@ -122,11 +122,13 @@ class DeepGlobe(SegmentationDataset):
 
     Convention:
         Accepted layouts under `root` (searched recursively; files are matched by id):
+
           * the official download: one flat folder of ``<id>_sat.jpg`` and ``<id>_mask.png``
             (RGB colour masks);
           * GLNet/FCtL: ``{train,crossvali,offical_crossvali}/{Sat,Label}/`` with the same
             names (the split still comes from the shipped lists, not from the folders);
           * ISDNet: ``img_dir/{train,val,test}/<id>_sat.jpg`` + ``rgb2id/.../<id>_mask.png``.
+
         Masks may be RGB colour masks (converted by :func:`rgb_to_index`, channels binarised
         at 128) or single-channel index masks 0..6 (255 = ignore) that are used as they are.
         Class 0 "unknown" is a class of the model (7 outputs) but the papers leave it out of

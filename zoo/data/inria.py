@@ -95,11 +95,13 @@ class InriaAerial(SegmentationDataset):
 
     Convention:
         Accepted layouts under `root` (searched recursively; files matched by tile id):
+
           * official: ``images/<city><n>.tif`` + ``gt/<city><n>.tif`` (gt values 0/255), e.g.
             root = ``AerialImageDataset/`` or its ``train/`` folder;
           * FCtL renamed: ``{train,crossvali,offical_crossvali}/{Sat,Label}/<city><n>_sat.tif``
             + ``<city><n>_mask.png`` (values 0/1); ISDNet's ``imgs/``/``labels/`` likewise;
           * any folder of ``<id>_sat.<ext>`` with ``<id>_mask.<ext>`` or ``<id>_gt.<ext>``.
+
         Masks are returned as 0/1 (a mask holding any 1 is taken as 0/1 with 255 = ignore,
         otherwise 0/255 is divided by 255). The TIFFs are read with Pillow (uncompressed and
         LZW GeoTIFFs; georeferencing is not kept). The papers' Inria "mIoU" is the building

@@ -29,10 +29,10 @@ __all__ = ["DATASETS", "DatasetRules", "DatasetSpec", "RULE_KEYS", "SYNTHETIC_VA
            "build_dataset", "dataset_names", "dataset_rules", "declared_rules", "palette_for",
            "register_dataset", "split_ids_from_config"]
 
-# Held-out synthetic scenes use seeds far from the training seed.
+#: Held-out synthetic scenes use seeds this far from the training seed.
 SYNTHETIC_VAL_SEED_OFFSET = 1000
 
-# The data.* keys that state a folder dataset's rules (null: inherited or the default).
+#: The data.* keys that state a folder dataset's rules (null: inherited or the default).
 RULE_KEYS = ("like", "classes", "palette", "ignore_index", "exclude_from_mean", "mask_encoding")
 
 
@@ -70,6 +70,7 @@ class DatasetSpec:
     build: Builder
 
 
+#: Every dataset a config can name, by name (filled by :func:`register_dataset`).
 DATASETS: dict[str, DatasetSpec] = {}
 
 
@@ -82,6 +83,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 
 def dataset_names() -> tuple[str, ...]:
+    """The names a config's `data.dataset` may take, in declaration order."""
     return tuple(DATASETS)
 
 

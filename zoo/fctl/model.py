@@ -87,7 +87,7 @@ def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
 
     Convention:
         factor = ceil(k / 2); centre = factor - 1 for odd k, factor - 0.5 for even k;
-        w[i, i, y, x] = (1 - |y - centre| / factor) · (1 - |x - centre| / factor), zero off the
+        ``w[i, i, y, x] = (1 - |y - centre| / factor) · (1 - |x - centre| / factor)``, zero off the
         diagonal. Laid out (in, out, k, k) like ``nn.ConvTranspose2d.weight``. With stride
         ``factor`` the transposed conv is bilinear interpolation (align_corners=False
         sampling, shifted by the FCN crops).
