@@ -29,6 +29,15 @@ settings.load_profile("repeatable" if _PROFILE == "default" else _PROFILE)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+if os.environ.get("ATEN_CPU_CAPABILITY") == "default":
+    # torch.compile's C++ backend (inductor, torch 2.13) still emits at::vec code when ATen's
+    # kernels are limited to the non-vectorised ones, but its precompiled header then lacks
+    # the vec headers: every compile test fails with "'at::vec' has not been declared". A CPU
+    # without vector units gets scalar code the same way; the values are unchanged.
+    import torch._inductor.config as _inductor_config
+
+    _inductor_config.cpp.simdlen = 1
+
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -605,7 +605,8 @@ def test_folder_inference_reports_corrupt_images_and_does_the_rest(tmp_path, cap
     code = infer_main(["--config", cfg_path, "--checkpoint", ckpt, *good, *bad, "--out",
                        str(out)])
     captured = capsys.readouterr()
-    assert code == 1, "corrupt inputs must make the exit status non-zero"
+    # non-zero, and the number of images that failed (issue 29)
+    assert code == len(bad), "the exit status must count the corrupt inputs"
     for p in bad:
         assert p in captured.err, f"{p} not reported"
     for p in good:

@@ -379,8 +379,9 @@ def check(archs: list[int], suite: str = "full", families: Iterable[str] | None 
             "cases": [c.name for c in selected]}
 
 
-def problems(result: dict[str, Any]) -> list[str]:
-    """Every violated limit, one line each (empty when all hold)."""
+def problems(result: dict[str, Any], spills: bool = True) -> list[str]:
+    """Every violated limit, one line each (empty when all hold); ``spills=False`` leaves the
+    sm_90 spill budget out (see ``--spills``)."""
     out = [f"{p['kernel']} ({p['case']}): {p['problem']}" for p in result["launch_problems"]]
     for rows in result.get("figures", {}).values():
         out.extend(f"sm_{r['arch']} {r['kernel']} figures ({r['name']}): does not compile: "
@@ -394,7 +395,7 @@ def problems(result: dict[str, Any]) -> list[str]:
         limit = SHARED_LIMIT.get(s["arch"])
         if limit is not None and shared > limit:
             out.append(f"{what}: {shared} bytes of shared memory, over sm_{s['arch']}'s {limit}")
-        if s["arch"] == 90 and s["spill_store_bytes"] > spill_budget(s):
+        if spills and s["arch"] == 90 and s["spill_store_bytes"] > spill_budget(s):
             out.append(f"{what}: spills {s['spill_store_bytes']} bytes on sm_90 (budget "
                        f"{spill_budget(s)})")
         half = any(t in ("*fp16", "*bf16") for t in s["pointer_types"])
@@ -434,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the cases whose name contains TEXT (repeatable; e.g. "
                              "fctl_attention/float32/C512); writes no results file unless "
                              "--results-dir is given")
+    parser.add_argument("--spills", choices=("enforce", "report"), default="enforce",
+                        help="report: spills over the sm_90 budget are printed but do not "
+                             "fail (register allocation is judged under the pinned Triton; "
+                             "CI's run under the lowest supported Triton checks that "
+                             "everything compiles)")
     parser.add_argument("--json", help="write the whole result here")
     parser.add_argument("--results-dir", default=None,
                         help="write kernels-sm<arch>.json here (default benchmarks/results "
@@ -461,8 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         fams = [f for f in (args.family or ["pyramid", "wavelet", "tiling"]) if f != "attention"]
         rows = static_figures.compute(archs, fams) if fams else []
         result["figures"] = {str(a): [r for r in rows if r["arch"] == a] for a in archs}
-    found = problems(result)
+    found = problems(result, spills=args.spills == "enforce")
     result["problems"] = found
+    noted = [p for p in problems(result) if p not in found]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -492,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
               f"shared {row['max_shared_bytes']} B")
     for line in found:
         print("PROBLEM:", line)
+    for line in noted:
+        print("NOTE (not enforced, --spills report):", line)
     return 1 if found else 0
 
 
