@@ -102,7 +102,7 @@ def test_refuses_without_cuda_unless_dry_run(capsys):
 
 def test_readme_states_the_plan_command():
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    assert "### Running the GPU check" in readme
+    assert "## Running the GPU check" in readme
     assert gpu_check.device_command() in readme, "README out of date: paste --plan's command"
 
 
