@@ -1443,7 +1443,12 @@ COVERED_BY = {"get_backend": "set_backend", "use_backend": "set_backend",
               "triton_unavailable_reason": "set_backend",
               "BackendUnavailableError": "context_attention",
               # its property test is tests/reliability/test_kernel_failures.py
-              "KernelLaunchError": "test_kernel_failures"}
+              "KernelLaunchError": "test_kernel_failures",
+              # the streaming protocols and the in-memory reader: drawn readers (band orders,
+              # channel/dtype changes at a random window), sinks with and without rows, in
+              # tests/reliability/test_gis_properties.py
+              "WindowReader": "test_gis_properties", "BandSink": "test_gis_properties",
+              "TensorReader": "test_gis_properties"}
 
 
 def _dwt_ctor(data, module=True):

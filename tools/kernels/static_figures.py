@@ -223,9 +223,6 @@ def figures_of(kernel: str, consts: dict[str, Any], num_warps: int, elem_bytes: 
 def compute(archs: list[int], families: Iterable[str] | None = None,
             log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
     """Figures of every main specialisation for each architecture in ``archs``."""
-    from uhrops.kernels import compile_check as cc
-    from uhrops.kernels._launch import kernel_name
-
     rows: list[dict[str, Any]] = []
     torch.manual_seed(0)
     compiled_cache: dict[str, dict[str, Any]] = {}
