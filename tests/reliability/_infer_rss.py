@@ -62,7 +62,7 @@ def main() -> int:
         return written
 
     zoo.cli.infer.infer_file = measured
-    return zoo.infer.main(sys.argv[1:])
+    return zoo.cli.infer.main(sys.argv[1:])
 
 
 if __name__ == "__main__":
