@@ -280,8 +280,9 @@ def resampled_binary_error(values: Sequence[int], path: str) -> str | None:
     grey = sorted(v for v in present if 1 < v < 255)
     if not (0 in present and 255 in present and grey):
         return None
+    shown = f"{grey[:6]}" + (" ..." if len(grey) > 6 else "")
     return (f"mask {path} holds {len(present)} distinct values, {len(grey)} of them between 0 "
-            f"and 255 (e.g. {grey[:6]}): a 0/255 mask resampled with interpolation (bilinear or "
+            f"and 255 (values {shown}): a 0/255 mask resampled with interpolation (bilinear or "
             f"bicubic), whose edges became grey. {RESAMPLED_BINARY_FIX}.")
 
 
