@@ -17,7 +17,8 @@ list of row starts and one list of column starts (every grid built here does):
 - :func:`sliding_window` runs a callable over batches of patches (and contexts) and
   accumulates the results (:mod:`~uhrops.tiling.window`), so that peak memory is the output
   plus one batch; with a :class:`WindowReader` and/or a :class:`BandSink` it streams images
-  of any size in one patch row of memory (:mod:`~uhrops.tiling.stream`).
+  of any size in one patch row of memory (:mod:`~uhrops.tiling.stream`). Both modes run
+  the one batch loop of :mod:`~uhrops.tiling.loop`, from a source of patches into a target.
 
 The weights and normalisers every merge shares are in :mod:`~uhrops.tiling.normalisers`,
 the reusable CPU buffers in :mod:`~uhrops.tiling.buffers`.

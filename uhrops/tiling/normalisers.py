@@ -12,7 +12,7 @@ same order, which is why their results are bitwise equal.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from uhrops import checks
 from uhrops.tiling.buffers import empty_buffer, zeros_buffer
 from uhrops.tiling.grid import IntPair, as_pair
 
-__all__ = ["cover_splits", "gaussian_weight", "hann_weight", "inverse_norm_band",
+__all__ = ["PatchPlacer", "cover_splits", "gaussian_weight", "hann_weight", "inverse_norm_band",
            "invert_nonzero_", "patch_factor", "place_patch", "uncovered_spans", "weight_map",
            "weight_sum_rows", "zero_uncovered"]
 
@@ -284,3 +284,53 @@ def zero_uncovered(acc: Tensor, ys: Sequence[int], xs: Sequence[int], ph: int, p
         acc[..., a:b, :].zero_()
     for a, b in uncovered_spans(xs, pw, W):
         acc[..., :, a:b].zero_()
+
+
+class PatchPlacer:
+    """Places patch outputs into an accumulator with their per-pixel factors w/Σw, Σw built
+    for one patch row at a time (never a full-size normaliser).
+
+    The one place of the merge arithmetic of :func:`~uhrops.tiling.sliding_window`: in memory
+    the accumulator is the whole output, streamed it is one patch row's band, and both place
+    every patch through :meth:`place` in the same order, so the two give the same bits.
+    ``ref`` gives the accumulator's dtype and device; ``norm_out`` (optional) a (ph, W)
+    buffer that holds the constant-weight normaliser between rows."""
+
+    def __init__(self, grid: Any, weight: object, reduction: str, ref: Tensor, op: str) -> None:
+        self.ys, self.xs = list(grid.ys), list(grid.xs)
+        self.ph, self.pw = grid.patch_size
+        self.H, self.W = grid.image_size
+        self.ysp = cover_splits(self.ys, self.ph, self.H)
+        self.xsp = cover_splits(self.xs, self.pw, self.W)
+        self.mean = reduction == "mean"
+        self.weight = weight_map(weight, (self.ph, self.pw), ref, op, mean=self.mean)
+        self.dtype, self.device = ref.dtype, ref.device
+        self.norm_out: Tensor | None = None
+        self._norm: Tensor | None = None  # 1 / Σw over the rows of patch row `_norm_row`
+        self._norm_row = -1
+
+    @property
+    def needs_norm_buffer(self) -> bool:
+        """True when a constant-weight mean normaliser is built row by row (``norm_out``
+        would hold it)."""
+        return self.mean and self.weight is None
+
+    def place(self, dst: Tensor, top: int, src: Tensor, index: int) -> None:
+        """Accumulate ``src`` (1, C, ph, pw), the output of patch ``index`` (row-major in
+        the grid), into ``dst`` whose first row is image row ``top``."""
+        gi, gj = divmod(index, len(self.xs))
+        y, x = self.ys[gi], self.xs[gj]
+        hh, ww = min(self.ph, self.H - y), min(self.pw, self.W - x)
+        if self.mean and self._norm_row != gi:
+            self._norm = inverse_norm_band(self.ys, self.xs, self.ph, self.pw, self.H, self.W,
+                                           self.weight, y, y + hh, self.dtype, self.device,
+                                           self.norm_out)
+            self._norm_row = gi
+        s, f, e = self.ysp[gi]
+        place_patch(dst, src, patch_factor(self._norm, self.weight, x, hh, ww),
+                    (s - top, f - top, e - top), self.xsp[gj])
+
+    def release(self) -> Tensor | None:
+        """Drop the normaliser view and return ``norm_out`` (for the caller's pool)."""
+        self._norm, out, self.norm_out = None, self.norm_out, None
+        return out

@@ -3,10 +3,11 @@ to a *sink*, so that memory holds one batch and one row band, whatever the image
 
 The entry is :func:`uhrops.tiling.sliding_window` with a reader as ``image`` and/or ``sink=``;
 :class:`WindowReader` and :class:`BandSink` say what those are, and :class:`TensorReader` is
-the reader over a tensor already in memory. The arithmetic is the in-memory path's, step for step (same per-pixel factors
-w/Σw from the same helpers, patches accumulated in the same row-major order, the first writer
-copying and the others adding), only into a buffer of one patch row's height instead of the
-whole output, so results are bitwise equal to the in-memory call.
+the reader over a tensor already in memory. The loop is the in-memory path's
+(:func:`~uhrops.tiling.loop.run_batches`) and so is the arithmetic (the same
+:class:`~uhrops.tiling.normalisers.PatchPlacer`, patches placed in the same row-major order),
+only into a buffer of one patch row's height instead of the whole output, so results are
+bitwise equal to the in-memory call.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from torch import Tensor
 
 from uhrops import checks
 from uhrops._dtypes import accumulation_dtype
-from uhrops.tiling.batches import BatchFormat, check_batch_output
-from uhrops.tiling.buffers import empty_buffer, recycle
-from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, patch_factor, place_patch,
-                                       uncovered_spans, weight_map)
+from uhrops.tiling.buffers import empty_buffer
+from uhrops.tiling.loop import run_batches
+from uhrops.tiling.normalisers import PatchPlacer, uncovered_spans
 from uhrops.tiling.ops import context_window, contexts_torch
 
 __all__ = ["BandSink", "TensorReader", "WindowReader", "check_reader", "patch_range",
@@ -212,21 +212,120 @@ def patch_range(grid: Any, rows: tuple[int, int], batch_size: int
         min(-(-end // batch_size) * batch_size, total)
 
 
-def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
-           ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
-           out_device: torch.device | None, device: torch.device | None, reduction: str,
-           weight: Any, progress: bool, op: str,
-           rows: tuple[int, int] | None = None) -> Tensor | None:
-    """The streaming body of sliding_window (arguments already checked there)."""
+class _ReaderBatches:
+    """The streamed source: each patch's window (and context windows) read through the
+    reader into a batch buffer (the previous one when free). Every window must have the first
+    one's channels and dtype: a batch is filled in place, where 1 channel would be broadcast
+    over 3 and a 4th would start a new batch shape that fn was never checked with."""
 
+    def __init__(self, reader: Any, grid: Any, ctx_specs: Sequence[Any],
+                 device: torch.device | None, op: str) -> None:
+        self.reader, self.grid, self.ctx_specs, self.device, self.op = (
+            reader, grid, ctx_specs, device, op)
+        self.reuses = device is None  # a batch sent elsewhere is a copy: nothing to refill
+        self.starts = [(y, x) for y in grid.ys for x in grid.xs]
+        self.first_in: tuple[int, torch.dtype] | None = None  # the first window's format
+
+    def same_input(self, t: Tensor, where: str) -> Tensor:
+        now = (int(t.shape[1]), t.dtype)
+        if self.first_in is None:
+            self.first_in = now
+        elif now != self.first_in:
+            raise ValueError(f"{self.op}(): the reader's {where} has (channels, dtype) {now}, "
+                             f"the first window had {self.first_in}. Fix: make the reader "
+                             f"return the same channels and dtype for every window (e.g. "
+                             f"repeat a grey band, drop an alpha band, convert once).")
+        return t
+
+    def batch(self, k0: int, k1: int, spare: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        (H, W), (ph, pw), op = self.grid.image_size, self.grid.patch_size, self.op
+        batch = None
+        for r, (y, x) in enumerate(self.starts[k0:k1]):
+            hh, ww = min(ph, H - y), min(pw, W - x)
+            t = self.same_input(_read(self.reader, y, x, y + hh, x + ww, op),
+                                f"window read({y}, {x}, {y + hh}, {x + ww})")
+            if batch is None:
+                shape = (k1 - k0, t.shape[1], ph, pw)
+                if spare is not None and tuple(spare.shape) == shape \
+                        and spare.dtype == t.dtype and spare.device == t.device:
+                    batch, spare = spare, None
+                else:
+                    batch = empty_buffer(shape, t.dtype, t.device)
+            if hh < ph or ww < pw:
+                batch[r].zero_()
+            batch[r, :, :hh, :ww].copy_(t[0])
+            del t
+        assert batch is not None
+        if self.device is not None:
+            batch = batch.to(self.device)
+        extra = []
+        for c in self.ctx_specs:
+            if callable(c):  # an in-memory image's callables get the image itself
+                src = self.reader.image if isinstance(self.reader, TensorReader) else self.reader
+                part = c(src, self.grid.boxes[k0:k1])
+            else:
+                wh, wwc, oy, ox = context_window(self.grid, c)
+                part = torch.cat([_read_context(self.reader, H, W, y - oy, x - ox, wh, wwc,
+                                                ph, pw, op, self.same_input)
+                                  for y, x in self.starts[k0:k1]], 0)
+            extra.append(part if self.device is None else part.to(self.device))
+        return batch, extra
+
+
+class _BandTarget:
+    """The streamed target: each output placed into one patch row's band (:class:`_Bands`),
+    finished rows handed to the sink; patches outside [first, end) run only for their batch's
+    sake (a partial run, see :func:`patch_range`)."""
+
+    def __init__(self, grid: Any, sink: Callable[[int, Tensor], Any], rows: tuple[int, int],
+                 needed: tuple[int, int], out_device: torch.device | None, reduction: str,
+                 weight: Any, op: str) -> None:
+        self.grid, self.sink, self.rows, self.needed = grid, sink, rows, needed
+        self.out_device, self.reduction, self.weight, self.op = out_device, reduction, weight, op
+        self.bands: _Bands | None = None
+        self.placer: PatchPlacer | None = None
+
+    def start(self, y: Tensor) -> None:
+        (H, W), (ph, pw) = self.grid.image_size, self.grid.patch_size
+        odev = self.out_device if self.out_device is not None else y.device
+        self.bands = _Bands(self.grid.ys, ph, H, W, y.shape[1], accumulation_dtype(y.dtype),
+                            y.dtype, odev, uncovered_spans(self.grid.xs, pw, W), self.sink,
+                            self.rows)
+        self.placer = PatchPlacer(self.grid, self.weight, self.reduction, self.bands.buf,
+                                  self.op)
+
+    def add(self, y: Tensor, k0: int, k1: int) -> None:
+        bands, placer = self.bands, self.placer
+        assert bands is not None and placer is not None
+        yo = y.to(device=bands.buf.device)
+        nx = len(self.grid.xs)
+        for r, k in enumerate(range(k0, k1)):
+            if not self.needed[0] <= k < self.needed[1]:  # run for the batch's sake
+                continue
+            if k // nx != bands.row:
+                bands.open(k // nx)
+            buf, top = bands.view()
+            placer.place(buf, top, yo[r:r + 1], k)
+
+    def finish(self, fn: Callable[..., Tensor], reader: Any) -> None:
+        if self.bands is None:  # rows no patch covers (a gap of a hand-made grid): zeros
+            (H, W), (ph, pw) = self.grid.image_size, self.grid.patch_size
+            t = _read(reader, 0, 0, 1, 1, self.op)
+            probe = fn(empty_buffer((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
+            self.bands = _Bands(self.grid.ys, ph, H, W, probe.shape[1], probe.dtype,
+                                probe.dtype, self.out_device or probe.device, (), self.sink,
+                                self.rows)
+        self.bands.close()
+
+
+def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
+                 ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
+                 out_device: torch.device | None, device: torch.device | None, reduction: str,
+                 weight: Any, progress: bool, op: str,
+                 rows: tuple[int, int] | None = None) -> Tensor | None:
+    """The streaming body of sliding_window (arguments already checked there): the batch
+    loop of :mod:`uhrops.tiling.loop` from a reader into one patch row's band."""
     H, W = grid.image_size
-    ph, pw = grid.patch_size
-    ys, xs = list(grid.ys), list(grid.xs)
-    nx = len(xs)
-    starts = [(y, x) for y in ys for x in xs]
-    total = len(starts)
-    ysp, xsp = cover_splits(ys, ph, H), cover_splits(xs, pw, W)
-    mean = reduction == "mean"
     rows = (0, H) if rows is None else rows
     first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
     out: Tensor | None = None
@@ -238,107 +337,10 @@ def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: 
                                    band.device)
             out[:, :, y0 - rows[0]:y0 - rows[0] + band.shape[-2]].copy_(band)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=ke - kb, desc=op, unit="patch")
-    bands: _Bands | None = None
-    spare: Tensor | None = None
-    w_acc: Tensor | None = None
-    band_norm: Tensor | None = None
-    norm_row = -1
-    first: BatchFormat | None = None
-    first_in: list[tuple[int, torch.dtype]] = []  # the first window's (channels, dtype)
-
-    def same_input(t: Tensor, where: str) -> Tensor:
-        """Every window must have the first one's channels and dtype: a batch is filled in
-        place, where 1 channel would be broadcast over 3 and a 4th would start a new batch
-        shape that fn was never checked with."""
-        now = (int(t.shape[1]), t.dtype)
-        if not first_in:
-            first_in.append(now)
-        elif now != first_in[0]:
-            raise ValueError(f"{op}(): the reader's {where} has (channels, dtype) {now}, "
-                             f"the first window had {first_in[0]}. Fix: make the reader "
-                             f"return the same channels and dtype for every window (e.g. "
-                             f"repeat a grey band, drop an alpha band, convert once).")
-        return t
-
-    try:
-        with torch.no_grad():
-            for k0 in range(kb, ke, batch_size):
-                k1 = min(k0 + batch_size, total)
-                batch = None
-                for r, (y, x) in enumerate(starts[k0:k1]):
-                    hh, ww = min(ph, H - y), min(pw, W - x)
-                    t = same_input(_read(reader, y, x, y + hh, x + ww, op),
-                                   f"window read({y}, {x}, {y + hh}, {x + ww})")
-                    if batch is None:
-                        shape = (k1 - k0, t.shape[1], ph, pw)
-                        if spare is not None and tuple(spare.shape) == shape \
-                                and spare.dtype == t.dtype and spare.device == t.device:
-                            batch, spare = spare, None
-                        else:
-                            batch = empty_buffer(shape, t.dtype, t.device)
-                    if hh < ph or ww < pw:
-                        batch[r].zero_()
-                    batch[r, :, :hh, :ww].copy_(t[0])
-                    del t
-                assert batch is not None
-                if device is not None:
-                    batch = batch.to(device)
-                extra = []
-                for c in ctx_specs:
-                    if callable(c):  # an in-memory image's callables get the image itself
-                        src = reader.image if isinstance(reader, TensorReader) else reader
-                        part = c(src, grid.boxes[k0:k1])
-                    else:
-                        wh, wwc, oy, ox = context_window(grid, c)
-                        part = torch.cat([_read_context(reader, H, W, y - oy, x - ox, wh,
-                                                        wwc, ph, pw, op, same_input)
-                                          for y, x in starts[k0:k1]], 0)
-                    extra.append(part if device is None else part.to(device))
-                y_out = fn(batch, *extra)
-                is_first = first is None
-                first = check_batch_output(y_out, k0, k1, batch_size, total, (ph, pw), first, op)
-                if is_first:
-                    acc_dtype = accumulation_dtype(y_out.dtype)
-                    odev = out_device if out_device is not None else y_out.device
-                    bands = _Bands(ys, ph, H, W, y_out.shape[1], acc_dtype, y_out.dtype, odev,
-                                   uncovered_spans(xs, pw, W), sink, rows)
-                    w_acc = weight_map(weight, (ph, pw), bands.buf, op, mean=mean)
-                assert bands is not None
-                yo = y_out.to(device=bands.buf.device)
-                for r, k in enumerate(range(k0, k1)):
-                    if not first_k <= k < end_k:  # run for the batch's sake, not needed
-                        continue
-                    gi, gj = divmod(k, nx)
-                    if gi != bands.row:
-                        bands.open(gi)
-                    yy, xx = starts[k]
-                    hh, ww = min(ph, H - yy), min(pw, W - xx)
-                    if mean and norm_row != gi:
-                        band_norm = inverse_norm_band(ys, xs, ph, pw, H, W, w_acc, yy, yy + hh,
-                                               bands.buf.dtype, bands.buf.device)
-                        norm_row = gi
-                    buf, r0 = bands.view()
-                    s, f, e = ysp[gi]
-                    place_patch(buf, yo[r:r + 1], patch_factor(band_norm, w_acc, xx, hh, ww),
-                           (s - r0, f - r0, e - r0), xsp[gj])
-                del yo, y_out, extra
-                spare = recycle(batch) if device is None else None
-                del batch
-                if bar is not None:
-                    bar.update(k1 - k0)
-            if bands is None:  # rows no patch covers (a gap of a hand-made grid): zeros
-                with torch.no_grad():
-                    t = _read(reader, 0, 0, 1, 1, op)
-                    probe = fn(empty_buffer((1, t.shape[1], ph, pw), t.dtype, t.device).zero_())
-                bands = _Bands(ys, ph, H, W, probe.shape[1], probe.dtype, probe.dtype,
-                               out_device or probe.device, (), sink, rows)
-            bands.close()
-    finally:
-        if bar is not None:
-            bar.close()
+    source = _ReaderBatches(reader, grid, ctx_specs, device, op)
+    target = _BandTarget(grid, sink, rows, (first_k, end_k), out_device, reduction, weight, op)
+    with torch.no_grad():
+        run_batches(fn, source, target, grid.patch_size, batch_size, len(grid), (kb, ke),
+                    progress, op)
+        target.finish(fn, reader)
     return out

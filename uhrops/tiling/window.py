@@ -14,11 +14,10 @@ from uhrops import checks
 from uhrops._backend import get_backend, use_backend
 from uhrops._dtypes import accumulation_dtype
 from uhrops.tiling.argmax import LabelSink
-from uhrops.tiling.batches import BatchFormat, check_batch_output
-from uhrops.tiling.buffers import pool_keep, pooled_empty, recycle
+from uhrops.tiling.buffers import pool_keep, pooled_empty
 from uhrops.tiling.grid import PatchGrid, check_grid, check_image_grid
-from uhrops.tiling.normalisers import (cover_splits, inverse_norm_band, patch_factor, place_patch,
-                                       weight_map, zero_uncovered)
+from uhrops.tiling.loop import run_batches
+from uhrops.tiling.normalisers import PatchPlacer, weight_map, zero_uncovered
 from uhrops.tiling.stream import TensorReader, check_reader, run_streamed
 from uhrops.tiling.ops import (check_scale, context_window, contexts_torch, extract_contexts,
                                extract_patches, merge_patches, why_no_kernel)
@@ -197,142 +196,136 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
     if a.reader is not None:
         return run_streamed(fn, a.reader, a.grid, a.batch_size, a.ctx_specs, sink, a.out_device,
                             a.device, reduction, weight, bool(progress), op, a.rows)
-    image, grid, batch_size, ctx_specs = a.image, a.grid, a.batch_size, a.ctx_specs
-    out_device, device = a.out_device, a.device
-
-    B = image.shape[0]
-    ph, pw = grid.patch_size
-    H, W = grid.image_size
-    n = len(grid)
-    starts = [(y, x) for y in grid.ys for x in grid.xs]
-    total = B * n
+    image, grid = a.image, a.grid
+    # with autograd the patches come from the custom ops, so the image gets its gradient
     differentiable = torch.is_grad_enabled() and image.requires_grad
+    source = _ImageBatches(image, grid, a.ctx_specs, a.device, differentiable)
+    target = _Merged(image.shape[0], grid, a.out_device, reduction, weight, op)
+    total = image.shape[0] * len(grid)
+    spare = run_batches(fn, source, target, grid.patch_size, a.batch_size, total, (0, total),
+                        bool(progress), op)
+    return target.finish(spare)
 
-    if differentiable:  # through the custom ops, so the image gets its gradient
-        with _torch_where_no_kernel(why_no_kernel("extract_patches", image.dtype)):
-            all_patches = extract_patches(image, grid)
-        with _torch_where_no_kernel(why_no_kernel("extract_contexts", image.dtype)):
-            all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
-                       for c in ctx_specs]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+class _ImageBatches:
+    """The in-memory source: patches cropped from the image tensor into a batch buffer (the
+    previous one when free), or with autograd sliced from :func:`extract_patches` (and
+    :func:`extract_contexts`) so the image gets its gradient. A batch may span two images."""
 
-        bar = tqdm(total=total, desc=op, unit="patch")
+    def __init__(self, image: Tensor, grid: PatchGrid, ctx_specs: Sequence[Any],
+                 device: torch.device | None, differentiable: bool) -> None:
+        self.image, self.grid, self.ctx_specs, self.device = image, grid, ctx_specs, device
+        self.differentiable = differentiable
+        self.reuses = not differentiable
+        self.n = len(grid)
+        self.starts = [(y, x) for y in grid.ys for x in grid.xs]
+        if differentiable:
+            with _torch_where_no_kernel(why_no_kernel("extract_patches", image.dtype)):
+                self.all_patches = extract_patches(image, grid)
+            with _torch_where_no_kernel(why_no_kernel("extract_contexts", image.dtype)):
+                self.all_ctx = [extract_contexts(image, grid, c) if not callable(c) else None
+                                for c in ctx_specs]
 
-    nx = len(grid.xs)
-    ysp, xsp = cover_splits(grid.ys, ph, H), cover_splits(grid.xs, pw, W)
-    mean = reduction == "mean"
-    band: Tensor | None = None  # inverse normaliser over the rows of patch row `band_row`
-    band_row = -1
-    band_buf: Tensor | None = None  # holds `band` (constant weights), kept between calls
-    outs: list[Tensor] | None = None  # kept outputs (autograd mode)
-    spare: Tensor | None = None  # last batch buffer, when nothing else holds it
-    acc: Tensor | None = None
-    w_acc: Tensor | None = None
-    out_dtype: torch.dtype | None = None
-    first: BatchFormat | None = None  # batch 0's channels, dtype, device
-    try:
-        for k0 in range(0, total, batch_size):
-            k1 = min(k0 + batch_size, total)
-            segs = []  # (b, [patch index within image])
-            for k in range(k0, k1):
-                b, i = divmod(k, n)
-                if segs and segs[-1][0] == b:
-                    segs[-1][1].append(i)
-                else:
-                    segs.append((b, [i]))
-            if differentiable:
-                # a copy, not a slice: autograd forbids in-place changes to a view of a custom
-                # op's output, and fn may modify its batch (one batch of extra memory)
-                batch = all_patches[k0:k1].to(device, copy=True)
+    def batch(self, k0: int, k1: int, spare: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        segs: list[tuple[int, list[int]]] = []  # (image, [patch index within the image])
+        for k in range(k0, k1):
+            b, i = divmod(k, self.n)
+            if segs and segs[-1][0] == b:
+                segs[-1][1].append(i)
             else:
-                with torch.no_grad():
-                    if spare is not None and spare.shape[0] == k1 - k0:
-                        batch, spare = spare, None
-                    else:
-                        pool_keep(spare)  # the full-size batch, for the next call
-                        spare = None
-                        batch = pooled_empty((k1 - k0, image.shape[1], ph, pw),
-                                              image.dtype, image.device)
-                    r = 0
-                    for b, idx in segs:
-                        _crop_boxes(image[b:b + 1], [starts[i] for i in idx], ph, pw,
-                                    batch[r:r + len(idx)])
-                        r += len(idx)
-                    batch = batch.to(device)
-            extra = []
-            for j, c in enumerate(ctx_specs):
-                if not callable(c) and differentiable:
-                    extra.append(all_ctx[j][k0:k1].to(device, copy=True))  # as for the batch
-                    continue
-                parts = []
+                segs.append((b, [i]))
+        image, (ph, pw) = self.image, self.grid.patch_size
+        if self.differentiable:
+            # a copy, not a slice: autograd forbids in-place changes to a view of a custom
+            # op's output, and fn may modify its batch (one batch of extra memory)
+            batch = self.all_patches[k0:k1].to(self.device, copy=True)
+        else:
+            with torch.no_grad():
+                if spare is not None and spare.shape[0] == k1 - k0:
+                    batch, spare = spare, None
+                else:
+                    pool_keep(spare)  # the full-size batch, for the next call
+                    spare = None
+                    batch = pooled_empty((k1 - k0, image.shape[1], ph, pw), image.dtype,
+                                         image.device)
+                r = 0
                 for b, idx in segs:
-                    if callable(c):
-                        boxes = grid.boxes[idx]
-                        parts.append(c(image[b:b + 1], boxes))
-                    else:
-                        with torch.no_grad():
-                            parts.append(_contexts_boxes(image[b:b + 1], grid,
-                                                         [starts[i] for i in idx], c))
-                extra.append((torch.cat(parts, 0) if len(parts) > 1 else parts[0]).to(device))
-            y = fn(batch, *extra)
-            first = check_batch_output(y, k0, k1, batch_size, total, (ph, pw), first, op)
-            if outs is None and acc is None:
-                out_dtype = y.dtype
-                if torch.is_grad_enabled() and y.requires_grad:
-                    outs = []
+                    _crop_boxes(image[b:b + 1], [self.starts[i] for i in idx], ph, pw,
+                                batch[r:r + len(idx)])
+                    r += len(idx)
+                batch = batch.to(self.device)
+        extra = []
+        for j, c in enumerate(self.ctx_specs):
+            if not callable(c) and self.differentiable:
+                extra.append(self.all_ctx[j][k0:k1].to(self.device, copy=True))  # as above
+                continue
+            parts = []
+            for b, idx in segs:
+                if callable(c):
+                    parts.append(c(image[b:b + 1], self.grid.boxes[idx]))
                 else:
-                    acc_dtype = accumulation_dtype(y.dtype)
-                    acc = pooled_empty((B, y.shape[1], H, W), acc_dtype, out_device)
-                    zero_uncovered(acc, grid.ys, grid.xs, ph, pw)
-                    w_acc = weight_map(weight, (ph, pw), acc, op, mean=mean)
-            if outs is not None:
-                outs.append(y.to(out_device))
-            else:
-                assert acc is not None
-                with torch.no_grad():
-                    yo = y.to(device=out_device)
-                    r = 0
-                    for b, idx in segs:
-                        for i in idx:
-                            gi, gj = divmod(i, nx)
-                            yy, xx = starts[i]
-                            hh, ww = min(ph, H - yy), min(pw, W - xx)
-                            if mean and band_row != gi:
-                                if band_buf is None and w_acc is None:
-                                    band_buf = pooled_empty((min(ph, H), W), acc.dtype,
-                                                             acc.device)
-                                band = inverse_norm_band(grid.ys, grid.xs, ph, pw, H, W, w_acc, yy,
-                                                  yy + hh, acc.dtype, acc.device, band_buf)
-                                band_row = gi
-                            # reads yo only: fn's output is never modified
-                            place_patch(acc[b:b + 1], yo[r:r + 1], patch_factor(band, w_acc, xx, hh, ww),
-                                   ysp[gi], xsp[gj])
-                            r += 1
-                    del yo
-            del y, extra
-            if not differentiable:
-                spare = recycle(batch)
-            del batch
-            if bar is not None:
-                bar.update(k1 - k0)
-    finally:
-        if bar is not None:
-            bar.close()
+                    with torch.no_grad():
+                        parts.append(_contexts_boxes(image[b:b + 1], self.grid,
+                                                     [self.starts[i] for i in idx], c))
+            extra.append((torch.cat(parts, 0) if len(parts) > 1 else parts[0]).to(self.device))
+        return batch, extra
 
-    if outs is not None:
-        merged = torch.cat(outs, 0)
-        with _torch_where_no_kernel(why_no_kernel("merge_patches", merged.dtype)):
-            return merge_patches(merged, grid, reduction, weight)
-    assert acc is not None and out_dtype is not None
-    band = None
-    pool_keep(spare, band_buf)
-    if acc.dtype == out_dtype:
-        pool_keep(acc)  # reused by a later call once the caller has dropped it
-        return acc
-    return acc.to(out_dtype)
+
+class _Merged:
+    """The in-memory target: ``fn``'s outputs accumulated into the whole (B, C_out, H, W)
+    output with their factors w/Σw (float32 for fp16/bf16 outputs), or, when they require
+    grad, kept and merged by the differentiable :func:`merge_patches` at the end (the
+    autograd graph holds them anyway)."""
+
+    def __init__(self, images: int, grid: PatchGrid, out_device: torch.device | None,
+                 reduction: str, weight: Any, op: str) -> None:
+        self.images, self.grid, self.out_device = images, grid, out_device
+        self.reduction, self.weight, self.op = reduction, weight, op
+        self.n = len(grid)
+        self.outs: list[Tensor] | None = None
+        self.acc: Tensor | None = None
+        self.placer: PatchPlacer | None = None
+        self.out_dtype: torch.dtype | None = None
+
+    def start(self, y: Tensor) -> None:
+        self.out_dtype = y.dtype
+        if torch.is_grad_enabled() and y.requires_grad:
+            self.outs = []
+            return
+        (ph, pw), (H, W) = self.grid.patch_size, self.grid.image_size
+        self.acc = pooled_empty((self.images, y.shape[1], H, W), accumulation_dtype(y.dtype),
+                                self.out_device)
+        zero_uncovered(self.acc, self.grid.ys, self.grid.xs, ph, pw)
+        self.placer = PatchPlacer(self.grid, self.weight, self.reduction, self.acc, self.op)
+        if self.placer.needs_norm_buffer:
+            self.placer.norm_out = pooled_empty((min(ph, H), W), self.acc.dtype,
+                                                self.acc.device)
+
+    def add(self, y: Tensor, k0: int, k1: int) -> None:
+        if self.outs is not None:
+            self.outs.append(y.to(self.out_device))
+            return
+        assert self.acc is not None and self.placer is not None
+        with torch.no_grad():
+            yo = y.to(device=self.out_device)
+            for r, k in enumerate(range(k0, k1)):
+                b, i = divmod(k, self.n)
+                # reads yo only: fn's output is never modified
+                self.placer.place(self.acc[b:b + 1], 0, yo[r:r + 1], i)
+
+    def finish(self, spare: Tensor | None) -> Tensor:
+        if self.outs is not None:
+            merged = torch.cat(self.outs, 0)
+            self.outs = None
+            with _torch_where_no_kernel(why_no_kernel("merge_patches", merged.dtype)):
+                return merge_patches(merged, self.grid, self.reduction, self.weight)
+        assert self.acc is not None and self.placer is not None and self.out_dtype is not None
+        acc, self.acc = self.acc, None
+        pool_keep(spare, self.placer.release())
+        if acc.dtype == self.out_dtype:
+            pool_keep(acc)  # reused by a later call once the caller has dropped it
+            return acc
+        return acc.to(self.out_dtype)
 
 
 @dataclass
