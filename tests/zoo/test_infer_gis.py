@@ -443,3 +443,34 @@ def test_run_predictions_use_the_datasets_mask_values(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a_mask.png")), pred.numpy() * 255)
     write_mask_files(str(tmp_path), "b", pred, image, ((0, 0, 0), (255, 255, 255)))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b_mask.png")), pred.numpy())
+
+
+def test_mask_only_outputs_stream_labels_not_logits(tmp_path, monkeypatch):
+    """Writing masks only, zoo.infer asks the merge for labels (``sliding_window(argmax=True)``,
+    issue 33): no logits band reaches the band writer, and the mask is byte-identical to the
+    in-memory run's (logits merged whole, then argmax) and to the numpy oracle's argmax."""
+    H, W = 700, 530
+    img = write_geotiff(tmp_path / "s.tif", H, W, seed=11)
+    seen: list[torch.dtype] = []
+    real = sf._BandSink.__call__
+
+    def spy(self, y0, band):
+        seen.append(band.dtype)
+        return real(self, y0, band)
+
+    monkeypatch.setattr(sf._BandSink, "__call__", spy)
+    masks = {}
+    for mode, sets in (("memory", ["eval.sliding=true", "eval.max_memory=1000.0"]),
+                       ("stream", ["eval.max_memory=0.001"])):
+        task, model = cheap_task(*sets, "eval.window=[256, 256]")
+        seen.clear()
+        sf.segment_file(task, model, str(tmp_path / "s.tif"), str(tmp_path / mode),
+                        settings(outputs=("tif",)), CPU)
+        assert seen and all(d.is_floating_point for d in seen) == (mode == "memory"), mode
+        masks[mode] = read(tmp_path / mode / "s_mask.tif", 1)
+    assert not any(d.is_floating_point for d in seen)  # the streamed run: labels only
+    assert np.array_equal(masks["memory"], masks["stream"])
+    l = logits_of(img.astype(np.float32) / 255, cheap_task()[1])
+    sure = np.abs(l[1] - l[0]) > 1e-4
+    assert sure.mean() > 0.99
+    assert np.array_equal(masks["stream"][sure], np.where(l[1] > l[0], 255, 0)[sure])

@@ -298,9 +298,10 @@ class FCtLTask(Task):
     whole_image_fixed_bytes = 1200 * 2**20
 
     @torch.no_grad()
-    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None) -> None:
+    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None,
+                       labels: bool = False) -> None:
         """:meth:`FCtLSegmenter.stream`: the patches and contexts read from ``reader``."""
-        self._segmenter(model).stream(reader, sink, rows=rows)
+        self._segmenter(model).stream(reader, sink, rows=rows, labels=labels)
 
 
 @register_family

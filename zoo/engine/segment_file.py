@@ -263,12 +263,20 @@ class _BandSink:
         self.filled = 0
 
     def __call__(self, y0: int, logits: Tensor) -> None:
-        logits = logits[0] if logits.dim() == 4 else logits  # (n, h, W)
-        if logits.shape[0] != self.parts.classes:
-            raise ValueError(f"zoo.infer: the model gives {logits.shape[0]} class maps but "
-                             f"model.num_classes is {self.parts.classes}. Fix: --set "
-                             f"model.num_classes={logits.shape[0]} (or use the checkpoint's "
-                             f"config).")
+        if not logits.is_floating_point():  # (1, h, W) labels from a labels-only merge
+            top = int(logits.max()) if logits.numel() else 0
+            if top >= self.parts.classes:
+                raise ValueError(f"zoo.infer: the model gives class {top} but "
+                                 f"model.num_classes is {self.parts.classes}. Fix: --set "
+                                 f"model.num_classes=<the model's class count> (or use the "
+                                 f"checkpoint's config).")
+        else:
+            logits = logits[0] if logits.dim() == 4 else logits  # (n, h, W)
+            if logits.shape[0] != self.parts.classes:
+                raise ValueError(f"zoo.infer: the model gives {logits.shape[0]} class maps "
+                                 f"but model.num_classes is {self.parts.classes}. Fix: --set "
+                                 f"model.num_classes={logits.shape[0]} (or use the "
+                                 f"checkpoint's config).")
         h = logits.shape[-2]
         r = 0
         while r < h:
@@ -293,8 +301,11 @@ class _BandSink:
 
     def _convert(self, logits: Tensor, at: int) -> None:
         """Argmax (and probabilities) a few rows at a time: an int64 argmax of a whole band
-        would be 8 bytes a pixel."""
+        would be 8 bytes a pixel. Labels (an integer (1, h, W) band) are copied."""
         assert self.idx is not None
+        if not logits.is_floating_point():
+            self.idx[at:at + logits.shape[1]] = logits[0].numpy()
+            return
         step = max(1, (1 << 22) // max(1, logits.shape[-1]))
         for a in range(0, logits.shape[1], step):
             part = logits[:, a:a + step]
@@ -436,7 +447,9 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                     del logits
                 else:
                     for r0, r1 in _runs(mine):
-                        task.stream_predict(model, src, sink, rows=(r0, r1), device=device)
+                        # masks only: the merge hands over labels, no logits band leaves it
+                        task.stream_predict(model, src, sink, rows=(r0, r1), device=device,
+                                            labels=not parts.probs)
         if st.world > 1:
             def owner(y0: int) -> int:
                 i = [b[0] for b in bands].index(y0)

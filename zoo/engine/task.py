@@ -137,10 +137,12 @@ class Task:
 
     def stream_predict(self, model: nn.Module, reader: Any,
                        sink: Callable[[int, Tensor], Any], rows: tuple[int, int] | None = None,
-                       device: torch.device | None = None) -> None:
+                       device: torch.device | None = None, labels: bool = False) -> None:
         """Logits of the image ``reader`` serves (``uhrops.sliding_window``'s reader), handed
-        to ``sink(y0, band)`` band by band; ``rows``: only those output rows. None of the
-        families here: NotImplementedError (the caller then reads the image whole)."""
+        to ``sink(y0, band)`` band by band; ``rows``: only those output rows; ``labels``:
+        the (1, h, W) integer label bands instead (``sliding_window(argmax=True)``: no
+        logits leave the merge, for callers that write masks only). None of the families
+        here: NotImplementedError (the caller then reads the image whole)."""
         raise NotImplementedError(f"family {self.family!r} cannot stream images")
 
 

@@ -108,10 +108,12 @@ class WSDNetTask(Task):
                               batch_size=int(ev["batch_size"]))
 
     @torch.no_grad()
-    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None) -> None:
+    def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None,
+                       labels: bool = False) -> None:
         """The windows of :meth:`predict`'s sliding path, read from ``reader`` and merged one
-        row of windows at a time (bitwise the in-memory sliding path's logits)."""
+        row of windows at a time (bitwise the in-memory sliding path's logits, or their
+        argmax with ``labels``)."""
         h, w = reader.image_size
         sliding_window(model, reader, self._window_grid(h, w),
                        batch_size=int(self.cfg["eval"]["batch_size"]), sink=sink, rows=rows,
-                       device=device, out_device="cpu")
+                       device=device, out_device="cpu", argmax=labels)

@@ -430,7 +430,8 @@ class FCtLSegmenter(nn.Module):
                                           self.min_overlap)
         return torch.cat(kept, 0), grid
 
-    def stream(self, reader, sink, rows: tuple[int, int] | None = None) -> None:
+    def stream(self, reader, sink, rows: tuple[int, int] | None = None,
+               labels: bool = False) -> None:
         """Segment the image a ``uhrops.sliding_window`` reader serves (e.g. a GeoTIFF read
         window by window), handing the merged local logits to ``sink(y0, band)`` band by
         band (``rows``: only those output rows): the same patches, contexts, batches and sums
@@ -438,7 +439,8 @@ class FCtLSegmenter(nn.Module):
         and one row of patches. A "global" context is the image resized by
         :func:`streamed_resize_global` (within ~1e-6 of the in-memory resize). Not for TTA,
         a refiner, the "global" stage, ``context_resize="released"`` or non-default
-        padding/filtering (ValueError: they need the whole image)."""
+        padding/filtering (ValueError: they need the whole image). ``labels``: the sink gets
+        the (1, h, W) argmax of those logits instead (``sliding_window(argmax=True)``)."""
         op = "FCtLSegmenter.stream"
         why = ("tta=True" if self.tta else "a refiner" if self.refiner is not None else
                "the 'global' stage" if self.model.stage == "global" else
@@ -455,12 +457,14 @@ class FCtLSegmenter(nn.Module):
         try:
             with torch.no_grad():
                 self._local_one(reader, self.merge, sink=sink, rows=rows,
-                                global_image=lambda: streamed_resize_global(reader, p))
+                                global_image=lambda: streamed_resize_global(reader, p),
+                                labels=labels)
         finally:
             self.model.train(was_training)
 
     def _local_one(self, image, reduction: str, keep: list[Tensor] | None = None,
-                   sink=None, rows=None, global_image=None) -> Tensor | None:
+                   sink=None, rows=None, global_image=None,
+                   labels: bool = False) -> Tensor | None:
         """Local logits of one image merged with ``reduction``; ``keep`` collects the
         patch outputs in grid order. ``image`` may be a reader (with ``sink``, ``rows`` and
         ``global_image``, see :meth:`stream`)."""
@@ -502,7 +506,8 @@ class FCtLSegmenter(nn.Module):
 
         return sliding_window(fn, image, grid, self.batch_size, contexts=specs,
                               out_device=out_device, progress=self.progress,
-                              reduction=reduction, device=dev, sink=sink, rows=rows)
+                              reduction=reduction, device=dev, sink=sink, rows=rows,
+                              argmax=labels)
 
     def _segment(self, image: Tensor, glob: Tensor | None = None) -> Tensor:
         return torch.cat([self._segment_one(image[b:b + 1],
