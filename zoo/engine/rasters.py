@@ -141,6 +141,17 @@ class _RasterioImage(ImageSource):
         if ds.nodata is not None and only_nodata and self.lut is None \
                 and len(set(self.bands)) == ds.count:
             self.empty_value = ds.nodata
+        # GDAL keeps decoded tiles in a process-wide cache of 5% of the RAM by default, so a
+        # streamed run's memory would grow with the height read so far, up to gigabytes on a
+        # large server. The strips below already keep what is read again; GDAL needs only the
+        # tile rows a strip boundary cuts (two full-width tile rows). A GDAL_CACHEMAX the
+        # user set in the environment is left alone.
+        self._env = None
+        if "GDAL_CACHEMAX" not in os.environ:
+            tile_rows = max(int(ds.block_shapes[0][0]), 1)
+            row_bytes = ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+            self._env = rasterio.Env(GDAL_CACHEMAX=max(4 * 2**20, 2 * tile_rows * row_bytes))
+            self._env.__enter__()
 
     # Windows of one row of windows share their rows: the full-width strip is read once (GDAL
     # decodes each tile once, in order) and kept while it is asked for; a few strips (the
@@ -181,6 +192,9 @@ class _RasterioImage(ImageSource):
 
     def close(self) -> None:
         self.ds.close()
+        if self._env is not None:
+            env, self._env = self._env, None
+            env.__exit__(None, None, None)
 
 
 def _pil_geotags(path: str) -> bool:
