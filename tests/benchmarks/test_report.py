@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from benchmarks import report
+from benchmarks import kernel_reports, merge_labels, report, wsdnet_train_memory, wsl_magnitudes
 from benchmarks.common import SCHEMA
+from benchmarks.models import models_block
 
 
 def _fmt(x: float) -> str:
@@ -122,7 +123,7 @@ def test_tables_match_json(results, tmp_path):
     assert "| WSDNet | 2448² | GPU | — | not measured |" in models
     assert "| FCtL | 2448² | GPU | — | not measured |" in models
     cpu_row = dict(WSDNET, median_cpu_s=1.5)
-    assert "| 1.50 | 1.25 | 1600 (RSS) |" in report.models_block(
+    assert "| 1.50 | 1.25 | 1600 (RSS) |" in models_block(
         {"cpu-2t": _doc("cpu-2t", {"models.wsdnet": [cpu_row]})})
     assert models.count("not measured") >= 4  # two rows and two GPU goals
 
@@ -209,12 +210,12 @@ def test_attention_work_block(tmp_path):
              "blocks": {"_fwd_kernel": [153], "_bwd_dkdv_kernel": [153, 17]}, "sms": 132}]
     path = tmp_path / "kernels-attention-work.json"
     path.write_text(json.dumps({"metadata": {"commit": "abc"}, "sms": 132, "rows": rows}))
-    block = report.attention_work_block(report.load_attention_work(str(tmp_path)))
+    block = kernel_reports.attention_work_block(kernel_reports.load_attention_work(str(tmp_path)))
     line = [x for x in block.splitlines() if x.startswith("| B1 C512")][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1:6] == ["bfloat16", "—", "1.06x", "1.21x", "153"]
     assert "`fwd` 153" in cells[6] and "`bwd_dkdv` 153+17" in cells[6]
-    assert "no report" in report.attention_work_block(report.load_attention_work(
+    assert "no report" in kernel_reports.attention_work_block(kernel_reports.load_attention_work(
         str(tmp_path / "missing")))
 
 
@@ -236,7 +237,7 @@ MEMORY = {
 
 
 def test_wsdnet_memory_block(tmp_path):
-    text = report.wsdnet_memory_block(MEMORY)
+    text = wsdnet_train_memory.wsdnet_memory_block(MEMORY)
     assert "| 512² | 600 · 800 | 150 (25 %) · 200 (25 %) |" in text
     assert "| 1024² | 2400 · 3200 | — |" in text
     assert "| 512² | 300 | 150 |" in text  # GFLOP
@@ -248,8 +249,8 @@ def test_wsdnet_memory_block(tmp_path):
     assert "at 64² (1 run: each variant once) the saved and peak bytes are identical." in text
     off = json.loads(json.dumps(MEMORY))
     off["validation"][0]["peak_fake"] = 21
-    assert "within 5 %." in report.wsdnet_memory_block(off)
-    assert report.wsdnet_memory_block(None).startswith("Not measured")
+    assert "within 5 %." in wsdnet_train_memory.wsdnet_memory_block(off)
+    assert wsdnet_train_memory.wsdnet_memory_block(None).startswith("Not measured")
     # The block is rendered from its file by the command.
     d = tmp_path / "results"
     d.mkdir()
@@ -266,10 +267,10 @@ def test_wsl_magnitudes_block():
            "ce_seg": 2.0, "ce_aux": 1.5,
            "rows": [{"label": "Eq. 4", "kwargs": {}, "wsl": 40.0},
                     {"label": "mean", "kwargs": {"reduction": "mean"}, "wsl": 5.0}]}
-    text = report.wsl_magnitudes_block(doc)
+    text = wsl_magnitudes.wsl_magnitudes_block(doc)
     assert "CE(seg) 2.00, CE(aux) 1.50" in text
     assert "| Eq. 4 | 40.0 | 20.0 |" in text and "| mean | 5.00 | 2.50 |" in text
-    assert report.wsl_magnitudes_block(None).startswith("Not measured")
+    assert wsl_magnitudes.wsl_magnitudes_block(None).startswith("Not measured")
 
 
 def test_merge_labels_block():
@@ -281,10 +282,10 @@ def test_merge_labels_block():
                         "peak_rss_mb": 600.0, "peak_above_start_mb": 175.0},
                        {"method": "monai", "size": 10240, "classes": 100, "skipped": True,
                         "needs_bytes": 44 * 2**30, "available_bytes": 20 * 2**30}]}
-    text = report.merge_labels_block(doc)
+    text = merge_labels.merge_labels_block(doc)
     assert "| 2448² | 7 | `sliding_window(argmax=True)` | 5.50 | 175 | 600 |" in text
     assert "not run: needs ≥ 44.0 GiB (available 20.0 GiB)" in text
-    assert report.merge_labels_block(None).startswith("Not measured")
+    assert merge_labels.merge_labels_block(None).startswith("Not measured")
 
 
 def test_kernel_figures_block():
@@ -292,8 +293,8 @@ def test_kernel_figures_block():
            "registers": 62, "spill_store_bytes": 0, "loads_per_element": 1.5589,
            "load_instructions_per_output": 2.375, "load_widths": {"128": 38, "32": 19},
            "store_widths": {"128": 8}, "grid": [1080, 2]}
-    block = report.kernel_figures_block({90: {"figures": [fig]}})
+    block = kernel_reports.kernel_figures_block({90: {"figures": [fig]}})
     line = [x for x in block.splitlines() if x.startswith("| pyr_down")][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2:] == ["62", "0", "1.56", "2.38", "32×19, 128×38", "128×8", "2160"]
-    assert "no report" in report.kernel_figures_block({})
+    assert "no report" in kernel_reports.kernel_figures_block({})
