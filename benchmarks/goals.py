@@ -27,7 +27,8 @@ alternating order), and the ratio of each round is kept:
 For a time goal: ``ratio`` is the median over rounds of anchor_ms / ours_ms (paired),
 ``ours_ms``/``anchor_ms`` the plain medians, ``wins`` the rounds ours was faster. ``met`` compares
 ``ratio`` with ``target``. Results are merged into ``benchmarks/results/<tag>.json`` as section
-``goals.cpu`` (``--quick``: small shapes, written to the temporary folder, never judged).
+``goals.cpu`` (``--quick``: small shapes, written to the temporary folder, never judged),
+from which :func:`render_blocks` renders the README/documentation block ``goals``.
 """
 
 from __future__ import annotations

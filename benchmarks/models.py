@@ -44,6 +44,10 @@ weights are random, so logits are small and nearly tied: agreement is a pessimis
 Results are merged into ``benchmarks/results/<device-tag>.json`` (sections ``models.wsdnet``
 and ``models.fctl``; ``--json PATH`` for another file; ``--quick`` runs go to a temporary
 folder unless ``--json`` is given).
+
+The README/documentation block ``models`` (:func:`render_blocks`: every protocol variant,
+the papers' figures and the GPU goals) and the plot ``models-fps-memory.png``
+(:func:`write_plots`) are rendered here from those sections.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ device-to-device copy bandwidth, and TFLOP/s for attention. All figures of a tab
 the same run. Each family is merged into ``benchmarks/results/<device-tag>.json`` as section
 ``ops.<family>`` as soon as it finishes (``--quick`` runs go to a temporary folder unless
 ``--json`` is given).
+
+README/documentation blocks (:data:`BLOCKS`, :func:`render_blocks`): ``summary`` (per machine
+and family, the goal criterion of :data:`CRITERIA` with the worst and best ratio, and our
+worst case against the fastest anchor) and ``ops-cpu`` / ``ops-gpu`` (the family tables, GPU
+"not measured" without a CUDA file); :func:`write_plots` draws ``ops-speedup-<tag>.png``.
 """
 
 from __future__ import annotations
