@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import json
 import os
 import platform
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -243,6 +245,39 @@ def load_results(path: str) -> dict[str, Any]:
                          f"with schema {SCHEMA!r} and 'sections'). Fix: pass another --json "
                          f"path, or move the file out of the results folder.")
     return doc
+
+
+def load_device_results(results_dir: str, warn: bool = False,
+                        claimed: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Every results file of ``results_dir`` (schema ``uhrops-bench/2``) keyed by device tag,
+    CPU first. Other JSON files are skipped; with ``warn`` each skip is printed to stderr,
+    except for the files named in ``claimed`` and the compile check's ``kernels-*.json``
+    (other benchmarks' own files, read by their own renderers)."""
+    docs: dict[str, dict[str, Any]] = {}
+    quiet = set(claimed)
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        name = os.path.basename(path)
+        if name.startswith("kernels-") or name in quiet:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            if warn:
+                print(f"report: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            if warn:
+                print(f"report: skipped {path}: not a {SCHEMA} results file", file=sys.stderr)
+            continue
+        tag = doc.get("device_tag") or os.path.splitext(name)[0]
+        docs[tag] = doc
+    return dict(sorted(docs.items(), key=lambda kv: (not kv[0].startswith("cpu"), kv[0])))
+
+
+def is_gpu(tag: str) -> bool:
+    """Whether a device tag (:func:`device_tag`) names a CUDA machine."""
+    return tag.startswith("cuda")
 
 
 def _lock_path(path: str) -> str:

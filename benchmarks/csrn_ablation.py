@@ -54,8 +54,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import fmt_table, metadata, write_json
+from benchmarks.markdown import load_json, md_table, not_measured
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS_FILE = "csrn-ablation-synthetic.json"  # the synthetic protocol's results
+BLOCKS = ("csrn-ablation",)  # the documentation block rendered from RESULTS_FILE
 
 # Synthetic protocol. "full" fits in about 10 minutes on 2 CPU cores; "quick" is a smoke run.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -301,6 +304,42 @@ def table(result: dict[str, Any]) -> str:
                             "accuracy"])
 
 
+def _method_cells(name: str) -> list[str]:
+    """(merge, context, refiner trained on) of a method key: ``montage``, ``averaging``,
+    ``csrn@<scale>`` or ``csrn@<scale>-fresh`` (the diagnostic refiner)."""
+    merge, _, ref = name.partition("@")
+    if not ref:
+        return [merge, "–", "–"]
+    scale, _, kind = ref.partition("-")
+    return ["CSRN" if merge == "csrn" else merge, f"×{scale}",
+            "final-model masks, unseen scenes" if kind == "fresh" else "early-model masks"]
+
+
+def ablation_block(doc: dict[str, Any] | None) -> str:
+    """``bench:csrn-ablation``: mIoU over all pixels and over the seam band per merge, from
+    the synthetic protocol's results file (percent, two decimals)."""
+    if not doc:
+        return not_measured("python -m benchmarks.csrn_ablation", RESULTS_FILE)
+    res = doc["results"]
+    meta = doc.get("metadata", {})
+    body = [_method_cells(name) + [f"{100 * m['miou']:.2f}", f"{100 * m['band_miou']:.2f}"]
+            for name, m in res["methods"].items()]
+    minutes, seconds = divmod(round(res["seconds"]), 60) if "seconds" in res else (None, None)
+    took = f"; the run took {minutes} min {seconds} s" if minutes is not None else ""
+    head = (f"{res['images']} test scenes, {res['pixels']} labelled pixels, "
+            f"{100 * res['band_fraction']:.1f} % of them in the seam band "
+            f"({res['band_width']} px at {res['patch_size']} px patches); torch "
+            f"{meta.get('torch', '?')}, {meta.get('threads', '?')} thread(s), commit "
+            f"{(meta.get('commit') or '?')[:8]}, {(meta.get('time') or '?')[:10]}{took}.")
+    return head + "\n\n" + md_table(["merge", "context", "refiner trained on", "mIoU",
+                                      "seam-band mIoU"], body)
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:csrn-ablation`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"csrn-ablation": ablation_block(load_json(results_dir, RESULTS_FILE))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.csrn_ablation",
                                 description=__doc__.split("\n\n")[0])
@@ -335,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="csrn-ablation-") as work:
                 result = run_synthetic(mode, work)
-        out = args.out or os.path.join(RESULTS, "csrn-ablation-synthetic.json")
+        out = args.out or os.path.join(RESULTS, RESULTS_FILE)
     print(table(result))
     print(f"seam band: {result['band_width']} px around patch borders and montage cuts, "
           f"{100 * result['band_fraction']:.1f} % of {result['pixels']} labelled pixels of "

@@ -37,7 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.markdown import load_json, md_table, not_measured
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_FILE = "geo-cpu.json"
+BLOCKS = ("geo",)  # the documentation block rendered from RESULTS_FILE
 
 
 def cache_dir(given: str | None) -> str:
@@ -158,6 +162,72 @@ def _windows(size: int, row: dict[str, Any]) -> int:
     return len(PatchGrid.from_stride((size, size), (wh, ww), (wh - ov, ww - ov)))
 
 
+def _side(n: int) -> str:
+    """A pixel count with a space every three digits from 10 000 on (40 000)."""
+    return f"{n:,}".replace(",", " ") if n >= 10000 else str(n)
+
+
+def geo_block(doc: dict[str, Any] | None) -> str:
+    """``bench:geo``: the streamed GeoTIFF pass against the in-memory path, per window and
+    extrapolated to each full image, with the peak memory, from ``geo-cpu.json``."""
+    if not doc:
+        return not_measured("python -m benchmarks.geo", RESULTS_FILE)
+    st, mem, meta = doc["stream"], doc["memory"], doc.get("meta", {})
+    wh, ww = st["window"]
+    win = f"{wh}²" if wh == ww else f"{wh}x{ww}"
+
+    def rows_cell(r: dict[str, Any], what: str) -> str:
+        part = "all rows" if r["rows"] >= r["image"][0] else f"rows 0:{r['rows']}"
+        return f"{what}, {part} ({r['windows_run']} windows of {win})"
+
+    (sh, sw), (mh, mw) = st["image"], mem["image"]
+    # The memory child counts the windows of the rows it ran; the full image's count is the
+    # one its full-image rate was computed with.
+    mem_full = _windows(mh, mem)
+    stream_img = f"{_side(sh)}²" if sh == sw else f"{_side(sh)}x{_side(sw)}"
+    mem_img = f"{_side(mh)}²" if mh == mw else f"{_side(mh)}x{_side(mw)}"
+    mem_rss = f"{mem['peak_rss_mib']:,.0f} MiB"
+    if doc.get("memory_is_subset"):
+        mem_rss += f" ({mem['rows']} rows only)"
+    body = [
+        ["image, rows measured", rows_cell(st, stream_img), rows_cell(mem, f"{_side(mw)} wide")],
+        [f"seconds per {win} window", f"{st['seconds_per_window']:.2f}",
+         f"{mem['seconds_per_window']:.2f}"],
+        ["output pixels/s, full image (from its window count)",
+         f"{doc['full_image_rate_stream']:,.0f} ({st['windows_full_image']} windows for "
+         f"{stream_img})",
+         f"{doc['full_image_rate_memory']:,.0f} ({mem_full} windows for {mem_img})"],
+        ["peak RSS of the process (model, GDAL, everything)",
+         f"**{st['peak_rss_mib']:,.0f} MiB**", mem_rss]]
+    head = (f"`{meta.get('command', 'python -m benchmarks.geo')}`, torch "
+            f"{meta.get('torch', '?')}, {st['threads']} threads, commit "
+            f"{(meta.get('commit') or '?')[:8]}, {(meta.get('time') or '?')[:10]}; mosaic "
+            f"{doc['mosaic']['file_bytes'] / 1e9:.1f} GB on disk.")
+    slower = 100 * (st["seconds_per_window"] / mem["seconds_per_window"] - 1)
+    goals = doc.get("goals", {})
+    yes = {True: "met", False: "**not met**"}
+    tail = (f"Per window the streamed path is {abs(slower):.1f} % "
+            f"{'slower' if slower >= 0 else 'faster'} than the in-memory one; goals: peak RSS "
+            f"≤ 2 GB {yes.get(goals.get('peak_rss_le_2gb'), '—')}, full-image output rate "
+            f"within 10 % of the in-memory path's "
+            f"{yes.get(goals.get('rate_within_10pct'), '—')}. ")
+    hours = doc["full_mosaic_seconds_extrapolated"] / 3600
+    if doc.get("stream_is_subset"):
+        tail += (f"The whole {stream_img} pass is extrapolated from the band "
+                 f"({st['windows_full_image']} windows at the measured time per window): "
+                 f"{hours:.1f} h on these {st['threads']} threads.")
+    else:
+        tail += f"The whole {stream_img} pass took {hours:.1f} h on {st['threads']} threads."
+    return head + "\n\n" + md_table(["", "streamed from the GeoTIFF",
+                                      "in memory (whole image in a tensor)"], body) \
+        + "\n\n" + tail
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:geo`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"geo": geo_block(load_json(results_dir, RESULTS_FILE))}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -172,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="wsdnet_inria")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=None)
-    p.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results",
-                                                  "geo-cpu.json"))
+    p.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", RESULTS_FILE))
     args = p.parse_args(argv)
     from benchmarks.common import metadata
 

@@ -27,7 +27,8 @@ alternating order), and the ratio of each round is kept:
 For a time goal: ``ratio`` is the median over rounds of anchor_ms / ours_ms (paired),
 ``ours_ms``/``anchor_ms`` the plain medians, ``wins`` the rounds ours was faster. ``met`` compares
 ``ratio`` with ``target``. Results are merged into ``benchmarks/results/<tag>.json`` as section
-``goals.cpu`` (``--quick``: small shapes, written to the temporary folder, never judged).
+``goals.cpu`` (``--quick``: small shapes, written to the temporary folder, never judged),
+from which :func:`render_blocks` renders the README/documentation block ``goals``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine_info, merge_section, metadata, peak_memory_mb, \
-    results_path
+from benchmarks.common import load_device_results, machine_info, merge_section, metadata, \
+    peak_memory_mb, results_path
+from benchmarks.markdown import fnum, fratio, md_table
 
 GOALS = ("attention", "tiling")
+BLOCKS = ("goals",)  # the README/documentation block rendered from the goals.cpu sections
 
 
 def paired_rounds(fns: dict[str, Callable[[], Any]], rounds: int,
@@ -212,6 +215,43 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         else:
             out.append(f"[{met}] {r['goal']}: {r.get('note')}")
     return "\n".join(out)
+
+
+def goals_block(docs: dict[str, dict[str, Any]]) -> str:
+    """Markdown of the goals block: the ``goals.cpu`` rows of every machine (not --quick)."""
+    parts = []
+    for tag, doc in docs.items():
+        sec = doc.get("sections", {}).get("goals.cpu")
+        if not sec or sec.get("metadata", {}).get("quick"):
+            continue
+        body = []
+        for r in sec.get("rows", []):
+            met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
+            if r.get("metric") == "time" and r.get("ratio") is not None:
+                result = (f"{fratio(r['ratio'])} ({fnum(r['anchor_ms'])} / {fnum(r['ours_ms'])} ms"
+                          f", faster in {r['wins']}/{r['rounds']})")
+                target = f">= {r['target']:g}x" if r.get("target") is not None else "(context)"
+                who = f"{r['anchor']} / {r['ours']}"
+            elif r.get("metric") == "memory":
+                result = f"{fnum(r.get('peak_mb'))} MiB"
+                target = f"< {r['target']:g} MiB"
+                who = str(r.get("ours"))
+            else:
+                result, target, who = str(r.get("note", "—")), "—", str(r.get("ours"))
+            body.append([str(r.get("issue", "")), str(r["goal"]), who, result, target, met])
+        if body:
+            parts.append(f"`{tag}`:\n\n" + md_table(
+                ["issue", "goal", "measured", "result", "target", "met"], body))
+    if not parts:
+        return "No goal measurements yet (`python -m benchmarks.goals`)."
+    return ("Time ratios are the median over paired rounds of anchor / uhrops (each round runs "
+            "both back to back; > 1x: uhrops faster), with the plain medians in ms.\n\n"
+            + "\n\n".join(parts))
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:goals`` from the ``goals.cpu`` section of every machine's results file."""
+    return {"goals": goals_block(load_device_results(results_dir))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,12 +29,14 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS_DIR, metadata, proc_status_kb, reset_peak_rss, write_json
+from benchmarks.markdown import fnum, load_json, md_table, not_measured
 
 __all__ = ["main", "run_one", "full_bytes"]
 
 METHODS = ("labels", "full", "monai")
 PATCH, STRIDE, BATCH, THREADS = 512, 384, 4, 2
 RESULTS_FILE = "merge-labels.json"
+BLOCKS = ("merge-labels",)  # the README/documentation block rendered from RESULTS_FILE
 
 
 def full_bytes(method: str, size: int, classes: int) -> int:
@@ -131,6 +133,42 @@ def run(sizes: list[int], classes: list[int], rounds: int) -> list[dict[str, Any
                       f"{best['peak_rss_mb']:.0f} MB (+{best['peak_above_start_mb']:.0f} MB "
                       f"during the call), load {best['load']:.1f}", flush=True)
     return rows
+
+
+def merge_labels_block(doc: dict[str, Any] | None) -> str:
+    """``bench:merge-labels``: per image size and class count, the time and peak memory of
+    labels-only merging, the full merge + argmax and MONAI + argmax (or the bytes a case that
+    was not run would need), from ``merge-labels.json``."""
+    if not doc:
+        return not_measured("python -m benchmarks.merge_labels", RESULTS_FILE)
+    names = {"labels": "`sliding_window(argmax=True)`", "full": "`sliding_window` + argmax",
+             "monai": "MONAI `sliding_window_inference` + argmax"}
+    body = []
+    for r in doc["results"]:
+        case = [f"{r['size']}²", str(r["classes"]), names.get(r["method"], r["method"])]
+        if r.get("skipped"):
+            need = (f"not run: needs ≥ {r['needs_bytes'] / 2**30:.1f} GiB "
+                    f"(available {r['available_bytes'] / 2**30:.1f} GiB)")
+            body.append(case + [need, "—", "—"])
+        elif "error" in r:
+            body.append(case + ["failed: " + " ".join(r["error"]), "—", "—"])
+        else:
+            body.append(case + [fnum(r["time_s"]), fnum(r["peak_above_start_mb"]),
+                                fnum(r["peak_rss_mb"])])
+    st = doc["setup"]
+    head = (f"`{doc['command']}`, torch {doc['metadata']['torch']}, {st['threads']} threads, "
+            f"{doc['metadata']['time']}: image 1x3xS², predictor {st['predictor']}, windows "
+            f"{st['patch']}² at stride {st['stride']}, {st['weights']} weights, batches of "
+            f"{st['batch']}; each case in its own process (peak = VmHWM). The machine was "
+            f"shared (load average per row in the JSON), so times are indicative; memory is not "
+            f"affected by load.")
+    return head + "\n\n" + md_table(["image", "classes", "method", "time (s)",
+                                     "peak during the call (MB)", "peak RSS (MB)"], body)
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:merge-labels`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"merge-labels": merge_labels_block(load_json(results_dir, RESULTS_FILE))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,10 @@ weights are random, so logits are small and nearly tied: agreement is a pessimis
 Results are merged into ``benchmarks/results/<device-tag>.json`` (sections ``models.wsdnet``
 and ``models.fctl``; ``--json PATH`` for another file; ``--quick`` runs go to a temporary
 folder unless ``--json`` is given).
+
+The README/documentation block ``models`` (:func:`render_blocks`: every protocol variant,
+the papers' figures and the GPU goals) and the plot ``models-fps-memory.png``
+(:func:`write_plots`) are rendered here from those sections.
 """
 
 from __future__ import annotations
@@ -60,10 +64,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from benchmarks.common import (current_rss_mb, device_tag, machine_info, merge_section, metadata,
-                               peak_rss_mb, reset_peak_rss, results_path)
+from benchmarks.common import (current_rss_mb, device_tag, is_gpu, load_device_results,
+                               machine_info, merge_section, metadata, peak_rss_mb, reset_peak_rss,
+                               results_path)
+from benchmarks.markdown import fnum, fratio, md_table
 
 SIZES = (2448, 5000, 5120)
+BLOCKS = ("models",)  # the README/documentation block rendered from the models.* sections
+MODEL_NAMES = {"wsdnet": "WSDNet", "fctl": "FCtL"}
 QUICK_SIZE = {"wsdnet": 96, "fctl": 80}
 QUICK_FCTL_PATCH = (48, 16)  # patch size, minimal overlap: a 2x2 grid on the 80 px image
 
@@ -603,6 +611,214 @@ def _summary(row: dict[str, Any]) -> str:
     if "fps_vs_paper" in row:
         parts.append(f"{row['fps_vs_paper']:.3g}x paper FPS")
     return ", ".join(parts)
+
+
+# ---- README block and plot -------------------------------------------------------------------
+
+
+def model_rows(docs: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(tag, row) for every non-quick whole-model row of every machine."""
+    out = []
+    for tag, doc in docs.items():
+        for model in ("wsdnet", "fctl"):
+            sec = doc.get("sections", {}).get(f"models.{model}")
+            if not sec:
+                continue
+            for r in sec.get("rows", []):
+                if r.get("quick") or sec.get("metadata", {}).get("quick") and "quick" not in r:
+                    continue
+                out.append((tag, r))
+    return out
+
+
+def _mem_kind(kind: str | None) -> str:
+    return {"process_rss": "RSS", "process_rss_lifetime": "RSS*",
+            "cuda_max_allocated": "alloc"}.get(kind or "", kind or "?")
+
+
+def _paper_cell(model: str, size: int) -> tuple[str, dict[str, Any] | None]:
+    p = PAPERS.get(model, {}).get(size)
+    if p is None:
+        return "—", None
+    text = f"{fnum(p['fps'])} FPS"
+    if model == "fctl":
+        text = f"{fnum(1 / p['fps'])} s/image"
+    if p.get("mb"):
+        text += f", {fnum(p['mb'])} MB"
+    return text + (f" ({p['hardware']})" if p.get("hardware") else ""), p
+
+
+def models_block(docs: dict[str, dict[str, Any]]) -> str:
+    """Markdown of the models block: measured rows, GPU "not measured" rows, GPU goals."""
+    header = ["model", "input", "machine", "variant", "s / image [min–max]", "CPU s / image",
+              "FPS", "peak MiB", "vs fp32: argmax agree, max abs Δlogit", "paper",
+              "FPS / paper"]
+    body = []
+    rows = model_rows(docs)
+    order = {"wsdnet": 0, "fctl": 1}
+    rows.sort(key=lambda tr: (order.get(tr[1].get("model"), 9), tr[1].get("size", 0),
+                              tr[1].get("scope") != "image", is_gpu(tr[0]), tr[0]))
+    for tag, r in rows:
+        model = r.get("model", "?")
+        size = r.get("size", 0)
+        what = (f"{size}²" if r.get("scope") == "image"
+                else f"{size}² patch ×{r.get('fctl_batch', 1)}")
+        if model == "fctl" and r.get("scope") == "image":
+            what += f", batches of {r.get('fctl_batch', '?')}"
+        variant = r.get("variant", "?")
+        paper, p = _paper_cell(model, size) if r.get("scope") == "image" else ("—", None)
+        if r.get("median_s") is None:
+            body.append([MODEL_NAMES.get(model, model), what, tag, variant,
+                         f"failed: {r.get('error', '?')}", "—", "—", "—", "—", paper,
+                         "—"])
+            continue
+        spread = ""
+        if r.get("min_s") is not None and r.get("max_s") is not None:
+            spread = f" [{fnum(r['min_s'])}–{fnum(r['max_s'])}]"
+        n = r.get("repeats")
+        runs = f", {n} run{'s' if n != 1 else ''}" if n is not None else ""
+        acc = "—"
+        if r.get("argmax_agree_pct") is not None:
+            acc = f"{r['argmax_agree_pct']:.2f} %, {fnum(r.get('max_abs_logit_diff'))}"
+        peak = "—"
+        if r.get("peak_mb") is not None:
+            peak = f"{fnum(r['peak_mb'])} ({_mem_kind(r.get('peak_kind'))})"
+        vs = "—"
+        if p is not None and r.get("fps"):
+            vs = fratio(r["fps"] / p["fps"])
+        cpu_s = fnum(r["median_cpu_s"]) if r.get("median_cpu_s") is not None else "—"
+        body.append([MODEL_NAMES.get(model, model), what, tag, variant,
+                     fnum(r["median_s"]) + spread + runs, cpu_s, fnum(r.get("fps")), peak, acc,
+                     paper, vs])
+    measured_gpu = {(r.get("model"), r.get("size")) for t, r in rows
+                    if is_gpu(t) and r.get("scope") == "image" and r.get("median_s")}
+    for model in ("wsdnet", "fctl"):
+        size = GPU_GOALS[model]["size"]
+        if (model, size) not in measured_gpu:
+            paper, _ = _paper_cell(model, size)
+            body.append([MODEL_NAMES[model], f"{size}²", "GPU", "—", "not measured", "—",
+                         "—", "—", "—", paper, "—"])
+    notes = ("Batch 1, random weights, `torch.inference_mode()`; s / image is the median of the "
+             "timed runs (warm-up excluded; compilation and CUDA-graph capture happen in the "
+             "warm-up); CPU s / image is the process CPU time of those calls summed over "
+             "threads (steadier than wall time on a shared machine; not recorded for rows "
+             "migrated from the first benchmark version). Peak: RSS = the process's peak "
+             "resident memory during the variant (high-water mark reset first; model, input "
+             "and output included; RSS* = process lifetime peak), alloc = "
+             "`torch.cuda.max_memory_allocated` (weights included). "
+             "The argmax agreement compares with the fp32 output of the same weights and "
+             "input; random weights give small, nearly tied logits, so it understates "
+             "agreement on a trained model. The papers' figures are GPU figures: WSDNet "
+             f"{PAPERS['wsdnet'][2448]['fps']} FPS and {fnum(PAPERS['wsdnet'][2448]['mb'])} MB "
+             "(RTX 2080Ti, 2448² DeepGlobe), "
+             f"{PAPERS['wsdnet'][5000]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5000]['mb'])} "
+             "MB (5000² Inria), "
+             f"{PAPERS['wsdnet'][5120]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5120]['mb'])} "
+             "MB (5120² URUR; memory by gpustat, i.e. the whole process), "
+             "FCtL 8 s per 2448² DeepGlobe image.")
+    conditions = []
+    for tag, r in rows:
+        if not r.get("note"):
+            continue
+        what = (f"- `{tag}`, {MODEL_NAMES.get(r.get('model'), r.get('model'))} "
+                f"{'per-patch' if r.get('scope') == 'patch' else 'whole-image'} rows: "
+                f"{r['note']}")
+        if what not in conditions:
+            conditions.append(what)
+    text = notes + "\n\n" + md_table(header, body)
+    if conditions:
+        text += "\n\nConditions recorded with the rows:\n\n" + "\n".join(conditions)
+    return text + "\n\n" + goals_table(rows)
+
+
+def goals_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """The GPU goals of issue 11 with their status."""
+    body = []
+    w = GPU_GOALS["wsdnet"]
+    target = PAPERS["wsdnet"][w["size"]]["fps"] * w["fps_factor"]
+    cand = [r for t, r in rows if is_gpu(t) and r.get("model") == "wsdnet"
+            and r.get("size") == w["size"] and r.get("scope") == "image"
+            and r.get("precision") == w["dtype"] and r.get("fps")]
+    if cand:
+        fits = [r for r in cand if r.get("peak_mb") is not None and r["peak_mb"] < w["mb_below"]]
+        best = max(fits or cand, key=lambda r: r["fps"])
+        ok = best["fps"] >= target and best.get("peak_mb") is not None \
+            and best["peak_mb"] < w["mb_below"]
+        got = f"{fnum(best['fps'])} FPS, {fnum(best.get('peak_mb'))} MiB ({best['variant']})"
+        status = "met" if ok else "**not met**"
+    else:
+        got, status = "—", "not measured"
+    body.append([f"WSDNet {w['size']}², batch 1, {w['dtype']}",
+                 f"≥ {fnum(target)} FPS (10x the paper's 30.3) and peak < {fnum(w['mb_below'])} "
+                 f"MB", got, status])
+    f = GPU_GOALS["fctl"]
+    paper_s = 1 / PAPERS["fctl"][f["size"]]["fps"]
+    target_s = paper_s / f["fps_factor"]
+    cand = [r for t, r in rows if is_gpu(t) and r.get("model") == "fctl"
+            and r.get("size") == f["size"] and r.get("scope") == "image" and r.get("median_s")]
+    if cand:
+        best = min(cand, key=lambda r: r["median_s"])
+        got = f"{fnum(best['median_s'])} s/image ({best['variant']})"
+        status = "met" if best["median_s"] <= target_s else "**not met**"
+    else:
+        got, status = "—", "not measured"
+    body.append([f"FCtL {f['size']}² DeepGlobe image", f"≤ {fnum(target_s)} s/image (15x faster "
+                 f"than the paper's {fnum(paper_s)} s)", got, status])
+    return md_table(["GPU goal", "target", "best measured", "status"], body)
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:models`` from the ``models.*`` sections of every machine's results file, led by
+    the FPS-vs-memory plot when ``plots_rel`` is given and there are rows."""
+    docs = load_device_results(results_dir)
+    models = models_block(docs)
+    if plots_rel and any(model_rows(docs)):
+        models = f"![model FPS vs peak memory]({plots_rel}/models-fps-memory.png)\n\n" + models
+    return {"models": models}
+
+
+def plot_models(docs: dict[str, dict[str, Any]], path: str) -> bool:
+    """FPS against peak memory for every measured whole-image row, with the papers' points."""
+    from benchmarks.plot import PALETTE, HLine, Point, scatter_chart
+
+    colours = {"wsdnet": PALETTE[0], "fctl": PALETTE[1]}
+    pts = []
+    for tag, r in model_rows(docs):
+        if r.get("scope") != "image" or not r.get("fps") or not r.get("peak_mb"):
+            continue
+        gpu = r.get("peak_kind") == "cuda_max_allocated"
+        model = r.get("model", "?")
+        pts.append(Point(r["peak_mb"], r["fps"],
+                         f"{MODEL_NAMES.get(model, model)} {r['size']}² {tag} {r['variant']}: "
+                         f"{fnum(r['fps'])} FPS, {fnum(r['peak_mb'])} MiB",
+                         colours.get(model, PALETTE[2]), "square" if gpu else "circle"))
+    if not pts:
+        return False
+    pw = PAPERS["wsdnet"][2448]
+    pts.append(Point(pw["mb"], pw["fps"], f"WSDNet paper 2448²: {pw['fps']} FPS, "
+                     f"{fnum(pw['mb'])} MB GPU memory ({pw['hardware']})", colours["wsdnet"],
+                     "star"))
+    fc = PAPERS["fctl"][2448]
+    lines = [HLine(fc["fps"], f"FCtL paper: {fnum(1 / fc['fps'])} s per 2448² image "
+                              f"(memory not reported)", colours["fctl"]),
+             HLine(pw["fps"] * GPU_GOALS["wsdnet"]["fps_factor"],
+                   "WSDNet GPU goal: 10x paper FPS", colours["wsdnet"]),
+             HLine(fc["fps"] * GPU_GOALS["fctl"]["fps_factor"],
+                   "FCtL GPU goal: 15x paper speed", colours["fctl"])]
+    scatter_chart(path, pts, "Whole-model inference: FPS vs peak memory (batch 1)",
+                  "peak memory, MiB (log scale)", "frames per second (log scale)", lines,
+                  subtitle="ours (every protocol variant) and the papers' figures; CPU memory "
+                           "is process RSS, GPU memory torch.cuda.max_memory_allocated",
+                  marker_legend=[("circle", "ours, CPU (peak RSS)"),
+                                 ("square", "ours, GPU (max allocated)"),
+                                 ("star", "paper (GPU)")])
+    return True
+
+
+def write_plots(results_dir: str, plots_dir: str) -> list[str]:
+    """``models-fps-memory.png`` when there are whole-image rows; the paths written."""
+    out = os.path.join(plots_dir, "models-fps-memory.png")
+    return [out] if plot_models(load_device_results(results_dir), out) else []
 
 
 def main(argv: list[str] | None = None) -> int:

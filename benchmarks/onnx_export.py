@@ -36,9 +36,14 @@ import torch
 
 from benchmarks.common import RESULTS_DIR, metadata, write_json
 from benchmarks.goals import paired_rounds
+from benchmarks.markdown import fnum, load_json, md_table, not_measured
 from benchmarks.models import build_model, fold_conv_bn
 
-__all__ = ["main", "run"]
+__all__ = ["BLOCKS", "RESULTS_FILE", "main", "onnx_block", "render_blocks", "run"]
+
+RESULTS_FILE = "onnx-cpu.json"
+BLOCKS = ("onnx",)  # the documentation block rendered from RESULTS_FILE
+SIZE_MULTIPLE = 32  # the dynamic graph's sides: WSDNet pads to this multiple
 
 
 def _ort_session(path: str, threads: int) -> Any:
@@ -101,7 +106,7 @@ def run(size: int, rounds: int) -> dict[str, Any]:
     from zoo.engine.onnx_engine import OnnxWSDNet
 
     dyn = OnnxWSDNet(sessions["dynamic"], {
-        "zoo.num_classes": model.num_classes, "zoo.size": None, "zoo.size_multiple": 32,
+        "zoo.num_classes": model.num_classes, "zoo.size": None, "zoo.size_multiple": SIZE_MULTIPLE,
         "zoo.pad_mode": model.pad_mode, "zoo.normalization": {
             "mean": [float(v) for v in model.mean.flatten()],
             "std": [float(v) for v in model.std.flatten()], "in_graph": True}})
@@ -157,6 +162,76 @@ def run(size: int, rounds: int) -> dict[str, Any]:
             "onnxruntime": onnxruntime.__version__}
 
 
+def _paired(num: list[float], den: list[float]) -> float:
+    """Median over rounds of num / den, round by round (the lists are in round order)."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def onnx_block(doc: dict[str, Any] | None) -> str:
+    """``bench:onnx``: wall and process CPU time per image of every contender, the paired
+    ratios against eager fp32 and the agreement with its logits, from ``onnx-cpu.json``."""
+    if not doc:
+        return not_measured("python -m benchmarks.onnx_export", RESULTS_FILE)
+    meta = doc.get("metadata", {})
+    size, ort = doc["size"], doc.get("onnxruntime", "?")
+    padded = -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    labels = {"eager fp32": "eager fp32, `inference_mode`",
+              "eager fp32+cl+fold": "eager fp32 + channels_last + folded BN",
+              "onnxruntime dynamic": f"ONNX Runtime {ort}, `--dynamic` graph via `zoo.infer`'s "
+                                     f"engine (pad {size} -> {padded}, crop)",
+              "onnxruntime static": f"ONNX Runtime {ort}, graph exported at {size}²"}
+    rows = {r["contender"]: r for r in doc["rows"]}
+    base = rows.get("eager fp32")
+    body = []
+    for name, r in rows.items():
+        if r is base:
+            vs = "1x, 1x"
+        elif base is not None:
+            vs = (f"{_paired(base['times_ms'], r['times_ms']):.2f}x, "
+                  f"{_paired(base['cpu_ms'], r['cpu_ms']):.2f}x")
+            vs = f"**{vs}**" if name.startswith("onnxruntime") else vs
+        else:
+            vs = "—"
+        acc = "—"
+        if r.get("max_rel_err") is not None:
+            acc = f"{r['max_rel_err']:.1e}".replace("e-0", "e-") + " max rel"
+            if r.get("argmax_agreement") is not None:
+                acc += f", argmax {100 * r['argmax_agreement']:.4g} %"
+        body.append([labels.get(name, name), fnum(r["median_ms"] / 1e3),
+                     fnum(r["median_cpu_ms"] / 1e3), vs, acc])
+    rounds = max((r["rounds"] for r in doc["rows"]), default=0)
+    load = (f" Load average (1 min) {meta['loadavg_start'][0]:.1f} at the start and "
+            f"{meta['loadavg_end'][0]:.1f} at the end of the run."
+            if meta.get("loadavg_start") and meta.get("loadavg_end") else "")
+    head = (f"{doc['model']} at {size}², batch {doc['batch']}, fp32, {doc['threads']} threads "
+            f"for both runtimes, {rounds} paired rounds in one process (every contender once "
+            f"per round, order alternating); torch {meta.get('torch', '?')}, commit "
+            f"{(meta.get('commit') or '?')[:8]}, {(meta.get('time') or '?')[:10]}.{load}")
+    if meta.get("note"):
+        head += f" Conditions: {meta['note']}."
+    best = "eager fp32+cl+fold"
+    ratios, cpu = doc.get("paired_median_ratios", {}), doc.get("paired_median_cpu_ratios", {})
+    tail = []
+    dyn, sta = f"{best} / onnxruntime dynamic", f"{best} / onnxruntime static"
+    if dyn in ratios and sta in ratios:
+        tail.append(f"Against the best eager variant (channels_last + folded BN) the paired "
+                    f"ratios are {ratios[dyn]:.2f}x (wall) and {cpu[dyn]:.2f}x (CPU) for the "
+                    f"dynamic graph, {ratios[sta]:.2f}x and {cpu[sta]:.2f}x for the static "
+                    f"one.")
+    if doc.get("export_s"):
+        tail.append(f"Export itself took {doc['export_s']['dynamic']:.0f} s (dynamic) and "
+                    f"{doc['export_s']['static']:.0f} s (static) on the same machine.")
+    table = md_table([f"WSDNet {size}², cpu-{doc['threads']}t", "s / image (wall)",
+                      "CPU s / image", "eager fp32 / this: wall, CPU",
+                      "vs eager fp32 logits"], body)
+    return head + "\n\n" + table + ("\n\n" + " ".join(tail) if tail else "")
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:onnx`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"onnx": onnx_block(load_json(results_dir, RESULTS_FILE))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.onnx_export",
                                 description=__doc__.split("\n\n")[0])
@@ -176,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = metadata("cpu")
     meta.update({"quick": args.quick, "note": args.note, "loadavg_start": load,
                  "loadavg_end": os.getloadavg()})
-    path = args.json or (os.path.join(RESULTS_DIR, "onnx-cpu.json") if not args.quick else
+    path = args.json or (os.path.join(RESULTS_DIR, RESULTS_FILE) if not args.quick else
                          os.path.join(tempfile.gettempdir(), "uhrops-onnx-cpu-quick.json"))
     write_json(path, {"schema": "uhrops-bench-onnx/1", "metadata": meta, **result})
     for row in result["rows"]:

@@ -1,803 +1,109 @@
-"""Regenerate the README's benchmark tables and plots from ``benchmarks/results/*.json``.
+"""Splice every benchmark's README/documentation block into the README, and check them.
 
 ``python -m benchmarks.report [--readme README.md] [--results-dir benchmarks/results]
 [--plots-dir DIR] [--no-plots] [--check]``
 
-Reads every results file (one per machine, see :mod:`benchmarks.common`) and rewrites these
-blocks of the README, each between ``<!-- bench:NAME begin -->`` and ``<!-- bench:NAME end
--->`` (a missing block is inserted at the end of the "## Benchmarks" section, which is
-appended when missing; text outside the blocks is never touched, and a second run changes
-nothing):
+The blocks are not written here: each producer module renders its own from its own results
+file(s) (``BLOCKS``, the names it renders, and ``render_blocks(results_dir, plots_rel)``; the
+table helpers are in :mod:`benchmarks.markdown`), and this tool asks every module of
+:data:`PRODUCERS` for them:
 
-- ``bench:summary``: per machine and op family, the goal criterion (wavelets: time vs ptwt;
-  pyramids: time vs kornia; tiling: time vs MONAI; attention: peak memory vs SDPA math) with
-  the worst and best ratio over the cases, and our worst case against the fastest anchor.
-- ``bench:goals``: the CPU goals of the attention and tiling issues from the paired rounds of
-  ``python -m benchmarks.goals`` (section ``goals.cpu``): ratio, medians, rounds won, target.
-- ``bench:ops-cpu`` / ``bench:ops-gpu``: one table per op family and machine (GPU: "not
-  measured" when there is no CUDA results file).
-- ``bench:kernels``: the compiled kernels per architecture, from ``kernels-sm<arch>.json``
-  (``python -m tools.kernels.compile_check``): specialisations compiled, registers, spills,
-  shared memory, tensor-core instructions and the widest global load/store.
-- ``bench:models``: whole-model rows (every protocol variant), the papers' figures with our
-  ratio, and the GPU goals (rows read "not measured" without a CUDA run).
-- ``bench:wsdnet-memory``: WSDNet's training-step activation memory per crop and SR-head /
-  checkpointing variant, and the batch that fits 80 GB, from ``wsdnet-train-memory.json``
-  (``python -m benchmarks.wsdnet_train_memory``).
-- ``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on real
-  DeepGlobe crops, from ``wsl-magnitudes.json`` (``python -m benchmarks.wsl_magnitudes``).
-- ``bench:merge-labels``: peak memory and time of labels-only merging
-  (``sliding_window(argmax=True)``) against the full merge + argmax and MONAI, from
-  ``merge-labels.json`` (``python -m benchmarks.merge_labels``).
+- :mod:`benchmarks.ops`: ``summary`` (per machine and op family, the goal criterion with the
+  worst and best ratio) and ``ops-cpu`` / ``ops-gpu`` (one table per op family and machine);
+- :mod:`benchmarks.goals`: ``goals`` (the paired-round CPU goals, section ``goals.cpu``);
+- :mod:`benchmarks.kernel_reports`: ``kernels``, ``kernel-figures``, ``attention-work`` (the
+  compiled-kernel reports of ``tools/kernels``);
+- :mod:`benchmarks.models`: ``models`` (whole-model rows, the papers' figures, GPU goals);
+- :mod:`benchmarks.wsdnet_train_memory`: ``wsdnet-memory``;
+  :mod:`benchmarks.wsl_magnitudes`: ``wsl-magnitudes``; :mod:`benchmarks.merge_labels`:
+  ``merge-labels``; :mod:`benchmarks.geo`: ``geo``; :mod:`benchmarks.onnx_export`: ``onnx``;
+  :mod:`benchmarks.csrn_ablation`: ``csrn-ablation``.
 
-Plots (Pillow only, :mod:`benchmarks.plot`): ``ops-speedup-<tag>.png`` per machine (speed-up
-against the fastest anchor for every case; attention's memory ratio against SDPA math) and
-``models-fps-memory.png`` (FPS against peak memory, ours and the papers').
+Each block sits between ``<!-- bench:NAME begin -->`` and ``<!-- bench:NAME end -->`` (a
+README with no block gets all of them, inserted at the end of its "## Benchmarks" section,
+which is appended when missing; text outside the blocks is never touched, and a second run
+changes nothing). The documentation site renders the same blocks at build time
+(``{bench-block} NAME``, through :func:`current_blocks`).
 
-``--check`` writes nothing and exits 1 when the README's blocks differ from what the JSON
-files give (so a test can assert the README is current). Sections or rows from ``--quick``
-runs are left out of the tables.
+Plots (Pillow only, :mod:`benchmarks.plot`), from the producers that draw them
+(``write_plots(results_dir, plots_dir)``): ``ops-speedup-<tag>.png`` per machine and
+``models-fps-memory.png``.
+
+``--check`` writes nothing and exits 1 naming the blocks that differ from what the JSON files
+give (so a test can assert the README is current). A marker that no producer renders is an
+error (exit 2), named. Sections or rows from ``--quick`` runs are left out of the tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import json
-import math
 import os
 import re
 import sys
-from typing import Any, Iterable
+from types import ModuleType
 
-from benchmarks.common import RESULTS_DIR, SCHEMA, pivot_family, ratio
+from benchmarks import (csrn_ablation, geo, goals, kernel_reports, merge_labels, models,
+                        onnx_export, ops, wsdnet_train_memory, wsl_magnitudes)
+from benchmarks.common import RESULTS_DIR, load_device_results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ("summary", "goals", "ops-cpu", "ops-gpu", "kernels", "kernel-figures",
-          "attention-work", "models",
-          "wsdnet-memory", "wsl-magnitudes", "merge-labels")
-# Results files of single benchmarks, each rendered into its own block (not device results).
-WSDNET_MEMORY_FILE = "wsdnet-train-memory.json"
-WSL_MAGNITUDES_FILE = "wsl-magnitudes.json"
-MERGE_LABELS_FILE = "merge-labels.json"
-OWN_FILES = (WSDNET_MEMORY_FILE, WSL_MAGNITUDES_FILE, MERGE_LABELS_FILE)
-FAMILIES = ("wavelet", "pyramid", "attention", "tiling")
-# family -> (metric, anchor, wording): the per-family goal of issue 11 on the CPU.
-CRITERIA: dict[str, tuple[str, str, str]] = {
-    "wavelet": ("time", "ptwt", "time vs ptwt"),
-    "pyramid": ("time", "kornia", "time vs kornia"),
-    "tiling": ("time", "monai", "time vs MONAI"),
-    "attention": ("memory", "sdpa-math", "peak memory vs SDPA math"),
-}
-MODEL_NAMES = {"wsdnet": "WSDNet", "fctl": "FCtL"}
+# The modules that render blocks, in the order their blocks are inserted into a README.
+PRODUCERS: tuple[ModuleType, ...] = (ops, goals, kernel_reports, models, wsdnet_train_memory,
+                                     wsl_magnitudes, merge_labels, geo, onnx_export,
+                                     csrn_ablation)
+BLOCKS: tuple[str, ...] = tuple(name for p in PRODUCERS for name in p.BLOCKS)
+# Single-benchmark files, read by their producers (not device results files).
+OWN_FILES: tuple[str, ...] = tuple(p.RESULTS_FILE for p in PRODUCERS
+                                   if hasattr(p, "RESULTS_FILE"))
 GENERATED = "<!-- generated by `python -m benchmarks.report` from benchmarks/results/*.json; " \
             "edit the JSON, not this block -->"
+MARKER = re.compile(r"<!-- bench:([A-Za-z0-9_.-]+) (?:begin|end) -->")
 
 
-# ---- formatting ------------------------------------------------------------------------------
+def render_blocks(results_dir: str, plots_rel: str | None) -> dict[str, str]:
+    """The markdown content of every block, keyed by block name, from every producer.
 
-
-def fnum(x: float | None) -> str:
-    """A number with about three significant figures: 1503, 77.8, 6.60, 0.0447; None -> "—"."""
-    if x is None:
-        return "—"
-    a = abs(x)
-    if a >= 100:
-        return f"{x:.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.2f}"
-    if a == 0:
-        return "0"
-    return f"{x:.3g}"
-
-
-def fratio(x: float | None) -> str:
-    """A ratio as ``6.60x`` ("—" when undefined)."""
-    return "—" if x is None else fnum(x) + "x"
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(header: list[str], body: list[list[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-# ---- loading ---------------------------------------------------------------------------------
-
-
-def load_all(results_dir: str, warn: bool = True) -> dict[str, dict[str, Any]]:
-    """Every results file of ``results_dir`` keyed by device tag (sorted: CPU first)."""
-    docs: dict[str, dict[str, Any]] = {}
-    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
-        if os.path.basename(path).startswith("kernels-"):
-            continue  # compile-check reports: see load_kernel_reports
-        if os.path.basename(path) in OWN_FILES:
-            continue  # single-benchmark files: see load_own
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            if warn:
-                print(f"report: skipped {path}: {exc}", file=sys.stderr)
-            continue
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            if warn:
-                print(f"report: skipped {path}: not a {SCHEMA} results file", file=sys.stderr)
-            continue
-        tag = doc.get("device_tag") or os.path.splitext(os.path.basename(path))[0]
-        docs[tag] = doc
-    return dict(sorted(docs.items(), key=lambda kv: (not kv[0].startswith("cpu"), kv[0])))
-
-
-def load_own(results_dir: str, name: str) -> dict[str, Any] | None:
-    """One of :data:`OWN_FILES`, or None when it is absent or unreadable."""
-    try:
-        with open(os.path.join(results_dir, name), encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def load_kernel_reports(results_dir: str) -> dict[int, dict[str, Any]]:
-    """``kernels-sm<arch>.json`` files (the compile check's output) keyed by arch."""
-    reports: dict[int, dict[str, Any]] = {}
-    for path in sorted(glob.glob(os.path.join(results_dir, "kernels-sm*.json"))):
-        m = re.search(r"kernels-sm(\d+)\.json$", path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"report: skipped {path}: {exc}", file=sys.stderr)
-            continue
-        if m and isinstance(doc, dict) and "specialisations" in doc:
-            reports[int(m.group(1))] = doc
-    return reports
-
-
-def _widest(counts: dict[str, int]) -> str:
-    return f"{max(int(k) for k in counts)}" if counts else "—"
-
-
-def kernels_block(reports: dict[int, dict[str, Any]]) -> str:
-    """Per kernel and architecture: what the compile check found in the compiled code."""
-    if not reports:
-        return ("Compiled kernels: **no report** (run `python -m tools.kernels.compile_check "
-                "--arch 80,90,100`).")
-    out = []
-    for arch, doc in sorted(reports.items()):
-        meta = doc.get("metadata", {})
-        specs = doc["specialisations"]
-        out.append(f"**sm_{arch}** (Triton {meta.get('triton', '?')}, commit "
-                   f"{meta.get('commit', '?')}, {meta.get('date', '?')}; ahead-of-time "
-                   f"compile, no GPU needed): {sum(s['ok'] for s in specs)} of {len(specs)} "
-                   f"specialisations compile; problems: {len(doc.get('problems', []))}.")
-        out.append("")
-        body = []
-        for kernel in sorted({s["kernel"] for s in specs}):
-            mine = [s for s in specs if s["kernel"] == kernel]
-            ok = [s for s in mine if s["ok"]]
-            regs = [s["registers"] for s in ok]
-            tc = sum(s.get("mma", 0) + s.get("wgmma", 0) + s.get("tcgen05_mma", 0) for s in ok)
-            loads: dict[str, int] = {}
-            stores: dict[str, int] = {}
-            for s in ok:
-                for k, v in s["global_loads"].items():
-                    loads[k] = loads.get(k, 0) + v
-                for k, v in s["global_stores"].items():
-                    stores[k] = stores.get(k, 0) + v
-            body.append([
-                f"`{kernel}`", mine[0]["family"], f"{len(ok)}/{len(mine)}",
-                f"{min(regs)}–{max(regs)}" if regs else "—",
-                str(max((s["spill_store_bytes"] for s in ok), default=0)),
-                fnum(max((s["shared_bytes"] + s["static_shared_bytes"] for s in ok),
-                         default=0) / 1024),
-                "yes" if tc else "no", _widest(loads), _widest(stores)])
-        out.append(md_table(["kernel", "family", "compiled", "registers", "max spill (B)",
-                             "max shared (KiB)", "tensor cores", "widest load (bit)",
-                             "widest store (bit)"], body))
-        out.append("")
-    return "\n".join(out).rstrip()
-
-
-def _widths(counts: dict[str, int]) -> str:
-    return ", ".join(f"{bits}×{n}" for bits, n in sorted(counts.items(), key=lambda kv: int(kv[0])))
-
-
-def kernel_figures_block(reports: dict[int, dict[str, Any]], arch: int = 90) -> str:
-    """The memory-bound kernels' static figures at their main specialisations (sm_90)."""
-    figs = reports.get(arch, {}).get("figures")
-    if not figs:
-        return ("Static figures: **no report** (run `python -m tools.kernels.compile_check "
-                "--arch 80,90,100 --figures`).")
-    body = []
-    for f in figs:
-        if not f.get("ok"):
-            body.append([f["name"], f"`{f['kernel']}`"] + ["does not compile"] + [""] * 6)
-            continue
-        body.append([f["name"], f"`{f['kernel']}`", str(f["registers"]),
-                     str(f["spill_store_bytes"]), f"{f['loads_per_element']:.2f}",
-                     f"{f['load_instructions_per_output']:.2f}", _widths(f["load_widths"]),
-                     _widths(f["store_widths"]), str(math.prod(f["grid"]))])
-    return (f"sm_{arch}, from `kernels-sm{arch}.json` (fetches per element: bytes a program "
-            "loads over the bytes of its tile plus halo; widths: bits × instructions per "
-            "thread).\n\n" + md_table(
-                ["case", "kernel", "registers", "spill (B)", "fetches / element",
-                 "load instr / output", "load widths", "store widths", "blocks"], body))
-
-
-def load_attention_work(results_dir: str) -> dict[str, Any] | None:
-    """``kernels-attention-work.json`` (``python -m tools.kernels.matmul_work --json``)."""
-    path = os.path.join(results_dir, "kernels-attention-work.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) and "rows" in doc else None
-
-
-def attention_work_block(doc: dict[str, Any] | None) -> str:
-    """Matmul work of the attention launches against the minimum, and blocks per kernel."""
-    if doc is None:
-        return ("Attention work: **no report** (run `python -m tools.kernels.matmul_work "
-                "--json benchmarks/results/kernels-attention-work.json`).")
-    meta = doc.get("metadata", {})
-    out = [f"Launch plans a CUDA call makes (Triton {meta.get('triton', '?')}, commit "
-           f"{meta.get('commit', '?')}, {meta.get('date', '?')}; {doc.get('sms', '?')} SMs "
-           "assumed). Work ratios include block padding; blocks are per launch, in launch "
-           "order.", ""]
-    body = []
-    for r in doc["rows"]:
-        blocks = "; ".join(f"`{k.strip('_').replace('_kernel', '')}` "
-                           + "+".join(str(n) for n in v) for k, v in r["blocks"].items())
-        body.append([r["shape"], r["dtype"], r["precision"] if r["dtype"] == "float32" else "—",
-                     f"{r['forward_work_ratio']:.2f}x", f"{r['backward_work_ratio']:.2f}x",
-                     str(r["min_blocks_matmul_kernels"]), blocks])
-    out.append(md_table(["shape", "dtype", "fp32 precision", "forward work / minimum",
-                         "backward work / FA2-style", "fewest blocks (matmul kernels)",
-                         "blocks per launch"], body))
-    return "\n".join(out)
-
-
-def is_gpu(tag: str) -> bool:
-    return tag.startswith("cuda")
-
-
-def op_rows(doc: dict[str, Any], family: str) -> list[dict[str, Any]] | None:
-    """Rows of section ``ops.<family>`` (None when absent or from a --quick run)."""
-    sec = doc.get("sections", {}).get(f"ops.{family}")
-    if not sec or sec.get("metadata", {}).get("quick"):
-        return None
-    return sec.get("rows", [])
-
-
-def model_rows(docs: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(tag, row) for every non-quick whole-model row of every machine."""
-    out = []
-    for tag, doc in docs.items():
-        for model in ("wsdnet", "fctl"):
-            sec = doc.get("sections", {}).get(f"models.{model}")
-            if not sec:
-                continue
-            for r in sec.get("rows", []):
-                if r.get("quick") or sec.get("metadata", {}).get("quick") and "quick" not in r:
-                    continue
-                out.append((tag, r))
-    return out
-
-
-# ---- op tables -------------------------------------------------------------------------------
-
-
-def family_table(family: str, rows: list[dict[str, Any]], gpu: bool
-                 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, body, notes) of one op family's side-by-side table.
-
-    Columns: case, pass, each of our implementations (median ms [IQR]), our best peak MiB
-    (when measured), each anchor: ``ms (anchor/ours x)`` plus ``· MiB (anchor/ours x)`` when
-    both peaks are known; on the GPU our best GB/s and % of copy bandwidth, and TFLOP/s for
-    attention. Ratios are against our fastest implementation in the same group.
+    Raises:
+        RuntimeError: a producer rendered a name it does not declare, or missed one it does.
     """
-    piv = pivot_family(rows)
-    ours_impls: list[str] = []
-    for g in piv["groups"]:
-        for impl in g["ours_all"]:
-            if impl not in ours_impls:
-                ours_impls.append(impl)
-    has_peak = any(g["ours"] is not None and g["ours"].get("peak_mb") is not None
-                   for g in piv["groups"])
-    header = ["case", "pass"] + [f"{i} ms [IQR]" for i in ours_impls]
-    if has_peak:
-        header.append("uhrops peak MiB")
-    header += [f"{a} ms (x)" for a in piv["anchors"]]
-    show_bw = gpu and any(g["ours"] is not None and g["ours"].get("gbs") for g in piv["groups"])
-    show_tf = gpu and family == "attention"
-    if show_bw:
-        header += ["GB/s", "% copy"]
-    if show_tf:
-        header.append("TFLOP/s")
-    body = []
-    for g in piv["groups"]:
-        best = g["ours"]
-        row = [g["case"], g["pass"]]
-        for impl in ours_impls:
-            r = g["ours_all"].get(impl)
-            if r is None:
-                row.append("—")
-            elif r.get("median_ms") is None:
-                row.append("n/a")
-            else:
-                row.append(f"{fnum(r['median_ms'])} [{fnum(r.get('iqr_ms'))}]")
-        if has_peak:
-            row.append(fnum(best.get("peak_mb")) if best is not None else "—")
-        for a in piv["anchors"]:
-            r = g["anchors"].get(a)
-            if r is None:
-                row.append("—")
-                continue
-            if r.get("median_ms") is None:
-                row.append("n/a")
-                continue
-            cell = fnum(r["median_ms"])
-            if best is not None:
-                cell += f" ({fratio(ratio(r['median_ms'], best['median_ms']))})"
-            if best is not None and r.get("peak_mb") is not None \
-                    and best.get("peak_mb") is not None:
-                cell += (f" · {fnum(r['peak_mb'])} MiB "
-                         f"({fratio(ratio(r['peak_mb'], best['peak_mb']))})")
-            row.append(cell)
-        if show_bw:
-            row += [fnum(best.get("gbs")) if best else "—",
-                    fnum(best.get("pct_copy")) if best else "—"]
-        if show_tf:
-            row.append(fnum(best.get("tflops")) if best else "—")
-        body.append(row)
-    notes = []
-    for impl, note in piv["not_run"].items():
-        short = re.sub(r"\s+", " ", note).strip()
-        short = re.sub(r"^not run:\s*", "", short)
-        notes.append(f"{impl}: not run ({short[:140]})" if short else f"{impl}: not run")
-    return header, body, notes
+    blocks: dict[str, str] = {}
+    for producer in PRODUCERS:
+        got = producer.render_blocks(results_dir, plots_rel)
+        if set(got) != set(producer.BLOCKS):
+            raise RuntimeError(f"{producer.__name__}.render_blocks gave {sorted(got)}, but its "
+                               f"BLOCKS declare {sorted(producer.BLOCKS)}; make them agree.")
+        blocks.update(got)
+    return blocks
 
 
-def _machine_line(tag: str, doc: dict[str, Any], sections: Iterable[str]) -> str:
-    m = doc.get("machine", {})
-    metas = [doc["sections"][s]["metadata"] for s in sections if s in doc.get("sections", {})]
-    commits = sorted({(x.get("commit") or "")[:8] for x in metas if x.get("commit")})
-    days = sorted({(x.get("time") or "")[:10] for x in metas if x.get("time")})
-    notes = sorted({x["note"] for x in metas if x.get("note")})
-    what = (m.get("gpu") if is_gpu(tag)
-            else f"{m.get('cpu_count', '?')}-core {m.get('machine', '')} CPU")
-    text = (f"`{tag}`: {what}, {m.get('threads', '?')} torch threads, torch {m.get('torch', '?')}, "
-            f"commit {', '.join(commits) or '?'}, measured {', '.join(days) or '?'}")
-    if notes:
-        text += ". " + " ".join(notes)
-    return text
-
-
-def ops_block(docs: dict[str, dict[str, Any]], gpu: bool, plots_rel: str | None) -> str:
-    """Markdown of the ops-cpu or ops-gpu block."""
-    tags = [t for t in docs if is_gpu(t) == gpu]
-    parts = []
-    for tag in tags:
-        doc = docs[tag]
-        fams = [f for f in FAMILIES if op_rows(doc, f)]
-        if not fams:
-            continue
-        parts.append("Machine " + _machine_line(tag, doc, [f"ops.{f}" for f in fams]) + ".")
-        if plots_rel:
-            parts.append(f"![op speed-ups, {tag}]({plots_rel}/ops-speedup-{tag}.png)")
-        for fam in fams:
-            header, body, notes = family_table(fam, op_rows(doc, fam) or [], is_gpu(tag))
-            parts.append(f"**{fam}** (`{tag}`)\n\n" + md_table(header, body))
-            if notes:
-                parts.append("\n".join(f"- {n}" for n in notes))
-    if not parts:
-        return ("GPU: **not measured** (no `benchmarks/results/cuda-*.json`; run "
-                "`python -m benchmarks.ops --device cuda` on a GPU machine)." if gpu else
-                "CPU: **not measured** (run `python -m benchmarks.ops --device cpu`).")
-    legend = ("Cells: median ms [inter-quartile range]; anchors: median ms (anchor time / "
-              "uhrops time) and, where both were measured, peak MiB (anchor / uhrops); > 1x "
-              "means uhrops is faster or leaner. Every ratio compares figures of the same run.")
-    if gpu:
-        legend += (" GB/s: bytes an ideal kernel moves / time; % copy: of the measured "
-                   "device-to-device copy bandwidth; TFLOP/s: 4·N²·C forward, 2.5x that "
-                   "backward.")
-    return legend + "\n\n" + "\n\n".join(parts)
-
-
-def family_summary(family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Goal criterion and worst case of one family (see :data:`CRITERIA`)."""
-    metric, anchor, wording = CRITERIA[family]
-    key = "median_ms" if metric == "time" else "peak_mb"
-    piv = pivot_family(rows)
-    ratios = []
-    worst_any: tuple[float, str, str] | None = None
-    for g in piv["groups"]:
-        best = g["ours"]
-        if best is None:
-            continue
-        a = g["anchors"].get(anchor)
-        ours_val = best.get(key)
-        if metric == "memory":  # memory: our leanest implementation
-            vals = [r.get(key) for r in g["ours_all"].values() if r.get(key) is not None]
-            ours_val = min(vals) if vals else None
-        r = ratio(a.get(key) if a else None, ours_val)
-        if r is not None:
-            ratios.append(r)
-        timed = [(x["median_ms"], name) for name, x in g["anchors"].items()
-                 if x.get("median_ms") is not None]
-        if timed:
-            t, name = min(timed)
-            rr = t / best["median_ms"]
-            if worst_any is None or rr < worst_any[0]:
-                worst_any = (rr, name, f"{g['case']} {g['pass']}")
-    return {"family": family, "criterion": wording, "cases": len(ratios),
-            "worst": min(ratios) if ratios else None, "best": max(ratios) if ratios else None,
-            "met": (min(ratios) > 1.0) if ratios else None, "worst_any": worst_any}
-
-
-def summary_block(docs: dict[str, dict[str, Any]]) -> str:
-    """Markdown of the summary block: one goal table per machine with op results."""
-    parts = []
-    for tag, doc in docs.items():
-        body = []
-        for fam in FAMILIES:
-            rows = op_rows(doc, fam)
-            if not rows:
-                continue
-            s = family_summary(fam, rows)
-            met = {True: "yes", False: "**no**", None: "—"}[s["met"]]
-            wa = s["worst_any"]
-            worst_any = (f"{fratio(wa[0])} vs {wa[1]} ({wa[2]})" if wa else "—")
-            body.append([fam, s["criterion"], str(s["cases"]), fratio(s["worst"]),
-                         fratio(s["best"]), met, worst_any])
-        if body:
-            parts.append(f"`{tag}`:\n\n" + md_table(
-                ["family", "goal: beat the anchor on", "cases", "worst ratio", "best ratio",
-                 "met", "our worst case vs the fastest anchor (time)"], body))
-    if not any(is_gpu(t) for t in docs):
-        parts.append("GPU: **not measured** (no CUDA results file).")
-    if not parts:
-        return "No benchmark results yet (`python -m benchmarks.ops`)."
-    return ("Ratios are anchor / uhrops (time, or peak memory for attention), per (case, pass), "
-            "from one run; > 1x: uhrops wins.\n\n" + "\n\n".join(parts))
-
-
-def goals_block(docs: dict[str, dict[str, Any]]) -> str:
-    """Markdown of the goals block: the ``goals.cpu`` rows of every machine (not --quick)."""
-    parts = []
-    for tag, doc in docs.items():
-        sec = doc.get("sections", {}).get("goals.cpu")
-        if not sec or sec.get("metadata", {}).get("quick"):
-            continue
-        body = []
-        for r in sec.get("rows", []):
-            met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
-            if r.get("metric") == "time" and r.get("ratio") is not None:
-                result = (f"{fratio(r['ratio'])} ({fnum(r['anchor_ms'])} / {fnum(r['ours_ms'])} ms"
-                          f", faster in {r['wins']}/{r['rounds']})")
-                target = f">= {r['target']:g}x" if r.get("target") is not None else "(context)"
-                who = f"{r['anchor']} / {r['ours']}"
-            elif r.get("metric") == "memory":
-                result = f"{fnum(r.get('peak_mb'))} MiB"
-                target = f"< {r['target']:g} MiB"
-                who = str(r.get("ours"))
-            else:
-                result, target, who = str(r.get("note", "—")), "—", str(r.get("ours"))
-            body.append([str(r.get("issue", "")), str(r["goal"]), who, result, target, met])
-        if body:
-            parts.append(f"`{tag}`:\n\n" + md_table(
-                ["issue", "goal", "measured", "result", "target", "met"], body))
-    if not parts:
-        return "No goal measurements yet (`python -m benchmarks.goals`)."
-    return ("Time ratios are the median over paired rounds of anchor / uhrops (each round runs "
-            "both back to back; > 1x: uhrops faster), with the plain medians in ms.\n\n"
-            + "\n\n".join(parts))
-
-
-# ---- models ----------------------------------------------------------------------------------
-
-
-def _mem_kind(kind: str | None) -> str:
-    return {"process_rss": "RSS", "process_rss_lifetime": "RSS*",
-            "cuda_max_allocated": "alloc"}.get(kind or "", kind or "?")
-
-
-def _paper_cell(model: str, size: int) -> tuple[str, dict[str, Any] | None]:
-    from benchmarks.models import PAPERS
-
-    p = PAPERS.get(model, {}).get(size)
-    if p is None:
-        return "—", None
-    text = f"{fnum(p['fps'])} FPS"
-    if model == "fctl":
-        text = f"{fnum(1 / p['fps'])} s/image"
-    if p.get("mb"):
-        text += f", {fnum(p['mb'])} MB"
-    return text + (f" ({p['hardware']})" if p.get("hardware") else ""), p
-
-
-def models_block(docs: dict[str, dict[str, Any]]) -> str:
-    """Markdown of the models block: measured rows, GPU "not measured" rows, GPU goals."""
-    from benchmarks.models import GPU_GOALS, PAPERS
-
-    header = ["model", "input", "machine", "variant", "s / image [min–max]", "CPU s / image",
-              "FPS", "peak MiB", "vs fp32: argmax agree, max abs Δlogit", "paper",
-              "FPS / paper"]
-    body = []
-    rows = model_rows(docs)
-    order = {"wsdnet": 0, "fctl": 1}
-    rows.sort(key=lambda tr: (order.get(tr[1].get("model"), 9), tr[1].get("size", 0),
-                              tr[1].get("scope") != "image", is_gpu(tr[0]), tr[0]))
-    for tag, r in rows:
-        model = r.get("model", "?")
-        size = r.get("size", 0)
-        what = (f"{size}²" if r.get("scope") == "image"
-                else f"{size}² patch ×{r.get('fctl_batch', 1)}")
-        if model == "fctl" and r.get("scope") == "image":
-            what += f", batches of {r.get('fctl_batch', '?')}"
-        variant = r.get("variant", "?")
-        paper, p = _paper_cell(model, size) if r.get("scope") == "image" else ("—", None)
-        if r.get("median_s") is None:
-            body.append([MODEL_NAMES.get(model, model), what, tag, variant,
-                         f"failed: {r.get('error', '?')}", "—", "—", "—", "—", paper,
-                         "—"])
-            continue
-        spread = ""
-        if r.get("min_s") is not None and r.get("max_s") is not None:
-            spread = f" [{fnum(r['min_s'])}–{fnum(r['max_s'])}]"
-        n = r.get("repeats")
-        runs = f", {n} run{'s' if n != 1 else ''}" if n is not None else ""
-        acc = "—"
-        if r.get("argmax_agree_pct") is not None:
-            acc = f"{r['argmax_agree_pct']:.2f} %, {fnum(r.get('max_abs_logit_diff'))}"
-        peak = "—"
-        if r.get("peak_mb") is not None:
-            peak = f"{fnum(r['peak_mb'])} ({_mem_kind(r.get('peak_kind'))})"
-        vs = "—"
-        if p is not None and r.get("fps"):
-            vs = fratio(r["fps"] / p["fps"])
-        cpu_s = fnum(r["median_cpu_s"]) if r.get("median_cpu_s") is not None else "—"
-        body.append([MODEL_NAMES.get(model, model), what, tag, variant,
-                     fnum(r["median_s"]) + spread + runs, cpu_s, fnum(r.get("fps")), peak, acc,
-                     paper, vs])
-    measured_gpu = {(r.get("model"), r.get("size")) for t, r in rows
-                    if is_gpu(t) and r.get("scope") == "image" and r.get("median_s")}
-    for model in ("wsdnet", "fctl"):
-        size = GPU_GOALS[model]["size"]
-        if (model, size) not in measured_gpu:
-            paper, _ = _paper_cell(model, size)
-            body.append([MODEL_NAMES[model], f"{size}²", "GPU", "—", "not measured", "—",
-                         "—", "—", "—", paper, "—"])
-    notes = ("Batch 1, random weights, `torch.inference_mode()`; s / image is the median of the "
-             "timed runs (warm-up excluded; compilation and CUDA-graph capture happen in the "
-             "warm-up); CPU s / image is the process CPU time of those calls summed over "
-             "threads (steadier than wall time on a shared machine; not recorded for rows "
-             "migrated from the first benchmark version). Peak: RSS = the process's peak "
-             "resident memory during the variant (high-water mark reset first; model, input "
-             "and output included; RSS* = process lifetime peak), alloc = "
-             "`torch.cuda.max_memory_allocated` (weights included). "
-             "The argmax agreement compares with the fp32 output of the same weights and "
-             "input; random weights give small, nearly tied logits, so it understates "
-             "agreement on a trained model. The papers' figures are GPU figures: WSDNet "
-             f"{PAPERS['wsdnet'][2448]['fps']} FPS and {fnum(PAPERS['wsdnet'][2448]['mb'])} MB "
-             "(RTX 2080Ti, 2448² DeepGlobe), "
-             f"{PAPERS['wsdnet'][5000]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5000]['mb'])} "
-             "MB (5000² Inria), "
-             f"{PAPERS['wsdnet'][5120]['fps']:.2f} FPS and {fnum(PAPERS['wsdnet'][5120]['mb'])} "
-             "MB (5120² URUR; memory by gpustat, i.e. the whole process), "
-             "FCtL 8 s per 2448² DeepGlobe image.")
-    conditions = []
-    for tag, r in rows:
-        if not r.get("note"):
-            continue
-        what = (f"- `{tag}`, {MODEL_NAMES.get(r.get('model'), r.get('model'))} "
-                f"{'per-patch' if r.get('scope') == 'patch' else 'whole-image'} rows: "
-                f"{r['note']}")
-        if what not in conditions:
-            conditions.append(what)
-    text = notes + "\n\n" + md_table(header, body)
-    if conditions:
-        text += "\n\nConditions recorded with the rows:\n\n" + "\n".join(conditions)
-    return text + "\n\n" + goals_table(rows)
-
-
-def goals_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """The GPU goals of issue 11 with their status."""
-    from benchmarks.models import GPU_GOALS, PAPERS
-
-    body = []
-    w = GPU_GOALS["wsdnet"]
-    target = PAPERS["wsdnet"][w["size"]]["fps"] * w["fps_factor"]
-    cand = [r for t, r in rows if is_gpu(t) and r.get("model") == "wsdnet"
-            and r.get("size") == w["size"] and r.get("scope") == "image"
-            and r.get("precision") == w["dtype"] and r.get("fps")]
-    if cand:
-        fits = [r for r in cand if r.get("peak_mb") is not None and r["peak_mb"] < w["mb_below"]]
-        best = max(fits or cand, key=lambda r: r["fps"])
-        ok = best["fps"] >= target and best.get("peak_mb") is not None \
-            and best["peak_mb"] < w["mb_below"]
-        got = f"{fnum(best['fps'])} FPS, {fnum(best.get('peak_mb'))} MiB ({best['variant']})"
-        status = "met" if ok else "**not met**"
-    else:
-        got, status = "—", "not measured"
-    body.append([f"WSDNet {w['size']}², batch 1, {w['dtype']}",
-                 f"≥ {fnum(target)} FPS (10x the paper's 30.3) and peak < {fnum(w['mb_below'])} "
-                 f"MB", got, status])
-    f = GPU_GOALS["fctl"]
-    paper_s = 1 / PAPERS["fctl"][f["size"]]["fps"]
-    target_s = paper_s / f["fps_factor"]
-    cand = [r for t, r in rows if is_gpu(t) and r.get("model") == "fctl"
-            and r.get("size") == f["size"] and r.get("scope") == "image" and r.get("median_s")]
-    if cand:
-        best = min(cand, key=lambda r: r["median_s"])
-        got = f"{fnum(best['median_s'])} s/image ({best['variant']})"
-        status = "met" if best["median_s"] <= target_s else "**not met**"
-    else:
-        got, status = "—", "not measured"
-    body.append([f"FCtL {f['size']}² DeepGlobe image", f"≤ {fnum(target_s)} s/image (15x faster "
-                 f"than the paper's {fnum(paper_s)} s)", got, status])
-    return md_table(["GPU goal", "target", "best measured", "status"], body)
-
-
-# ---- WSDNet training memory and Wavelet Smooth Loss magnitudes -------------------------------
-
-MIB = 2 ** 20
-
-
-def _pct(x: float, ref: float) -> str:
-    return f"{100 * x / ref:.0f} %"
-
-
-def wsdnet_memory_block(doc: dict[str, Any] | None) -> str:
-    """``bench:wsdnet-memory``: saved and peak activation memory per image of a WSDNet training
-    step per crop and variant, the FLOPs, the batch that fits the device and the fake- vs
-    real-tensor validation, from ``wsdnet-train-memory.json``."""
-    if not doc:
-        return (f"Not measured: run `python -m benchmarks.wsdnet_train_memory` (writes "
-                f"benchmarks/results/{WSDNET_MEMORY_FILE}).")
-    variants = doc["variants"]
-    names = list(variants)
-    ref = names[0]
-    crops = sorted({int(c) for v in variants.values() for c in v["crops"]})
-    header = ["crop"] + [f"`{n}`: saved · peak" for n in names]
-    body = []
-    for c in crops:
-        row = [f"{c}²"]
-        base = variants[ref]["crops"].get(str(c))
-        for n in names:
-            r = variants[n]["crops"].get(str(c))
-            if r is None:
-                row.append("—")
-            elif n == ref or base is None:
-                row.append(f"{fnum(r['saved'] / MIB)} · {fnum(r['peak'] / MIB)}")
-            else:
-                row.append(f"{fnum(r['saved'] / MIB)} ({_pct(r['saved'], base['saved'])}) · "
-                           f"{fnum(r['peak'] / MIB)} ({_pct(r['peak'], base['peak'])})")
-        body.append(row)
-    parts = [f"MiB per image (batch {doc['batch']}, {doc['dtype']}; in parentheses: against "
-             f"`{ref}`), `{doc['command']}`, torch {doc['torch']}, {doc['date']}. Variants:",
-             "\n".join(f"- `{n}`: {v['description']}; WSDNet kwargs `{json.dumps(v['kwargs'])}`"
-                       for n, v in variants.items()),
-             md_table(header, body)]
-    flops = [[f"{c}²"] + [fnum(variants[n]["crops"][str(c)]["flops"] / 1e9)
-                          if str(c) in variants[n]["crops"] else "—" for n in names]
-             for c in crops]
-    parts.append("GFLOP per image of the step (forward, loss, backward; recomputation "
-                 "included):\n\n" + md_table(["crop"] + [f"`{n}`" for n in names], flops))
-    fit = []
-    cap = doc["device_bytes"]
-    for cfg, c in doc["paper_crops"].items():
-        cells = []
-        for n in names:
-            r = variants[n]["crops"].get(str(c))
-            cells.append("—" if r is None else
-                         str(int((cap - variants[n]["fixed"]) // r["peak"])))
-        fit.append([f"`{cfg}`", f"{c}²"] + cells)
-    parts.append(f"Batch that fits {cap / 1e9:g} GB by the peak (less weights, gradients and "
-                 f"SGD momentum, {fnum(variants[ref]['fixed'] / MIB)} MiB):\n\n"
-                 + md_table(["paper config", "crop (padded)"] + [f"`{n}`" for n in names], fit))
-    checks = doc.get("validation") or []
-    if checks:
-        same = all(v["saved_real"] == v["saved_fake"] and v["peak_real"] == v["peak_fake"]
-                   for v in checks)
-        sizes = ", ".join(sorted({f"{v['size']}²" for v in checks}))
-        worst = max(max(abs(v["saved_real"] - v["saved_fake"]) / max(v["saved_real"], 1),
-                        abs(v["peak_real"] - v["peak_fake"]) / max(v["peak_real"], 1))
-                    for v in checks)
-        runs = f"{len(checks)} run" + ("s" if len(checks) != 1 else "")
-        parts.append(f"Counted on fake tensors; on real tensors at {sizes} ({runs}: each variant "
-                     f"once) the saved and peak bytes are "
-                     + ("identical." if same else f"within {100 * worst:.2g} %."))
-    return "\n\n".join(parts)
-
-
-def wsl_magnitudes_block(doc: dict[str, Any] | None) -> str:
-    """``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on
-    real images, from ``wsl-magnitudes.json``."""
-    if not doc:
-        return (f"Not measured: run `python -m benchmarks.wsl_magnitudes` (writes "
-                f"benchmarks/results/{WSL_MAGNITUDES_FILE}).")
-    seg = doc["ce_seg"]
-    head = (f"{doc['data']}, `{doc['command']}`: CE(seg) {fnum(seg)}, CE(aux) "
-            f"{fnum(doc['ce_aux'])}.")
-    body = [[r["label"], fnum(r["wsl"]), fnum(r["wsl"] / seg)] for r in doc["rows"]]
-    return head + "\n\n" + md_table(["WSL reading (`WaveletSmoothLoss(...)`)", "WSL",
-                                        "WSL / CE(seg)"], body)
-
-
-def merge_labels_block(doc: dict[str, Any] | None) -> str:
-    """``bench:merge-labels``: per image size and class count, the time and peak memory of
-    labels-only merging, the full merge + argmax and MONAI + argmax (or the bytes a case that
-    was not run would need), from ``merge-labels.json``."""
-    if not doc:
-        return (f"Not measured: run `python -m benchmarks.merge_labels` (writes "
-                f"benchmarks/results/{MERGE_LABELS_FILE}).")
-    names = {"labels": "`sliding_window(argmax=True)`", "full": "`sliding_window` + argmax",
-             "monai": "MONAI `sliding_window_inference` + argmax"}
-    body = []
-    for r in doc["results"]:
-        case = [f"{r['size']}²", str(r["classes"]), names.get(r["method"], r["method"])]
-        if r.get("skipped"):
-            body.append(case + [f"not run: needs ≥ {r['needs_bytes'] / 2**30:.1f} GiB "
-                                f"(available {r['available_bytes'] / 2**30:.1f} GiB)", "—", "—"])
-        elif "error" in r:
-            body.append(case + ["failed: " + " ".join(r["error"]), "—", "—"])
-        else:
-            body.append(case + [fnum(r["time_s"]), fnum(r["peak_above_start_mb"]),
-                                fnum(r["peak_rss_mb"])])
-    st = doc["setup"]
-    head = (f"`{doc['command']}`, torch {doc['metadata']['torch']}, {st['threads']} threads, "
-            f"{doc['metadata']['time']}: image 1x3xS², predictor {st['predictor']}, windows "
-            f"{st['patch']}² at stride {st['stride']}, {st['weights']} weights, batches of "
-            f"{st['batch']}; each case in its own process (peak = VmHWM). The machine was "
-            f"shared (load average per row in the JSON), so times are indicative; memory is not "
-            f"affected by load.")
-    return head + "\n\n" + md_table(["image", "classes", "method", "time (s)",
-                                     "peak during the call (MB)", "peak RSS (MB)"], body)
-
-
-# ---- README blocks ---------------------------------------------------------------------------
-
-
-def render_blocks(docs: dict[str, dict[str, Any]], plots_rel: str | None,
-                  kernels: dict[int, dict[str, Any]] | None = None,
-                  attention_work: dict[str, Any] | None = None,
-                  own: dict[str, dict[str, Any] | None] | None = None) -> dict[str, str]:
-    """The markdown content of every block, keyed by block name."""
-    models = models_block(docs)
-    if plots_rel and any(model_rows(docs)):
-        models = f"![model FPS vs peak memory]({plots_rel}/models-fps-memory.png)\n\n" + models
-    return {"summary": summary_block(docs), "goals": goals_block(docs),
-            "ops-cpu": ops_block(docs, False, plots_rel),
-            "ops-gpu": ops_block(docs, True, plots_rel),
-            "kernels": kernels_block(kernels or {}),
-            "kernel-figures": kernel_figures_block(kernels or {}),
-            "attention-work": attention_work_block(attention_work), "models": models,
-            "wsdnet-memory": wsdnet_memory_block((own or {}).get(WSDNET_MEMORY_FILE)),
-            "wsl-magnitudes": wsl_magnitudes_block((own or {}).get(WSL_MAGNITUDES_FILE)),
-            "merge-labels": merge_labels_block((own or {}).get(MERGE_LABELS_FILE))}
+def current_blocks(results_dir: str = RESULTS_DIR, plots_rel: str | None = None) -> dict[str, str]:
+    """Every block rendered from the files in ``results_dir`` now (the README's and the
+    documentation site's tables)."""
+    return render_blocks(results_dir, plots_rel)
 
 
 def _markers(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
 
 
+def unknown_markers(text: str) -> list[str]:
+    """Names of the ``bench:`` markers in ``text`` that no producer renders."""
+    return sorted({m.group(1) for m in MARKER.finditer(text)} - set(BLOCKS))
+
+
 def update_readme(text: str, blocks: dict[str, str]) -> str:
     """Replace each block's content between its markers. A file that carries some blocks
     keeps just those (the README carries the summary; the documentation site renders every
     block at build time); one that carries none gets all of them, inserted at the end of its
-    "## Benchmarks" section (appended when missing). Idempotent."""
+    "## Benchmarks" section (appended when missing). Idempotent.
+
+    Raises:
+        ValueError: a marker without its pair, or one no producer renders (named)."""
+    unknown = unknown_markers(text)
+    if unknown:
+        raise ValueError(f"README: no producer renders the block(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(BLOCKS)}); rename or delete those markers, or "
+                         f"add the block to a module of benchmarks.report.PRODUCERS.")
     missing = []
     present = [n for n in BLOCKS if any(m in text for m in _markers(n))]
     for name in present or BLOCKS:
@@ -826,91 +132,6 @@ def update_readme(text: str, blocks: dict[str, str]) -> str:
     return before + insert + ("\n" + after if after else "")
 
 
-# ---- plots -----------------------------------------------------------------------------------
-
-
-def plot_ops(tag: str, doc: dict[str, Any], path: str) -> bool:
-    """Bar chart of our speed-up against the fastest anchor, every case of every family (and
-    attention's peak-memory ratio against SDPA math). False when there is nothing to plot."""
-    from benchmarks.plot import Bar, bar_chart
-
-    bars = []
-    for fam in FAMILIES:
-        rows = op_rows(doc, fam)
-        if not rows:
-            continue
-        for g in pivot_family(rows)["groups"]:
-            best = g["ours"]
-            timed = [(r["median_ms"], n) for n, r in g["anchors"].items()
-                     if r.get("median_ms") is not None]
-            if best is None or not timed:
-                continue
-            t, name = min(timed)
-            v = t / best["median_ms"]
-            bars.append(Bar(f"{g['case']} · {g['pass']}", v, f"{fam}: time",
-                            f"{fratio(v)} vs {name}"))
-        if CRITERIA[fam][0] == "memory":
-            anchor = CRITERIA[fam][1]
-            for g in pivot_family(rows)["groups"]:
-                a = g["anchors"].get(anchor)
-                vals = [r.get("peak_mb") for r in g["ours_all"].values()
-                        if r.get("peak_mb") is not None]
-                v = ratio(a.get("peak_mb") if a else None, min(vals) if vals else None)
-                if v is not None:
-                    bars.append(Bar(f"{g['case']} · {g['pass']}", v, f"{fam}: peak memory",
-                                    f"{fratio(v)} vs {anchor}"))
-    if not bars:
-        return False
-    threads = doc.get("machine", {}).get("threads", "?")
-    bar_chart(path, bars, f"uhrops ops vs the fastest anchor — {tag}",
-              "anchor / uhrops, log scale (> 1x: uhrops faster; memory bars: leaner)",
-              subtitle=f"time bars: fastest anchor's median / our median; memory bars: SDPA "
-                       f"math peak / our peak; same run; {threads} threads")
-    return True
-
-
-def plot_models(docs: dict[str, dict[str, Any]], path: str) -> bool:
-    """FPS against peak memory for every measured whole-image row, with the papers' points."""
-    from benchmarks.models import GPU_GOALS, PAPERS
-    from benchmarks.plot import PALETTE, HLine, Point, scatter_chart
-
-    colours = {"wsdnet": PALETTE[0], "fctl": PALETTE[1]}
-    pts = []
-    for tag, r in model_rows(docs):
-        if r.get("scope") != "image" or not r.get("fps") or not r.get("peak_mb"):
-            continue
-        gpu = r.get("peak_kind") == "cuda_max_allocated"
-        model = r.get("model", "?")
-        pts.append(Point(r["peak_mb"], r["fps"],
-                         f"{MODEL_NAMES.get(model, model)} {r['size']}² {tag} {r['variant']}: "
-                         f"{fnum(r['fps'])} FPS, {fnum(r['peak_mb'])} MiB",
-                         colours.get(model, PALETTE[2]), "square" if gpu else "circle"))
-    if not pts:
-        return False
-    pw = PAPERS["wsdnet"][2448]
-    pts.append(Point(pw["mb"], pw["fps"], f"WSDNet paper 2448²: {pw['fps']} FPS, "
-                     f"{fnum(pw['mb'])} MB GPU memory ({pw['hardware']})", colours["wsdnet"],
-                     "star"))
-    fc = PAPERS["fctl"][2448]
-    lines = [HLine(fc["fps"], f"FCtL paper: {fnum(1 / fc['fps'])} s per 2448² image "
-                              f"(memory not reported)", colours["fctl"]),
-             HLine(pw["fps"] * GPU_GOALS["wsdnet"]["fps_factor"],
-                   "WSDNet GPU goal: 10x paper FPS", colours["wsdnet"]),
-             HLine(fc["fps"] * GPU_GOALS["fctl"]["fps_factor"],
-                   "FCtL GPU goal: 15x paper speed", colours["fctl"])]
-    scatter_chart(path, pts, "Whole-model inference: FPS vs peak memory (batch 1)",
-                  "peak memory, MiB (log scale)", "frames per second (log scale)", lines,
-                  subtitle="ours (every protocol variant) and the papers' figures; CPU memory "
-                           "is process RSS, GPU memory torch.cuda.max_memory_allocated",
-                  marker_legend=[("circle", "ours, CPU (peak RSS)"),
-                                 ("square", "ours, GPU (max allocated)"),
-                                 ("star", "paper (GPU)")])
-    return True
-
-
-# ---- command ---------------------------------------------------------------------------------
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report",
                                 description="Regenerate the README benchmark tables and plots "
@@ -927,14 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.results_dir):
         p.error(f"--results-dir {args.results_dir!r} is not a folder")
     plots_dir = args.plots_dir or args.results_dir
-    docs = load_all(args.results_dir)
+    # Read once with warnings, so a results file that nobody reads is named on stderr.
+    load_device_results(args.results_dir, warn=True, claimed=OWN_FILES)
     plots_rel = os.path.relpath(os.path.abspath(plots_dir), REPO_ROOT).replace(os.sep, "/")
     if plots_rel.startswith(".."):
         plots_rel = os.path.abspath(plots_dir).replace(os.sep, "/")
-    blocks = render_blocks(docs, None if args.no_plots else plots_rel,
-                           load_kernel_reports(args.results_dir),
-                           load_attention_work(args.results_dir),
-                           {name: load_own(args.results_dir, name) for name in OWN_FILES})
+    blocks = render_blocks(args.results_dir, None if args.no_plots else plots_rel)
     try:
         with open(args.readme, encoding="utf-8") as f:
             old = f.read()
@@ -962,13 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.readme} already up to date")
     if not args.no_plots:
         os.makedirs(plots_dir, exist_ok=True)
-        for tag, doc in docs.items():
-            out = os.path.join(plots_dir, f"ops-speedup-{tag}.png")
-            if plot_ops(tag, doc, out):
-                print(f"wrote {out}")
-        out = os.path.join(plots_dir, "models-fps-memory.png")
-        if plot_models(docs, out):
-            print(f"wrote {out}")
+        for producer in PRODUCERS:
+            if hasattr(producer, "write_plots"):
+                for out in producer.write_plots(args.results_dir, plots_dir):
+                    print(f"wrote {out}")
     return 0
 
 
@@ -976,14 +192,6 @@ def _block_text(text: str, name: str) -> str | None:
     begin, end = _markers(name)
     m = re.search(re.escape(begin) + r"(.*?)" + re.escape(end), text, re.S)
     return m.group(1) if m else None
-
-
-def current_blocks(results_dir: str = RESULTS_DIR, plots_rel: str | None = None) -> dict[str, str]:
-    """Every block rendered from the files in ``results_dir`` now (the README's and the
-    documentation site's tables)."""
-    return render_blocks(load_all(results_dir, warn=False), plots_rel,
-                         load_kernel_reports(results_dir), load_attention_work(results_dir),
-                         {name: load_own(results_dir, name) for name in OWN_FILES})
 
 
 if __name__ == "__main__":

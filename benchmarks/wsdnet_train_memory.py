@@ -42,12 +42,16 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from benchmarks.markdown import fnum, load_json, md_table, not_measured
 from zoo.core.atomic import atomic_write_text
 from zoo.wsdnet import WSDNet
 from zoo.wsdnet.losses import WaveletSmoothLoss, WSDNetLoss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results", "wsdnet-train-memory.json")
+RESULTS_FILE = "wsdnet-train-memory.json"
+RESULTS = os.path.join(HERE, "results", RESULTS_FILE)
+BLOCKS = ("wsdnet-memory",)  # the documentation block rendered from RESULTS_FILE
+MIB = 2 ** 20
 NUM_CLASSES = 7
 BATCH = 2
 DEVICE_BYTES = 80e9  # "80 GB" accelerators (A100/H100 80GB)
@@ -216,6 +220,77 @@ def measure(sizes: list[int], validate: list[int], log=print) -> dict[str, Any]:
                 f"fake {row['saved_fake'] / 2**20:.1f} MiB, peak real "
                 f"{row['peak_real'] / 2**20:.1f} / fake {row['peak_fake'] / 2**20:.1f} MiB")
     return doc
+
+
+def _pct(x: float, ref: float) -> str:
+    return f"{100 * x / ref:.0f} %"
+
+
+def wsdnet_memory_block(doc: dict[str, Any] | None) -> str:
+    """``bench:wsdnet-memory``: saved and peak activation memory per image of a WSDNet training
+    step per crop and variant, the FLOPs, the batch that fits the device and the fake- vs
+    real-tensor validation, from ``wsdnet-train-memory.json``."""
+    if not doc:
+        return not_measured("python -m benchmarks.wsdnet_train_memory", RESULTS_FILE)
+    variants = doc["variants"]
+    names = list(variants)
+    ref = names[0]
+    crops = sorted({int(c) for v in variants.values() for c in v["crops"]})
+    header = ["crop"] + [f"`{n}`: saved · peak" for n in names]
+    body = []
+    for c in crops:
+        row = [f"{c}²"]
+        base = variants[ref]["crops"].get(str(c))
+        for n in names:
+            r = variants[n]["crops"].get(str(c))
+            if r is None:
+                row.append("—")
+            elif n == ref or base is None:
+                row.append(f"{fnum(r['saved'] / MIB)} · {fnum(r['peak'] / MIB)}")
+            else:
+                row.append(f"{fnum(r['saved'] / MIB)} ({_pct(r['saved'], base['saved'])}) · "
+                           f"{fnum(r['peak'] / MIB)} ({_pct(r['peak'], base['peak'])})")
+        body.append(row)
+    parts = [f"MiB per image (batch {doc['batch']}, {doc['dtype']}; in parentheses: against "
+             f"`{ref}`), `{doc['command']}`, torch {doc['torch']}, {doc['date']}. Variants:",
+             "\n".join(f"- `{n}`: {v['description']}; WSDNet kwargs `{json.dumps(v['kwargs'])}`"
+                       for n, v in variants.items()),
+             md_table(header, body)]
+    flops = [[f"{c}²"] + [fnum(variants[n]["crops"][str(c)]["flops"] / 1e9)
+                          if str(c) in variants[n]["crops"] else "—" for n in names]
+             for c in crops]
+    parts.append("GFLOP per image of the step (forward, loss, backward; recomputation "
+                 "included):\n\n" + md_table(["crop"] + [f"`{n}`" for n in names], flops))
+    fit = []
+    cap = doc["device_bytes"]
+    for cfg, c in doc["paper_crops"].items():
+        cells = []
+        for n in names:
+            r = variants[n]["crops"].get(str(c))
+            cells.append("—" if r is None else
+                         str(int((cap - variants[n]["fixed"]) // r["peak"])))
+        fit.append([f"`{cfg}`", f"{c}²"] + cells)
+    parts.append(f"Batch that fits {cap / 1e9:g} GB by the peak (less weights, gradients and "
+                 f"SGD momentum, {fnum(variants[ref]['fixed'] / MIB)} MiB):\n\n"
+                 + md_table(["paper config", "crop (padded)"] + [f"`{n}`" for n in names], fit))
+    checks = doc.get("validation") or []
+    if checks:
+        same = all(v["saved_real"] == v["saved_fake"] and v["peak_real"] == v["peak_fake"]
+                   for v in checks)
+        sizes = ", ".join(sorted({f"{v['size']}²" for v in checks}))
+        worst = max(max(abs(v["saved_real"] - v["saved_fake"]) / max(v["saved_real"], 1),
+                        abs(v["peak_real"] - v["peak_fake"]) / max(v["peak_real"], 1))
+                    for v in checks)
+        runs = f"{len(checks)} run" + ("s" if len(checks) != 1 else "")
+        parts.append(f"Counted on fake tensors; on real tensors at {sizes} ({runs}: each variant "
+                     f"once) the saved and peak bytes are "
+                     + ("identical." if same else f"within {100 * worst:.2g} %."))
+    return "\n\n".join(parts)
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:wsdnet-memory`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"wsdnet-memory": wsdnet_memory_block(load_json(results_dir, RESULTS_FILE))}
 
 
 def main(argv: list[str] | None = None) -> None:

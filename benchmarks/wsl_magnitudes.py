@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from benchmarks.markdown import fnum, load_json, md_table, not_measured
 from zoo.config import load_config
 from zoo.core.atomic import atomic_write_text
 from zoo.data.registry import build_dataset
@@ -26,6 +27,8 @@ from zoo.wsdnet import WSDNet
 from zoo.wsdnet.losses import WaveletSmoothLoss, labelled_cross_entropy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_FILE = "wsl-magnitudes.json"
+BLOCKS = ("wsl-magnitudes",)  # the documentation block rendered from RESULTS_FILE
 DEFAULT_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "deepglobe"))
 
 READINGS = [  # (label, WaveletSmoothLoss kwargs)
@@ -40,11 +43,29 @@ READINGS = [  # (label, WaveletSmoothLoss kwargs)
 ]
 
 
+def wsl_magnitudes_block(doc: dict[str, Any] | None) -> str:
+    """``bench:wsl-magnitudes``: the Wavelet Smooth Loss's readings against cross-entropy on
+    real images, from ``wsl-magnitudes.json``."""
+    if not doc:
+        return not_measured("python -m benchmarks.wsl_magnitudes", RESULTS_FILE)
+    seg = doc["ce_seg"]
+    head = (f"{doc['data']}, `{doc['command']}`: CE(seg) {fnum(seg)}, CE(aux) "
+            f"{fnum(doc['ce_aux'])}.")
+    body = [[r["label"], fnum(r["wsl"]), fnum(r["wsl"] / seg)] for r in doc["rows"]]
+    return head + "\n\n" + md_table(["WSL reading (`WaveletSmoothLoss(...)`)", "WSL",
+                                        "WSL / CE(seg)"], body)
+
+
+def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
+    """``bench:wsl-magnitudes`` from ``results_dir``'s :data:`RESULTS_FILE`."""
+    return {"wsl-magnitudes": wsl_magnitudes_block(load_json(results_dir, RESULTS_FILE))}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=DEFAULT_ROOT)
     ap.add_argument("--crop", type=int, default=1224)
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "wsl-magnitudes.json"),
+    ap.add_argument("--out", default=os.path.join(HERE, "results", RESULTS_FILE),
                     help="results JSON ('' for none)")
     args = ap.parse_args(argv)
     cfg = load_config("wsdnet_deepglobe", [f"data.root={args.root}", "data.missing=skip"])

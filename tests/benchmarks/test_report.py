@@ -3,12 +3,19 @@ marker insertion, plots."""
 
 from __future__ import annotations
 
+import glob
 import json
+import math
+import os
+import re
 
+import numpy as np
 import pytest
 
-from benchmarks import report
+from benchmarks import csrn_ablation, geo, kernel_reports, merge_labels, onnx_export, report, \
+    wsdnet_train_memory, wsl_magnitudes
 from benchmarks.common import SCHEMA
+from benchmarks.models import models_block
 
 
 def _fmt(x: float) -> str:
@@ -122,7 +129,7 @@ def test_tables_match_json(results, tmp_path):
     assert "| WSDNet | 2448² | GPU | — | not measured |" in models
     assert "| FCtL | 2448² | GPU | — | not measured |" in models
     cpu_row = dict(WSDNET, median_cpu_s=1.5)
-    assert "| 1.50 | 1.25 | 1600 (RSS) |" in report.models_block(
+    assert "| 1.50 | 1.25 | 1600 (RSS) |" in models_block(
         {"cpu-2t": _doc("cpu-2t", {"models.wsdnet": [cpu_row]})})
     assert models.count("not measured") >= 4  # two rows and two GPU goals
 
@@ -209,12 +216,12 @@ def test_attention_work_block(tmp_path):
              "blocks": {"_fwd_kernel": [153], "_bwd_dkdv_kernel": [153, 17]}, "sms": 132}]
     path = tmp_path / "kernels-attention-work.json"
     path.write_text(json.dumps({"metadata": {"commit": "abc"}, "sms": 132, "rows": rows}))
-    block = report.attention_work_block(report.load_attention_work(str(tmp_path)))
+    block = kernel_reports.attention_work_block(kernel_reports.load_attention_work(str(tmp_path)))
     line = [x for x in block.splitlines() if x.startswith("| B1 C512")][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1:6] == ["bfloat16", "—", "1.06x", "1.21x", "153"]
     assert "`fwd` 153" in cells[6] and "`bwd_dkdv` 153+17" in cells[6]
-    assert "no report" in report.attention_work_block(report.load_attention_work(
+    assert "no report" in kernel_reports.attention_work_block(kernel_reports.load_attention_work(
         str(tmp_path / "missing")))
 
 
@@ -236,7 +243,7 @@ MEMORY = {
 
 
 def test_wsdnet_memory_block(tmp_path):
-    text = report.wsdnet_memory_block(MEMORY)
+    text = wsdnet_train_memory.wsdnet_memory_block(MEMORY)
     assert "| 512² | 600 · 800 | 150 (25 %) · 200 (25 %) |" in text
     assert "| 1024² | 2400 · 3200 | — |" in text
     assert "| 512² | 300 | 150 |" in text  # GFLOP
@@ -248,8 +255,8 @@ def test_wsdnet_memory_block(tmp_path):
     assert "at 64² (1 run: each variant once) the saved and peak bytes are identical." in text
     off = json.loads(json.dumps(MEMORY))
     off["validation"][0]["peak_fake"] = 21
-    assert "within 5 %." in report.wsdnet_memory_block(off)
-    assert report.wsdnet_memory_block(None).startswith("Not measured")
+    assert "within 5 %." in wsdnet_train_memory.wsdnet_memory_block(off)
+    assert wsdnet_train_memory.wsdnet_memory_block(None).startswith("Not measured")
     # The block is rendered from its file by the command.
     d = tmp_path / "results"
     d.mkdir()
@@ -266,10 +273,10 @@ def test_wsl_magnitudes_block():
            "ce_seg": 2.0, "ce_aux": 1.5,
            "rows": [{"label": "Eq. 4", "kwargs": {}, "wsl": 40.0},
                     {"label": "mean", "kwargs": {"reduction": "mean"}, "wsl": 5.0}]}
-    text = report.wsl_magnitudes_block(doc)
+    text = wsl_magnitudes.wsl_magnitudes_block(doc)
     assert "CE(seg) 2.00, CE(aux) 1.50" in text
     assert "| Eq. 4 | 40.0 | 20.0 |" in text and "| mean | 5.00 | 2.50 |" in text
-    assert report.wsl_magnitudes_block(None).startswith("Not measured")
+    assert wsl_magnitudes.wsl_magnitudes_block(None).startswith("Not measured")
 
 
 def test_merge_labels_block():
@@ -281,10 +288,10 @@ def test_merge_labels_block():
                         "peak_rss_mb": 600.0, "peak_above_start_mb": 175.0},
                        {"method": "monai", "size": 10240, "classes": 100, "skipped": True,
                         "needs_bytes": 44 * 2**30, "available_bytes": 20 * 2**30}]}
-    text = report.merge_labels_block(doc)
+    text = merge_labels.merge_labels_block(doc)
     assert "| 2448² | 7 | `sliding_window(argmax=True)` | 5.50 | 175 | 600 |" in text
     assert "not run: needs ≥ 44.0 GiB (available 20.0 GiB)" in text
-    assert report.merge_labels_block(None).startswith("Not measured")
+    assert merge_labels.merge_labels_block(None).startswith("Not measured")
 
 
 def test_kernel_figures_block():
@@ -292,8 +299,177 @@ def test_kernel_figures_block():
            "registers": 62, "spill_store_bytes": 0, "loads_per_element": 1.5589,
            "load_instructions_per_output": 2.375, "load_widths": {"128": 38, "32": 19},
            "store_widths": {"128": 8}, "grid": [1080, 2]}
-    block = report.kernel_figures_block({90: {"figures": [fig]}})
+    block = kernel_reports.kernel_figures_block({90: {"figures": [fig]}})
     line = [x for x in block.splitlines() if x.startswith("| pyr_down")][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2:] == ["62", "0", "1.56", "2.38", "32×19, 128×38", "128×8", "2160"]
-    assert "no report" in report.kernel_figures_block({})
+    assert "no report" in kernel_reports.kernel_figures_block({})
+
+
+# ---- every block has a producer; the geo, ONNX and CSRN-ablation blocks -----------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _page_names() -> tuple[set[str], set[str]]:
+    """(README marker names, documentation ``{bench-block}`` names) in the repository."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        markers = set(re.findall(r"<!-- bench:(\S+) (?:begin|end) -->", f.read()))
+    directives: set[str] = set()
+    for page in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True):
+        if f"{os.sep}_build{os.sep}" in page:
+            continue
+        with open(page, encoding="utf-8") as f:
+            directives |= set(re.findall(r"^```\{bench-block\}\s+(\S+)", f.read(), re.M))
+    return markers, directives
+
+
+def test_every_block_has_one_producer_and_is_current():
+    declared = [name for p in report.PRODUCERS for name in p.BLOCKS]
+    assert len(declared) == len(set(declared)), "a block name declared by two producers"
+    blocks = report.current_blocks()
+    assert sorted(blocks) == sorted(declared)
+    markers, directives = _page_names()
+    assert markers and directives
+    assert markers <= set(declared), f"README markers without a producer: {markers - set(declared)}"
+    assert directives <= set(declared), \
+        f"{{bench-block}} names without a producer: {directives - set(declared)}"
+    # The tables that used to be copied by hand are generated now, from committed results.
+    for name in ("geo", "onnx", "csrn-ablation"):
+        assert name in directives
+        assert not blocks[name].startswith("Not measured"), name
+    assert report.main(["--check", "--no-plots"]) == 0  # the README's blocks are current
+
+
+def test_marker_without_producer_is_named(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:summary begin -->\n<!-- bench:summary end -->\n\n"
+                      "<!-- bench:no-such-table begin -->\nold\n<!-- bench:no-such-table end -->\n")
+    for extra in ((), ("--check",)):
+        with pytest.raises(SystemExit) as exc:
+            _run(results, readme, "--no-plots", *extra)
+        assert exc.value.code == 2
+        assert "no-such-table" in capsys.readouterr().err
+    assert "\nold\n" in readme.read_text()  # nothing written
+
+
+def _side(n: int) -> str:
+    return f"{n:,}".replace(",", " ") if n >= 10000 else str(n)
+
+
+def _windows_per_side(size: int, window: int, overlap: int) -> int:
+    """Window origins of a sliding window that ends flush with the image (a naive loop)."""
+    starts, y, stride = [], 0, window - overlap
+    while y + window < size:
+        starts.append(y)
+        y += stride
+    return len(starts) + 1
+
+
+def _geo_doc() -> dict:
+    common_row = {"window": [1024, 1024], "window_overlap": 128, "batch_size": 1, "threads": 2}
+    return {"meta": {"commit": "abcdef0123", "time": "2026-01-02T03:04:05+0000",
+                     "torch": "2.x", "command": "python -m benchmarks.geo --rows 500"},
+            "mosaic": {"size": 20000, "file_bytes": 1.25e9, "write_s": 10.0},
+            "stream": dict(common_row, image=[20000, 20000], rows=500, windows_run=22,
+                           windows_full_image=484, seconds_per_window=12.5,
+                           peak_rss_mib=1800.4),
+            "memory": dict(common_row, image=[4096, 4096], rows=1024, windows_run=5,
+                           windows_full_image=5, seconds_per_window=10.0, peak_rss_mib=700.0),
+            "full_image_rate_stream": 66115.7, "full_image_rate_memory": 67108.9,
+            "stream_is_subset": True, "memory_is_subset": True,
+            "full_mosaic_seconds_extrapolated": 484 * 12.5,
+            "goals": {"peak_rss_le_2gb": True, "rate_within_10pct": False}}
+
+
+def test_geo_block():
+    doc = _geo_doc()
+    text = geo.geo_block(doc)
+    st, mem = doc["stream"], doc["memory"]
+    assert (f"| seconds per 1024² window | {st['seconds_per_window']:.2f} | "
+            f"{mem['seconds_per_window']:.2f} |") in text
+    assert f"{_side(20000)}², rows 0:500 (22 windows of 1024²)" in text
+    assert "4096 wide, rows 0:1024 (5 windows of 1024²)" in text
+    full = _windows_per_side(4096, 1024, 128) ** 2
+    assert f"{doc['full_image_rate_memory']:,.0f} ({full} windows for 4096²)" in text
+    assert f"{doc['full_image_rate_stream']:,.0f} (484 windows for {_side(20000)}²)" in text
+    assert f"**{st['peak_rss_mib']:,.0f} MiB** | 700 MiB (1024 rows only) |" in text
+    slower = 100 * (st["seconds_per_window"] / mem["seconds_per_window"] - 1)
+    assert f"{slower:.1f} % slower" in text
+    assert "peak RSS ≤ 2 GB met" in text and "in-memory path's **not met**" in text
+    assert f"{doc['full_mosaic_seconds_extrapolated'] / 3600:.1f} h" in text
+    assert geo.geo_block(None).startswith("Not measured")
+    changed = json.loads(json.dumps(doc))
+    changed["stream"]["seconds_per_window"] = 9.0
+    assert "10.0 % faster" in geo.geo_block(changed)
+
+
+def _onnx_row(name: str, times: list[float], cpu: list[float], **acc) -> dict:
+    return {"contender": name, "size": 100, "rounds": len(times),
+            "median_ms": float(np.median(times)), "times_ms": times,
+            "median_cpu_ms": float(np.median(cpu)), "cpu_ms": cpu, **acc}
+
+
+def test_onnx_block():
+    eager = ([20000.0, 40000.0, 30000.0], [9000.0, 9500.0, 9100.0])
+    others = {"eager fp32+cl+fold": ([10000.0, 50000.0, 20000.0], [8000.0, 9000.0, 9100.0]),
+              "onnxruntime dynamic": ([4000.0, 9000.0, 7000.0], [3000.0, 3100.0, 2900.0]),
+              "onnxruntime static": ([5000.0, 8000.0, 6000.0], [2500.0, 2600.0, 2700.0])}
+    rows = [_onnx_row("eager fp32", *eager)]
+    rows += [_onnx_row(n, *t, max_rel_err=2.5e-6, argmax_agreement=0.995)
+             for n, t in others.items()]
+    doc = {"metadata": {"commit": "0123456789", "time": "2026-01-02T00:00:00+0000",
+                        "torch": "2.x", "loadavg_start": [3.0, 2.0, 1.0],
+                        "loadavg_end": [4.25, 2.0, 1.0], "note": "a quiet day"},
+           "model": "WSDNet(7) random init", "size": 100, "batch": 1, "threads": 2,
+           "export_s": {"dynamic": 61.4, "static": 12.6}, "rows": rows,
+           "paired_median_ratios": {"eager fp32+cl+fold / onnxruntime dynamic": 2.345,
+                                    "eager fp32+cl+fold / onnxruntime static": 3.0},
+           "paired_median_cpu_ratios": {"eager fp32+cl+fold / onnxruntime dynamic": 2.5,
+                                        "eager fp32+cl+fold / onnxruntime static": 3.125},
+           "onnxruntime": "9.9.9"}
+    text = onnx_export.onnx_block(doc)
+
+    def cells(start: str) -> list[str]:
+        line = [x for x in text.splitlines() if x.startswith("| " + start)][0]
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    assert cells("eager fp32, `inference_mode`")[1:] == [_fmt(30.0), _fmt(9.1), "1x, 1x", "—"]
+    for name, label in (("eager fp32+cl+fold", "eager fp32 + channels_last"),
+                        ("onnxruntime dynamic", "ONNX Runtime 9.9.9, `--dynamic`"),
+                        ("onnxruntime static", "ONNX Runtime 9.9.9, graph exported")):
+        wall, cpu = others[name]
+        rw = np.median(np.array(eager[0]) / np.array(wall))
+        rc = np.median(np.array(eager[1]) / np.array(cpu))
+        ratio = f"{rw:.2f}x, {rc:.2f}x"
+        got = cells(label)
+        assert got[1:3] == [_fmt(np.median(wall) / 1e3), _fmt(np.median(cpu) / 1e3)]
+        assert got[3] == (ratio if name.startswith("eager") else f"**{ratio}**")
+        assert got[4] == "2.5e-6 max rel, argmax 99.5 %"
+    pad = math.ceil(100 / 32) * 32
+    assert f"pad 100 -> {pad}, crop" in text
+    assert "2.35x (wall) and 2.50x (CPU) for the dynamic graph, 3.00x and 3.12x" in text
+    assert "61 s (dynamic) and 13 s (static)" in text
+    assert "3 paired rounds" in text and "4.2 at the end" in text and "a quiet day" in text
+    assert onnx_export.onnx_block(None).startswith("Not measured")
+
+
+def test_csrn_ablation_block():
+    methods = {"montage": {"miou": 0.912345, "band_miou": 0.8},
+               "averaging": {"miou": 0.9, "band_miou": 0.85555},
+               "csrn@1.5": {"miou": 0.5, "band_miou": 0.25},
+               "csrn@3-fresh": {"miou": 0.99994, "band_miou": 0.0}}
+    doc = {"metadata": {"torch": "2.x", "threads": 1, "commit": "feedbeef99",
+                        "time": "2026-01-02T00:00:00"},
+           "results": {"methods": methods, "images": 4, "pixels": 1000, "band_pixels": 250,
+                       "band_fraction": 0.25, "band_width": 3, "patch_size": 48,
+                       "seconds": 125.4}}
+    text = csrn_ablation.ablation_block(doc)
+    for name, cells in (("montage", "montage | – | –"), ("averaging", "averaging | – | –"),
+                        ("csrn@1.5", "CSRN | ×1.5 | early-model masks"),
+                        ("csrn@3-fresh", "CSRN | ×3 | final-model masks, unseen scenes")):
+        m = methods[name]
+        assert f"| {cells} | {100 * m['miou']:.2f} | {100 * m['band_miou']:.2f} |" in text
+    assert "4 test scenes, 1000 labelled pixels, 25.0 % of them in the seam band" in text
+    assert "(3 px at 48 px patches)" in text and "2 min 5 s" in text
+    assert csrn_ablation.ablation_block(None).startswith("Not measured")
