@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.progress import Progress
+from zoo.core.tta import dihedral_sum
 from zoo.engine.task import Task
 from zoo.metrics import SegmentationMetrics
 
@@ -26,16 +27,10 @@ __all__ = ["evaluate_model", "measure_speed", "tta_logits"]
 
 
 def tta_logits(task: Task, model: torch.nn.Module, image: Tensor) -> Tensor:
-    """Mean softmax over the dihedral group (4 rotations x optional horizontal flip)."""
-    total = None
-    for flip in (False, True):
-        x = image.flip(-1) if flip else image
-        for k in range(4):
-            p = torch.softmax(task.predict(model, x.rot90(k, (-2, -1))).float(), 1)
-            p = p.rot90(-k, (-2, -1))
-            p = p.flip(-1) if flip else p
-            total = p if total is None else total + p
-    return total / 8
+    """Mean softmax over the dihedral group (4 rotations x optional horizontal flip, the
+    views and order of :func:`zoo.core.tta.dihedral_sum`)."""
+    return dihedral_sum(
+        lambda view, flip, k: torch.softmax(task.predict(model, view).float(), 1), image) / 8
 
 
 def predict_logits(task: Task, model: torch.nn.Module, image: Tensor, tta: bool) -> Tensor:
