@@ -7,8 +7,9 @@ Every dataset returns the same sample, a dict::
      "id":    str, the image's id (file stem without "_sat")}
 
 and carries the attributes ``CLASSES`` (names), ``PALETTE`` (RGB per class),
-``num_classes``, ``ignore_index`` and ``exclude_from_mean`` (the classes left out of the
-paper's mean IoU, see :mod:`zoo.metrics`).
+``num_classes``, ``ignore_index``, ``exclude_from_mean`` (the classes left out of the
+paper's mean IoU) and ``exclude_from_accuracy`` (the classes whose pixels the pixel accuracy
+leaves out: "no data" classes such as DeepGlobe's unknown, see :mod:`zoo.metrics`).
 """
 
 from __future__ import annotations
@@ -336,6 +337,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     CLASSES: tuple[str, ...] = ()
     PALETTE: tuple[tuple[int, int, int], ...] = ()
     exclude_from_mean: tuple[int, ...] = ()
+    exclude_from_accuracy: tuple[int, ...] = ()
     ignore_index: int = 255
 
     def __init__(self, samples: Sequence[tuple[str, str, str]],

@@ -2,7 +2,8 @@
 inference speed.
 
 Metrics are accumulated in one confusion matrix over the split (:mod:`zoo.metrics`): mIoU
-and F1 over the classes the dataset's paper averages, overall pixel accuracy, per class.
+and F1 over the classes the dataset's paper averages, pixel accuracy over the pixels of the
+classes it counts (DeepGlobe's unknown pixels left out, as from the mean), per class.
 TTA averages the softmax over the 8 flips/rotations. Speed follows the WSDNet/ISDNet papers:
 batch 1, warm-up, synchronised timing, median FPS, peak memory
 (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU).
@@ -64,6 +65,7 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
     result = metrics.compute()
     result["class_names"] = list(getattr(dataset, "CLASSES", []))
     result["exclude_from_mean"] = list(metrics.exclude_from_mean)
+    result["exclude_from_accuracy"] = list(metrics.exclude_from_accuracy)
     result["images"] = n
     return result
 
