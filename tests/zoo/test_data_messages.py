@@ -252,3 +252,54 @@ def test_step_progress_is_silent_on_other_ranks(capsys, monkeypatch):
     loud.add(3)
     lines = _step_lines(capsys)
     assert len(lines) == 1 and "3/10 patches" in lines[0]
+
+
+def _geotiff(path, bands: np.ndarray, colorinterp=None) -> str:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1],
+                       count=bands.shape[0], dtype="uint8", crs="EPSG:32631",
+                       transform=from_origin(500000, 4000000, 1, 1)) as dst:
+        dst.write(bands)
+        if colorinterp is not None:
+            dst.colorinterp = colorinterp
+    return str(path)
+
+
+def test_geotiff_grey_and_extra_bands_warn_once_as_the_pillow_reader(tmp_path, fresh_warnings):
+    """zoo.infer's GDAL reader says what the Pillow reader says: a grey GeoTIFF is repeated
+    into R, G, B and a 4-band one loses band 4, each with one warning naming it and the fix;
+    the pixels the model gets are the file's (numpy oracle); declared RGB + alpha is quiet."""
+    pytest.importorskip("rasterio")
+    from rasterio.enums import ColorInterp
+
+    from zoo.engine.rasters import open_image
+
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 256, (1, 9, 7), np.uint8)
+    paths = [_geotiff(tmp_path / f"g{i}.tif", grey) for i in range(2)]
+    with pytest.warns(UserWarning) as record:
+        for p in paths:
+            with open_image(p) as src:
+                got = src.read(0, 0, 9, 7)
+    msgs = [str(r.message) for r in record if "grey" in str(r.message)]
+    assert len(msgs) == 1 and paths[0] in msgs[0] and "repeated into R, G and B" in msgs[0]
+    assert "Fix:" in msgs[0]
+    assert torch.equal(got, torch.from_numpy(np.repeat(grey, 3, 0).astype(np.float32) / 255))
+
+    four = rng.integers(0, 256, (4, 6, 5), np.uint8)
+    path = _geotiff(tmp_path / "nir.tif", four, [ColorInterp.undefined] * 4)
+    with pytest.warns(UserWarning, match="4-band image: band 4 is left out, and bands 1-3 "
+                                         "are read as R, G, B") as record:
+        with open_image(path) as src:
+            got = src.read(0, 0, 6, 5)
+    assert "gdal_translate -b 1 -b 2 -b 3" in str(record[0].message)
+    assert torch.equal(got, torch.from_numpy(four[:3].astype(np.float32) / 255))
+
+    rgba = _geotiff(tmp_path / "rgba.tif", four, [ColorInterp.red, ColorInterp.green,
+                                                  ColorInterp.blue, ColorInterp.alpha])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_image(rgba) as src:
+            src.read(0, 0, 6, 5)
