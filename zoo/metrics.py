@@ -10,7 +10,13 @@ ground truth, columns = prediction, as FCtL's ``bincount(n * gt + pred)``), then
   are false positives of k); Inria's reported "mIoU" is the building IoU (exclude class 0
   background); URUR averages all 8 classes;
 * F1 = mean over the same classes of F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k) (0/0 -> 0);
-* accuracy = overall pixel accuracy, trace / total over every labelled pixel (all classes).
+* accuracy = pixel accuracy over the pixels whose ground truth is a class not in
+  `exclude_from_accuracy`: correct / counted (rows of the matrix summed without those
+  classes' rows; a counted pixel predicted as a left-out class is wrong). DeepGlobe leaves its
+  "unknown" class (0) out of the accuracy as out of the mean IoU, so both speak of the same
+  pixels; Inria keeps its background (a real class, not "no data": its building IoU counts
+  background pixels as false positives), so its accuracy is over every labelled pixel; URUR
+  leaves out nothing. The classes counted are named in the result (``accuracy_classes``).
 
 Pixels whose ground truth is `ignore_index` are left out entirely.
 """
@@ -22,9 +28,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["SegmentationMetrics", "confusion_matrix", "masked_confusion_matrix",
-           "metrics_from_confusion"]
-
-# classes left out of the mean per dataset (the papers' conventions)
+           "metrics_from_confusion", "metrics_line"]
 
 
 def _labels(pred: torch.Tensor, target: torch.Tensor, op: str) -> torch.Tensor:
@@ -131,28 +135,35 @@ def masked_confusion_matrix(pred: torch.Tensor, target: torch.Tensor,
     return confusion_matrix(pred[region], target[region], num_classes, ignore_index)
 
 
-def metrics_from_confusion(confusion: torch.Tensor, exclude_from_mean: Sequence[int] = ()
-                           ) -> dict:
+def metrics_from_confusion(confusion: torch.Tensor, exclude_from_mean: Sequence[int] = (),
+                           exclude_from_accuracy: Sequence[int] = ()) -> dict:
     """The papers' metrics from a (K, K) confusion matrix (rows = ground truth).
 
     Convention:
         See the module docstring: per-class IoU and F1 with 0/0 -> 0, means over the classes
-        not excluded, overall pixel accuracy over all labelled pixels (0.0 for an empty
-        matrix).
+        not in `exclude_from_mean`, pixel accuracy over the pixels whose ground truth is not
+        in `exclude_from_accuracy` (0.0 when there are none).
 
     Args:
         confusion: (K, K) counts.
         exclude_from_mean: classes left out of `miou` and `f1` (their pixels still count in
-            the matrix and in `accuracy`).
+            the matrix: as false positives of the class predicted).
+        exclude_from_accuracy: classes whose ground-truth pixels `accuracy` leaves out
+            (DeepGlobe's "unknown"); () counts every labelled pixel.
 
     Returns:
         dict with float ``miou``, ``f1``, ``accuracy``; lists ``iou``, ``f1_per_class``
-        (all K classes); ``confusion`` as a nested list of ints.
+        (all K classes); ``mean_classes`` and ``accuracy_classes`` (the class indices the
+        means average and whose ground-truth pixels the accuracy counts); ``confusion`` as a
+        nested list of ints.
 
     Example:
         >>> m = metrics_from_confusion(torch.tensor([[3, 1], [0, 4]]), exclude_from_mean=(0,))
         >>> m["miou"], m["accuracy"]
         (0.8, 0.875)
+        >>> m = metrics_from_confusion(torch.tensor([[3, 1], [1, 4]]), (0,), (0,))
+        >>> m["accuracy"], m["accuracy_classes"]
+        (0.8, [1])
     """
     c = confusion.detach().to("cpu", torch.float64)
     K = c.shape[0]
@@ -164,13 +175,16 @@ def metrics_from_confusion(confusion: torch.Tensor, exclude_from_mean: Sequence[
     f1_den = gt + pr
     f1 = torch.where(f1_den > 0, 2 * tp / f1_den.clamp(min=1), torch.zeros_like(tp))
     keep = [k for k in range(K) if k not in set(int(e) for e in exclude_from_mean)]
-    total = c.sum()
+    counted = [k for k in range(K) if k not in set(int(e) for e in exclude_from_accuracy)]
+    total = gt[counted].sum()
     return {
         "miou": float(iou[keep].mean()) if keep else 0.0,
         "f1": float(f1[keep].mean()) if keep else 0.0,
-        "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
+        "accuracy": float(tp[counted].sum() / total) if total > 0 else 0.0,
         "iou": [float(v) for v in iou],
         "f1_per_class": [float(v) for v in f1],
+        "mean_classes": keep,
+        "accuracy_classes": counted,
         "confusion": [[int(v) for v in row] for row in confusion.detach().cpu().tolist()],
     }
 
@@ -181,14 +195,18 @@ class SegmentationMetrics:
     Convention:
         The papers' conventions (module docstring): per-class IoU with NaN -> 0, mean over
         the classes not in `exclude_from_mean` (DeepGlobe (0,), Inria (0,) = building IoU,
-        URUR ()), F1 = mean of 2TP/(2TP+FP+FN) over the same classes, accuracy = overall
-        pixel accuracy. The matrix lives on the device of the first update (GPU updates do
+        URUR ()), F1 = mean of 2TP/(2TP+FP+FN) over the same classes, accuracy = pixel
+        accuracy over the pixels whose ground truth is not in `exclude_from_accuracy`
+        (DeepGlobe (0,): the unknown pixels the mean IoU leaves out; Inria and URUR (): every
+        labelled pixel). The matrix lives on the device of the first update (GPU updates do
         not synchronise); :meth:`all_reduce` sums it over processes. Rows = ground truth.
 
     Args:
         num_classes: K.
         exclude_from_mean: classes left out of the means.
         ignore_index: ground-truth value skipped (255).
+        exclude_from_accuracy: classes whose pixels the accuracy leaves out; a subset of
+            `exclude_from_mean` (a class averaged in the IoU keeps its pixels).
 
     Example:
         >>> m = SegmentationMetrics(3, exclude_from_mean=(0,))
@@ -198,7 +216,8 @@ class SegmentationMetrics:
     """
 
     def __init__(self, num_classes: int, exclude_from_mean: Sequence[int] = (),
-                 ignore_index: int | None = 255) -> None:
+                 ignore_index: int | None = 255,
+                 exclude_from_accuracy: Sequence[int] = ()) -> None:
         op = "SegmentationMetrics()"
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"{op}: `num_classes` must be a positive int; got {num_classes!r}.")
@@ -209,15 +228,23 @@ class SegmentationMetrics:
                                  f"0..{num_classes - 1}.")
         if len(set(ex)) >= num_classes:
             raise ValueError(f"{op}: `exclude_from_mean` {ex} leaves no class for the mean.")
+        ex_acc = tuple(int(k) for k in exclude_from_accuracy)
+        if not set(ex_acc) <= set(ex):
+            raise ValueError(f"{op}: `exclude_from_accuracy` {ex_acc} holds classes the mean "
+                             f"IoU averages (exclude_from_mean={ex}); the accuracy may leave "
+                             f"out only pixels the mean leaves out. Fix: add them to "
+                             f"`exclude_from_mean` or drop them from `exclude_from_accuracy`.")
         self.num_classes = num_classes
         self.exclude_from_mean = ex
+        self.exclude_from_accuracy = ex_acc
         self.ignore_index = ignore_index
         self.confusion: torch.Tensor = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     @classmethod
     def for_dataset(cls, dataset: object, num_classes: int | None = None) -> "SegmentationMetrics":
         """Metrics with a dataset's conventions: a dataset object (uses its ``num_classes``,
-        ``exclude_from_mean``, ``ignore_index``) or the name of a declared dataset
+        ``exclude_from_mean``, ``ignore_index``, ``exclude_from_accuracy``) or the name of a
+        declared dataset
         ("deepglobe" (7 classes), "inria" (2), "urur" (8), "synthetic"), whose rules are read
         from :func:`zoo.data.registry.declared_rules` (the single table of them)."""
         if isinstance(dataset, str):
@@ -228,10 +255,11 @@ class SegmentationMetrics:
             except ValueError as exc:
                 raise ValueError(f"SegmentationMetrics.for_dataset(): {exc}") from None
             return cls(num_classes or len(rules.classes), rules.exclude_from_mean,
-                       rules.ignore_index)
+                       rules.ignore_index, rules.exclude_from_accuracy)
         return cls(num_classes or dataset.num_classes,
                    getattr(dataset, "exclude_from_mean", ()),
-                   getattr(dataset, "ignore_index", 255))
+                   getattr(dataset, "ignore_index", 255),
+                   getattr(dataset, "exclude_from_accuracy", ()))
 
     def reset(self) -> None:
         self.confusion = torch.zeros_like(self.confusion)
@@ -254,9 +282,40 @@ class SegmentationMetrics:
             dist.all_reduce(self.confusion)
 
     def compute(self) -> dict:
-        """``metrics_from_confusion(self.confusion, self.exclude_from_mean)``."""
-        return metrics_from_confusion(self.confusion, self.exclude_from_mean)
+        """:func:`metrics_from_confusion` of the matrix with this split's class rules."""
+        return metrics_from_confusion(self.confusion, self.exclude_from_mean,
+                                      self.exclude_from_accuracy)
 
     def __repr__(self) -> str:
         return (f"SegmentationMetrics(num_classes={self.num_classes}, "
-                f"exclude_from_mean={self.exclude_from_mean}, ignore_index={self.ignore_index})")
+                f"exclude_from_mean={self.exclude_from_mean}, ignore_index={self.ignore_index}, "
+                f"exclude_from_accuracy={self.exclude_from_accuracy})")
+
+
+def _left_out(classes: Sequence[int], num_classes: int, names: Sequence[str]) -> str:
+    """The class names (or indices) missing from ``classes``, e.g. "unknown"."""
+    out = [k for k in range(num_classes) if k not in set(classes)]
+    return ", ".join(names[k] if k < len(names) else str(k) for k in out)
+
+
+def metrics_line(metrics: dict) -> str:
+    """``mIoU .. F1 .. accuracy ..`` of a result, each marked with the classes it leaves out.
+
+    Convention:
+        Reads ``miou``, ``f1``, ``accuracy``, ``iou`` (for K), ``mean_classes``,
+        ``accuracy_classes`` and ``class_names`` (indices when absent); a metric over every
+        class carries no mark. The summary lines of ``zoo.train`` and ``zoo.evaluate`` use
+        it, so both say the same.
+
+    Example:
+        >>> m = metrics_from_confusion(torch.tensor([[3, 1], [1, 4]]), (0,), (0,))
+        >>> metrics_line({**m, "class_names": ["void", "road"]})
+        'mIoU 0.6667 (void not in the mean)  F1 0.8000  accuracy 0.8000 (void pixels left out)'
+    """
+    k = len(metrics.get("iou", []))
+    names = list(metrics.get("class_names") or [])
+    out_mean = _left_out(metrics.get("mean_classes", range(k)), k, names)
+    out_acc = _left_out(metrics.get("accuracy_classes", range(k)), k, names)
+    return (f"mIoU {metrics['miou']:.4f}" + (f" ({out_mean} not in the mean)" if out_mean else "")
+            + f"  F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}"
+            + (f" ({out_acc} pixels left out)" if out_acc else ""))

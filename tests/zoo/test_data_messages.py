@@ -181,3 +181,125 @@ def test_fctl_step_reports_progress_inside_the_step(capsys, monkeypatch):
     done = [int(s.split("step: ")[1].split("/")[0]) for s in lines]
     assert done == [4, 8, 9, 13, 17], lines  # sub-batches of 4 per image of 9 patches
     assert all(f"/{n} patches" in s and "s/patch" in s and "ETA" in s for s in lines)
+
+
+def _step_lines(capsys) -> list[str]:
+    return [s for s in capsys.readouterr().err.splitlines() if "zoo.train: step:" in s]
+
+
+def _no_autocast():
+    return torch.autocast("cpu", enabled=False)
+
+
+def test_fctl_global_stage_reports_images_inside_the_step(capsys, monkeypatch):
+    """DeepGlobe's global stage runs one whole (shrunk) image at a time: its lines count
+    images, one after each image but the last (the step's own log line follows it)."""
+    from tests.zoo.test_fctl_pipeline import Probe
+    from zoo.config import load_config
+    from zoo.engine.families import make_task
+    from zoo.engine.fctl_task import FCtLTask
+
+    monkeypatch.setattr(FCtLTask, "progress_every_s", 0.0)
+    cfg = load_config("fctl_deepglobe_global", ["fctl.patch_size=16", "model.pretrained=none"])
+    task = make_task(cfg)
+    images, masks = torch.rand(3, 3, 40, 36), torch.randint(0, 7, (3, 40, 36))
+    task.step(Probe(7, "deepglobe", "global"), task.build_loss(), images, masks, _no_autocast)
+    lines = _step_lines(capsys)
+    assert [int(s.split("step: ")[1].split("/")[0]) for s in lines] == [1, 2], lines
+    assert all("/3 images" in s and "s/image" in s and "ETA" in s for s in lines)
+
+
+def test_fctl_refine_stage_reports_patches_inside_the_step(capsys, monkeypatch):
+    """The refine stage (CSRN on crude masks) reports like the local stages: patches done of
+    the step's total after every sub-batch; the counts come from the released grid rule
+    (tests.zoo.test_fctl_pipeline.starts), not from the task."""
+    from tests.zoo.test_fctl_pipeline import starts
+    from zoo.config import load_config
+    from zoo.engine.families import make_task
+    from zoo.engine.fctl_task import FCtLTask
+
+    monkeypatch.setattr(FCtLTask, "progress_every_s", 0.0)
+    cfg = load_config("fctl_deepglobe_refine", [
+        "data.dataset=synthetic", "fctl.patch_size=16", "fctl.min_overlap=4",
+        "fctl.sub_batch=3", "model.kwargs={context_scale: 1.5, width: 4, depth: 2}",
+        "model.num_classes=3", "train.device=cpu", "data.num_workers=0"])
+    task = make_task(cfg)
+    torch.manual_seed(0)
+    crude = torch.log_softmax(torch.randn(2, 3, 24, 40), 1)
+    masks = torch.randint(0, 3, (2, 24, 40))
+    task.step(task.build_model(), task.build_loss(), crude, masks, _no_autocast)
+    per_image = len(starts(24, 16, 4)) * len(starts(40, 16, 4))
+    expected, done = [], 0
+    for _ in range(2):
+        for part in range(0, per_image, 3):
+            done += min(3, per_image - part)
+            expected.append(done)
+    lines = _step_lines(capsys)
+    assert [int(s.split("step: ")[1].split("/")[0]) for s in lines] == expected[:-1], lines
+    assert all(f"/{2 * per_image} patches" in s and "ETA" in s for s in lines)
+
+
+def test_step_progress_is_silent_on_other_ranks(capsys, monkeypatch):
+    """Only rank 0 prints (every rank runs the same step)."""
+    from zoo.core import distributed as dist_utils
+    from zoo.engine.fctl_task import StepProgress
+
+    monkeypatch.setattr(dist_utils, "world", lambda: (1, 2))
+    quiet = StepProgress(10, "patches", every_s=0.0)
+    quiet.add(3)
+    monkeypatch.setattr(dist_utils, "world", lambda: (0, 2))
+    loud = StepProgress(10, "patches", every_s=0.0)
+    loud.add(3)
+    lines = _step_lines(capsys)
+    assert len(lines) == 1 and "3/10 patches" in lines[0]
+
+
+def _geotiff(path, bands: np.ndarray, colorinterp=None) -> str:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1],
+                       count=bands.shape[0], dtype="uint8", crs="EPSG:32631",
+                       transform=from_origin(500000, 4000000, 1, 1)) as dst:
+        dst.write(bands)
+        if colorinterp is not None:
+            dst.colorinterp = colorinterp
+    return str(path)
+
+
+def test_geotiff_grey_and_extra_bands_warn_once_as_the_pillow_reader(tmp_path, fresh_warnings):
+    """zoo.infer's GDAL reader says what the Pillow reader says: a grey GeoTIFF is repeated
+    into R, G, B and a 4-band one loses band 4, each with one warning naming it and the fix;
+    the pixels the model gets are the file's (numpy oracle); declared RGB + alpha is quiet."""
+    pytest.importorskip("rasterio")
+    from rasterio.enums import ColorInterp
+
+    from zoo.engine.rasters import open_image
+
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 256, (1, 9, 7), np.uint8)
+    paths = [_geotiff(tmp_path / f"g{i}.tif", grey) for i in range(2)]
+    with pytest.warns(UserWarning) as record:
+        for p in paths:
+            with open_image(p) as src:
+                got = src.read(0, 0, 9, 7)
+    msgs = [str(r.message) for r in record if "grey" in str(r.message)]
+    assert len(msgs) == 1 and paths[0] in msgs[0] and "repeated into R, G and B" in msgs[0]
+    assert "Fix:" in msgs[0]
+    assert torch.equal(got, torch.from_numpy(np.repeat(grey, 3, 0).astype(np.float32) / 255))
+
+    four = rng.integers(0, 256, (4, 6, 5), np.uint8)
+    path = _geotiff(tmp_path / "nir.tif", four, [ColorInterp.undefined] * 4)
+    with pytest.warns(UserWarning, match="4-band image: band 4 is left out, and bands 1-3 "
+                                         "are read as R, G, B") as record:
+        with open_image(path) as src:
+            got = src.read(0, 0, 6, 5)
+    assert "gdal_translate -b 1 -b 2 -b 3" in str(record[0].message)
+    assert torch.equal(got, torch.from_numpy(four[:3].astype(np.float32) / 255))
+
+    rgba = _geotiff(tmp_path / "rgba.tif", four, [ColorInterp.red, ColorInterp.green,
+                                                  ColorInterp.blue, ColorInterp.alpha])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_image(rgba) as src:
+            src.read(0, 0, 6, 5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -188,3 +189,122 @@ class TestSegmentationMetrics:
             SegmentationMetrics(3, exclude_from_mean=(3,))
         with pytest.raises(ValueError, match="leaves no class"):
             SegmentationMetrics(2, exclude_from_mean=(0, 1))
+
+
+# ------------------------------------------------------------------------------------------
+# Pixel accuracy over the pixels the mean IoU speaks of (issue 32)
+# ------------------------------------------------------------------------------------------
+
+
+def _numpy_oracle(pred: np.ndarray, gt: np.ndarray, num_classes: int, left_out: tuple,
+                  no_data: tuple) -> dict:
+    """From the raw label arrays: per-class IoU by set counts, mean over the classes not in
+    ``left_out``, accuracy = share of correct pixels among those whose ground truth is
+    labelled and not a ``no_data`` class (float64 throughout)."""
+    labelled = gt != 255
+    p, t = pred[labelled], gt[labelled]
+    iou = []
+    for k in range(num_classes):
+        union = np.count_nonzero((p == k) | (t == k))
+        iou.append(np.count_nonzero((p == k) & (t == k)) / union if union else 0.0)
+    mean = [iou[k] for k in range(num_classes) if k not in left_out]
+    counted = ~np.isin(t, no_data)
+    return {"miou": float(np.mean(mean)),
+            "accuracy": float(np.mean(p[counted] == t[counted])) if counted.any() else 0.0}
+
+
+def _labels(seed: int, num_classes: int, shape=(3, 17, 23)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, num_classes, shape)
+    gt[rng.random(shape) < 0.1] = 255
+    # predictions right about 60% of the time, else any class (the left-out one included)
+    pred = np.where(rng.random(shape) < 0.6, np.where(gt == 255, 0, gt),
+                    rng.integers(0, num_classes, shape))
+    return pred, gt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("left_out", [0, 6])
+def test_deepglobe_like_accuracy_leaves_out_the_no_data_class(seed, left_out):
+    """7 classes, one of them out of the mean and of the accuracy: its ground-truth pixels
+    count nowhere in the accuracy, and a counted pixel predicted as it is wrong."""
+    pred, gt = _labels(seed, 7)
+    assert np.count_nonzero((gt != left_out) & (gt != 255) & (pred == left_out)) > 0
+    m = SegmentationMetrics(7, exclude_from_mean=(left_out,), exclude_from_accuracy=(left_out,))
+    for b in range(pred.shape[0]):
+        m.update(torch.from_numpy(pred[b]), torch.from_numpy(gt[b]))
+    got = m.compute()
+    want = _numpy_oracle(pred, gt, 7, (left_out,), (left_out,))
+    everywhere = _numpy_oracle(pred, gt, 7, (left_out,), ())
+    assert got["accuracy"] != pytest.approx(everywhere["accuracy"])  # the rule matters here
+    # a few thousand integer counts divided once: float64 exact to the last bits
+    assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-12)
+    assert got["miou"] == pytest.approx(want["miou"], rel=1e-12)
+    assert got["accuracy_classes"] == [k for k in range(7) if k != left_out]
+    assert got["mean_classes"] == got["accuracy_classes"]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_declared_datasets_accuracy_rules(seed):
+    """DeepGlobe leaves its unknown pixels (class 0) out of the accuracy; Inria keeps every
+    labelled pixel (its background is a real class even though its "mIoU" is the building
+    IoU); URUR leaves out nothing."""
+    for name, k, no_data in (("deepglobe", 7, (0,)), ("inria", 2, ()), ("urur", 8, ())):
+        pred, gt = _labels(seed, k)
+        m = SegmentationMetrics.for_dataset(name)
+        assert m.exclude_from_accuracy == no_data
+        m.update(torch.from_numpy(pred), torch.from_numpy(gt))
+        got = m.compute()
+        want = _numpy_oracle(pred, gt, k, m.exclude_from_mean, no_data)
+        assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-12), name
+        assert got["miou"] == pytest.approx(want["miou"], rel=1e-12), name
+        assert got["accuracy_classes"] == [c for c in range(k) if c not in no_data], name
+
+
+def test_dataset_objects_and_folders_carry_the_accuracy_rule():
+    from zoo.data import registry
+    from zoo.data.synthetic import SyntheticUHR
+
+    assert SegmentationMetrics.for_dataset(SyntheticUHR(1, (32, 32))).exclude_from_accuracy \
+        == (0,)
+    assert SegmentationMetrics.for_dataset(
+        SyntheticUHR(1, (32, 32), num_classes=2)).exclude_from_accuracy == ()
+    assert SegmentationMetrics.for_dataset("synthetic", 2).exclude_from_accuracy == ()
+
+    def folder(n, **data):
+        return registry.dataset_rules({"data": {"dataset": "folder", **data},
+                                       "model": {"num_classes": n}})
+
+    assert folder(7, like="deepglobe").exclude_from_accuracy == (0,)
+    assert folder(2, like="inria").exclude_from_accuracy == ()
+    # a class put back into the mean takes its pixels back into the accuracy
+    assert folder(7, like="deepglobe", exclude_from_mean=[]).exclude_from_accuracy == ()
+    assert folder(3, exclude_from_mean=[0]).exclude_from_accuracy == ()
+
+
+def test_accuracy_may_leave_out_only_classes_left_out_of_the_mean():
+    with pytest.raises(ValueError, match="exclude_from_accuracy.*exclude_from_mean"):
+        SegmentationMetrics(3, exclude_from_mean=(0,), exclude_from_accuracy=(1,))
+
+
+def test_summary_lines_mark_what_each_metric_leaves_out():
+    from zoo.cli.train import closing_summary
+    from zoo.metrics import metrics_line
+
+    m = SegmentationMetrics.for_dataset("deepglobe")
+    m.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
+    r = {**m.compute(), "class_names": ["unknown", "urban", "agriculture", "rangeland",
+                                        "forest", "water", "barren"],
+         "exclude_from_mean": [0], "exclude_from_accuracy": [0]}
+    line = metrics_line(r)
+    assert "(unknown not in the mean)" in line and "(unknown pixels left out)" in line
+    assert f"accuracy {2 / 3:.4f}" in line  # 2 of the 3 pixels that are not unknown
+    text = closing_summary("run", {**r, "split": "test", "images": 1}, "out")
+    assert "(unknown pixels left out)" in text.splitlines()[0]
+    assert any("unknown" in s and "(not in the mean)" in s and "accuracy" in s
+               for s in text.splitlines()[1:])
+    inria = SegmentationMetrics.for_dataset("inria")
+    inria.update(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    line = metrics_line({**inria.compute(), "class_names": ["background", "building"]})
+    assert "(background not in the mean)" in line and "left out" not in line
+    assert f"accuracy {2 / 3:.4f}" in line

@@ -130,3 +130,35 @@ def test_unreadable_eval_split_fails_before_training(tmp_path):
     assert "eval.split=test" in msg and "--set eval.split=val" in msg
     assert "data.split_files.test" in msg
     assert not out.exists()  # nothing written, nothing trained
+
+
+def test_metrics_json_names_the_pixels_the_accuracy_counts(tmp_path, capsys):
+    """The synthetic scenes follow DeepGlobe: metrics.json says the accuracy counts classes
+    1..6 (the unknown pixels left out, as from the mean), its value is the numpy oracle's
+    over those pixels, and the closing line marks both."""
+    cfg = load_config("quickstart", TINY + ["eval.split=val"])
+    out = tmp_path / "run"
+    assert train_main(["--out", str(out), "--set", "eval.split=val"]
+                      + [a for t in TINY for a in ("--set", t)]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["accuracy_classes"] == [1, 2, 3, 4, 5, 6]
+    assert saved["exclude_from_accuracy"] == [0] and saved["mean_classes"] == [1, 2, 3, 4, 5, 6]
+    task = make_task(cfg)
+    model = task.build_model()
+    tensors, _ = read_checkpoint(str(out / "checkpoints" / "best.safetensors"))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                           if k.startswith("model.")})
+    model.eval()
+    dataset = task.build_dataset("val")
+    correct = counted = 0
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            s = dataset[i]
+            pred = task.predict(model, s["image"][None]).argmax(1)[0].numpy()
+            gt = s["mask"].numpy()
+            keep = (gt != 255) & (gt != 0)
+            correct += int(np.count_nonzero(pred[keep] == gt[keep]))
+            counted += int(np.count_nonzero(keep))
+    assert saved["accuracy"] == pytest.approx(correct / counted, rel=1e-12)
+    closing = [line for line in capsys.readouterr().out.splitlines() if "mIoU" in line][-1]
+    assert "(unknown not in the mean)" in closing and "(unknown pixels left out)" in closing

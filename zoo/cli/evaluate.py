@@ -4,9 +4,10 @@
                            [--data-root DIR] [--set key=value ...] [--speed] [--json FILE]
 
 Metrics are accumulated in one confusion matrix over the split (``zoo.metrics``): mIoU and
-F1 over the classes the dataset's paper averages, overall pixel accuracy, and a per-class
-table. ``--tta`` averages the softmax over the 8 flips/rotations (without the flag,
-``eval.tta`` of the config decides). ``data.val_limit`` (when not 0) caps the number of
+F1 over the classes the dataset's paper averages, pixel accuracy over the pixels of the
+classes it counts (DeepGlobe's unknown pixels are left out, as from the mean; the summary line
+names what each metric leaves out), and a per-class table. ``--tta`` averages the softmax
+over the 8 flips/rotations (without the flag, ``eval.tta`` of the config decides). ``data.val_limit`` (when not 0) caps the number of
 images. ``--speed`` times whole-image inference with the protocol of the WSDNet/ISDNet
 papers: batch 1, warm-up, synchronised timing, median FPS, and peak memory
 (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU).
@@ -25,6 +26,7 @@ from zoo.core.errors import ZooError
 from zoo.core.runtime import pick_device
 from zoo.engine.evaluator import evaluate_model, measure_speed
 from zoo.engine.families import make_task
+from zoo.metrics import metrics_line
 
 PROG = "zoo.evaluate"
 
@@ -68,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as exc:
         return report(PROG, exc)
     names = result["class_names"]
-    print(f"{split}: {result['images']} images  mIoU {result['miou']:.4f}  F1 {result['f1']:.4f}"
-          f"  accuracy {result['accuracy']:.4f}")
+    print(f"{split}: {result['images']} images  {metrics_line(result)}")
     print(f"{'class':>14}  {'IoU':>7}  {'F1':>7}")
     for k, (iou, f1) in enumerate(zip(result["iou"], result["f1_per_class"])):
-        mark = " (not in mean)" if k in result["exclude_from_mean"] else ""
+        mark = (" (not in mean) (pixels not in accuracy)" if k in result["exclude_from_accuracy"]
+                else " (not in mean)" if k in result["exclude_from_mean"] else "")
         label = names[k] if k < len(names) else str(k)
         print(f"{label:>14}  {iou:7.4f}  {f1:7.4f}{mark}")
     if "speed" in result:

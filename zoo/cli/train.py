@@ -34,23 +34,26 @@ from zoo.config import load_config
 from zoo.core import distributed as dist_utils
 from zoo.core.errors import CheckpointError, ConfigError, ZooError
 from zoo.engine.trainer import train
+from zoo.metrics import metrics_line
 
 PROG = "zoo.train"
 
 
 def closing_summary(name: str, metrics: dict, out: str) -> str:
     """The lines printed after a run: which split and checkpoint were scored, the metrics,
-    and the per-class IoU with the classes left out of the mean marked."""
+    and the per-class IoU, the classes left out of the mean (and of the accuracy) marked on
+    the metrics line and on their own lines."""
     names = metrics.get("class_names") or []
     excluded = set(metrics.get("exclude_from_mean") or [])
+    no_pixels = set(metrics.get("exclude_from_accuracy") or [])
     lines = [f"{name}: {metrics.get('split_name', metrics.get('split', '?'))} split, "
              f"{metrics.get('images', '?')} images, {metrics.get('checkpoint', '?')} (iteration "
-             f"{metrics.get('checkpoint_iteration', '?')}): mIoU {metrics['miou']:.4f}  "
-             f"F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+             f"{metrics.get('checkpoint_iteration', '?')}): {metrics_line(metrics)}  "
              f"({out}/metrics.json)"]
     for i, iou in enumerate(metrics.get("iou", [])):
         label = names[i] if i < len(names) else str(i)
-        mark = "  (not in the mean)" if i in excluded else ""
+        mark = ("  (not in the mean)  (its pixels not in the accuracy)" if i in no_pixels else
+                "  (not in the mean)" if i in excluded else "")
         lines.append(f"  {label:>12}: IoU {iou:.4f}{mark}")
     return "\n".join(lines)
 

@@ -2,8 +2,9 @@
 dataset, and the joint image/mask transforms of the papers.
 
 Every dataset returns ``{"image": float32 (3, H, W) in [0, 1], "mask": int64 (H, W), "id":
-str}`` and has ``CLASSES``, ``PALETTE``, ``num_classes``, ``ignore_index`` (255) and
-``exclude_from_mean`` (for :class:`zoo.metrics.SegmentationMetrics`).
+str}`` and has ``CLASSES``, ``PALETTE``, ``num_classes``, ``ignore_index`` (255),
+``exclude_from_mean`` and ``exclude_from_accuracy`` (for
+:class:`zoo.metrics.SegmentationMetrics`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ Every dataset returns the same sample, a dict::
      "id":    str, the image's id (file stem without "_sat")}
 
 and carries the attributes ``CLASSES`` (names), ``PALETTE`` (RGB per class),
-``num_classes``, ``ignore_index`` and ``exclude_from_mean`` (the classes left out of the
-paper's mean IoU, see :mod:`zoo.metrics`).
+``num_classes``, ``ignore_index``, ``exclude_from_mean`` (the classes left out of the
+paper's mean IoU) and ``exclude_from_accuracy`` (the classes whose pixels the pixel accuracy
+leaves out: "no data" classes such as DeepGlobe's unknown, see :mod:`zoo.metrics`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ __all__ = [
     "read_image",
     "read_image_array",
     "read_mask_array",
+    "warn_extra_bands",
+    "warn_grey_image",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -160,25 +163,48 @@ def read_image_array(path: str) -> tuple[np.ndarray, float]:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 2:
-        _warn_once("grey", f"{path} is a one-band (grey) image; the models take RGB, so its "
-                   f"band is repeated into R, G and B (every later grey image too: this "
-                   f"warning is shown once). Fix: give colour images to a model trained on colour "
-                   f"ones (on grey copies it sees no colour); to keep the grey image, write it "
-                   f"as RGB first and this warning goes away.")
+        warn_grey_image(path, stacklevel=3)
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataFileError(f"cannot use {path} as an RGB image: array shape {arr.shape}. "
                             f"Fix: convert it to 3-channel RGB.")
     if arr.shape[2] > 3:
-        _warn_once(f"bands{arr.shape[2]}", f"{path} is a {arr.shape[2]}-band image: bands "
-                   f"4..{arr.shape[2]} are left out, and bands 1-3 are read as R, G, B (every "
-                   f"later such image too: this warning is shown once). Fix: if bands 1-3 are "
-                   f"not red, green, blue in that order, write an RGB copy first (e.g. "
-                   f"gdal_translate -b 1 -b 2 -b 3 with the bands you mean).")
+        warn_extra_bands(path, arr.shape[2], (1, 2, 3), stacklevel=3)
     return arr[:, :, :3], scale
 
 
 _WARNED: set[str] = set()
+
+
+def warn_grey_image(path: str, stacklevel: int = 3) -> None:
+    """The one-time warning for a one-band (grey) image given to an RGB model: what is done
+    (the band repeated into R, G and B) and the fix. Every image reader of the zoo (Pillow
+    here, GDAL in :mod:`zoo.engine.rasters`) says it with these words."""
+    _warn_once("grey", f"{path} is a one-band (grey) image; the models take RGB, so its "
+               f"band is repeated into R, G and B (every later grey image too: this "
+               f"warning is shown once). Fix: give colour images to a model trained on colour "
+               f"ones (on grey copies it sees no colour); to keep the grey image, write it "
+               f"as RGB first and this warning goes away.", stacklevel=stacklevel + 1)
+
+
+def warn_extra_bands(path: str, count: int, used: Sequence[int], stacklevel: int = 3) -> None:
+    """The one-time warning for an image of ``count`` bands of which the RGB model is given
+    only the 1-based bands ``used`` (as R, G, B): which bands were read and which left out,
+    and the fix."""
+    used = [int(b) for b in used]
+    left = [b for b in range(1, count + 1) if b not in used]
+    read = ("bands 1-3" if used == [1, 2, 3] else f"band {used[0]}" if len(used) == 1 else
+            "bands " + ", ".join(map(str, used)))
+    as_rgb = "is repeated into R, G and B" if len(used) == 1 else "are read as R, G, B"
+    dropped = (f"band {left[0]} is" if len(left) == 1 else
+               f"bands {left[0]}..{left[-1]} are" if left == list(range(left[0], count + 1))
+               else "bands " + ", ".join(map(str, left)) + " are")
+    _warn_once(f"bands{count}", f"{path} is a {count}-band image: {dropped} left out, and "
+               f"{read} {as_rgb} (every later such image too: this warning is shown once). "
+               f"Fix: if those are not the bands you mean (red, green, blue in that order), "
+               f"write an RGB copy first (e.g. gdal_translate -b 1 -b 2 -b 3 with the bands "
+               f"you mean).",
+               stacklevel=stacklevel + 1)
 
 
 def _warn_once(kind: str, message: str, stacklevel: int = 3) -> None:
@@ -336,6 +362,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     CLASSES: tuple[str, ...] = ()
     PALETTE: tuple[tuple[int, int, int], ...] = ()
     exclude_from_mean: tuple[int, ...] = ()
+    exclude_from_accuracy: tuple[int, ...] = ()
     ignore_index: int = 255
 
     def __init__(self, samples: Sequence[tuple[str, str, str]],

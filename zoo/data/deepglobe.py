@@ -132,7 +132,8 @@ class DeepGlobe(SegmentationDataset):
         Masks may be RGB colour masks (converted by :func:`rgb_to_index`, channels binarised
         at 128) or single-channel index masks 0..6 (255 = ignore) that are used as they are.
         Class 0 "unknown" is a class of the model (7 outputs) but the papers leave it out of
-        the mean IoU: ``exclude_from_mean = (0,)``.
+        the mean IoU: ``exclude_from_mean = (0,)``; the pixel accuracy leaves its pixels out
+        too (``exclude_from_accuracy = (0,)``).
         Samples: {"image": float32 (3, H, W) in [0, 1], "mask": int64 (H, W), "id": str}.
 
     Args:
@@ -157,6 +158,9 @@ class DeepGlobe(SegmentationDataset):
     CLASSES = CLASSES
     PALETTE = PALETTE
     exclude_from_mean = (0,)
+    # "unknown" marks land the annotators could not name, not a class to get right: the pixel
+    # accuracy leaves those pixels out as the mean IoU does
+    exclude_from_accuracy = (0,)
 
     def __init__(self, root: str, split: str = "train", ids: Sequence[str] | None = None,
                  transform: Transform | None = None, missing: str = "error") -> None:

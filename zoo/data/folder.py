@@ -72,6 +72,8 @@ class ImageFolderSegmentation(SegmentationDataset):
         class_names: optional names (default "class0", ...).
         exclude_from_mean: classes left out of the mean IoU (e.g. (0,) for a background or
             "unknown" class, as the papers do on DeepGlobe).
+        exclude_from_accuracy: classes whose pixels the pixel accuracy leaves out (a "no
+            data" class such as DeepGlobe's unknown; a subset of `exclude_from_mean`).
         ignore_index: the "unlabelled" index (None: 255, not declared, see above).
         ignore_color: with a palette, a colour meaning "unlabelled".
         missing: "error" or "skip" for images without a mask.
@@ -98,6 +100,7 @@ class ImageFolderSegmentation(SegmentationDataset):
                  ignore_color: Sequence[int] | None = None,
                  missing: str = "error",
                  mask_encoding: str | None = None,
+                 exclude_from_accuracy: Sequence[int] = (),
                  ids: Sequence[str] | None = None) -> None:
         op = "ImageFolderSegmentation()"
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not \
@@ -172,6 +175,12 @@ class ImageFolderSegmentation(SegmentationDataset):
                         else default_palette(num_classes))
         self.mask_encoding = encoding
         self.exclude_from_mean = tuple(int(k) for k in exclude_from_mean)
+        self.exclude_from_accuracy = tuple(int(k) for k in exclude_from_accuracy)
+        if not set(self.exclude_from_accuracy) <= set(self.exclude_from_mean):
+            raise ValueError(f"{op}: `exclude_from_accuracy` {self.exclude_from_accuracy} holds "
+                             f"classes the mean IoU averages (exclude_from_mean="
+                             f"{self.exclude_from_mean}). Fix: leave out of the accuracy only "
+                             f"classes left out of the mean.")
         self.ignore_declared = ignore_index is not None
         self.ignore_index = 255 if ignore_index is None else int(ignore_index)
         self.ignore_color = tuple(ignore_color) if ignore_color is not None else None

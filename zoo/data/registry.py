@@ -48,6 +48,8 @@ class DatasetRules:
             :class:`zoo.data.folder.ImageFolderSegmentation`).
         exclude_from_mean: classes the papers leave out of the mean IoU.
         mask_encoding: one of :data:`zoo.data.folder.MASK_ENCODINGS`.
+        exclude_from_accuracy: classes whose pixels the pixel accuracy leaves out too ("no
+            data" classes: DeepGlobe's unknown; not Inria's background, a real class).
     """
 
     classes: tuple[str, ...]
@@ -55,6 +57,7 @@ class DatasetRules:
     ignore_index: int | None = 255
     exclude_from_mean: tuple[int, ...] = ()
     mask_encoding: str = "index"
+    exclude_from_accuracy: tuple[int, ...] = ()
 
 
 Builder = Callable[[Mapping[str, Any], str, "Transform | None"], Any]
@@ -175,8 +178,12 @@ def dataset_rules(cfg: Mapping[str, Any]) -> DatasetRules:
         raise ConfigError(f"data.exclude_from_mean must be a list of class indices "
                           f"0..{n - 1}; got {exclude!r}. Fix: e.g. --set "
                           f"'data.exclude_from_mean=[0]'.")
+    # a folder laid out like DeepGlobe keeps its "no data" class out of the accuracy while
+    # that class stays out of the mean
+    no_data = tuple(k for k in (base.exclude_from_accuracy if base is not None else ())
+                    if k in exclude and k < n)
     return DatasetRules(classes, palette if palette is not None else default_palette(n),
-                        ignore, tuple(exclude), encoding)
+                        ignore, tuple(exclude), encoding, no_data)
 
 
 def declared_rules(name: str, num_classes: int | None = None) -> DatasetRules:
@@ -198,7 +205,7 @@ def _synthetic_rules(n: int) -> DatasetRules:
     if n == 2:
         return DatasetRules(inria.CLASSES, inria.PALETTE, 255, (0,), "index")
     return DatasetRules(deepglobe.CLASSES[:n], deepglobe.PALETTE[:n], 255,
-                        (0,), "index")
+                        (0,), "index", (0,))
 
 
 def palette_for(cfg: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
@@ -295,12 +302,14 @@ def _build_folder(cfg: Mapping[str, Any], split: str, transform: Transform | Non
         transform=transform,
         class_names=rules.classes, exclude_from_mean=rules.exclude_from_mean,
         ignore_index=rules.ignore_index, missing=data["missing"],
-        mask_encoding=rules.mask_encoding, ids=ids)
+        mask_encoding=rules.mask_encoding, ids=ids,
+        exclude_from_accuracy=rules.exclude_from_accuracy)
 
 
 register_dataset(DatasetSpec("synthetic", None, _build_synthetic))
 register_dataset(DatasetSpec(
-    "deepglobe", DatasetRules(deepglobe.CLASSES, deepglobe.PALETTE, 255, (0,), "rgb_binarised"),
+    "deepglobe", DatasetRules(deepglobe.CLASSES, deepglobe.PALETTE, 255, (0,), "rgb_binarised",
+                              (0,)),
     _benchmark(deepglobe.DeepGlobe)))
 register_dataset(DatasetSpec(
     "inria", DatasetRules(inria.CLASSES, inria.PALETTE, 255, (0,), "binary"),

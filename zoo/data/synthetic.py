@@ -376,7 +376,9 @@ class SyntheticUHR(torch.utils.data.Dataset):
         what the real datasets return: {"image": float32 (3, H, W) in [0, 1], "mask": int64
         (H, W), "id": "synthetic-<seed>-<i>"}. Classes and palette are DeepGlobe's (first
         `num_classes` of them; with num_classes=2: background/building), and, as on
-        DeepGlobe, class 0 "unknown" is left out of the mean IoU (``exclude_from_mean``).
+        DeepGlobe, class 0 "unknown" is left out of the mean IoU (``exclude_from_mean``) and,
+        except with two classes (Inria's background), of the pixel accuracy
+        (``exclude_from_accuracy``).
         Use different seeds for train and validation sets.
 
     Args:
@@ -428,6 +430,9 @@ class SyntheticUHR(torch.utils.data.Dataset):
             self.CLASSES = _DG_CLASSES[:num_classes]
             self.PALETTE = _DG_PALETTE[:num_classes]
         self.exclude_from_mean = (0,)
+        # as the dataset each stands for: DeepGlobe's unknown pixels are out of the accuracy,
+        # Inria's background pixels in it
+        self.exclude_from_accuracy = () if num_classes == 2 else (0,)
 
     @property
     def num_classes(self) -> int:

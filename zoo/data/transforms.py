@@ -30,7 +30,7 @@ __all__ = [
     "Compose", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRot90", "RandomCrop",
     "RandomRotate", "Resize", "PhotometricDistortion", "Normalize",
     "hflip", "vflip", "rot90", "crop", "rotate", "resize", "photometric_distortion",
-    "normalize", "rgb_to_hsv", "hsv_to_rgb",
+    "normalize", "rgb_to_hsv", "hsv_to_rgb", "register_normalization", "apply_normalization",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -392,6 +392,51 @@ def normalize(image: torch.Tensor, mean: Sequence[float] | None = IMAGENET_MEAN,
         raise ValueError(f"normalize(): `mean`/`std` need {c} values (one per channel); got "
                          f"{m.numel()} and {s.numel()}.")
     return (image - m) / s
+
+
+def register_normalization(module: torch.nn.Module, mean: Sequence[float] | None,
+                           std: Sequence[float] | None) -> None:
+    """Give a model its input normalisation as buffers ``module.mean`` / ``module.std``.
+
+    Convention:
+        Both given: (1, C, 1, 1) float32 buffers that follow the module across devices but
+        are not saved in its state dict (``persistent=False``: the statistics belong to the
+        model's definition, so checkpoints written before or without them still load). Both
+        None: the attributes are None and :func:`apply_normalization` is the identity.
+        The models call this once (WSDNet with ImageNet's statistics, FCtL's whole-image
+        segmenter with the ones it is given), so every model normalises the same way.
+
+    Args:
+        module: the model to hold the buffers.
+        mean: per-channel mean in [0, 1] units (e.g. :data:`IMAGENET_MEAN`), or None.
+        std: per-channel std, or None (with ``mean``).
+
+    Example:
+        >>> m = torch.nn.Module()
+        >>> register_normalization(m, IMAGENET_MEAN, IMAGENET_STD)
+        >>> tuple(m.mean.shape), "mean" in m.state_dict()
+        ((1, 3, 1, 1), False)
+    """
+    if (mean is None) != (std is None):
+        raise ValueError(f"register_normalization(): pass both `mean` and `std`, or neither; "
+                         f"got mean={mean!r}, std={std!r}.")
+    if mean is None:
+        module.mean = module.std = None
+        return
+    module.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
+                           persistent=False)
+    module.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
+                           persistent=False)
+
+
+def apply_normalization(x: torch.Tensor, mean: torch.Tensor | None,
+                        std: torch.Tensor | None) -> torch.Tensor:
+    """``(x - mean) / std`` with the buffers of :func:`register_normalization` cast to the
+    input's device and dtype (a half-precision input stays half); ``x`` itself when they
+    are None."""
+    if mean is None or std is None:
+        return x
+    return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
 
 
 # --- classes -----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 inference speed.
 
 Metrics are accumulated in one confusion matrix over the split (:mod:`zoo.metrics`): mIoU
-and F1 over the classes the dataset's paper averages, overall pixel accuracy, per class.
+and F1 over the classes the dataset's paper averages, pixel accuracy over the pixels of the
+classes it counts (DeepGlobe's unknown pixels left out, as from the mean), per class.
 TTA averages the softmax over the 8 flips/rotations. Speed follows the WSDNet/ISDNet papers:
 batch 1, warm-up, synchronised timing, median FPS, peak memory
 (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU).
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.progress import Progress
+from zoo.core.tta import dihedral_sum
 from zoo.engine.task import Task
 from zoo.metrics import SegmentationMetrics
 
@@ -26,16 +28,10 @@ __all__ = ["evaluate_model", "measure_speed", "tta_logits"]
 
 
 def tta_logits(task: Task, model: torch.nn.Module, image: Tensor) -> Tensor:
-    """Mean softmax over the dihedral group (4 rotations x optional horizontal flip)."""
-    total = None
-    for flip in (False, True):
-        x = image.flip(-1) if flip else image
-        for k in range(4):
-            p = torch.softmax(task.predict(model, x.rot90(k, (-2, -1))).float(), 1)
-            p = p.rot90(-k, (-2, -1))
-            p = p.flip(-1) if flip else p
-            total = p if total is None else total + p
-    return total / 8
+    """Mean softmax over the dihedral group (4 rotations x optional horizontal flip, the
+    views and order of :func:`zoo.core.tta.dihedral_sum`)."""
+    return dihedral_sum(
+        lambda view, flip, k: torch.softmax(task.predict(model, view).float(), 1), image) / 8
 
 
 def predict_logits(task: Task, model: torch.nn.Module, image: Tensor, tta: bool) -> Tensor:
@@ -69,6 +65,7 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
     result = metrics.compute()
     result["class_names"] = list(getattr(dataset, "CLASSES", []))
     result["exclude_from_mean"] = list(metrics.exclude_from_mean)
+    result["exclude_from_accuracy"] = list(metrics.exclude_from_accuracy)
     result["images"] = n
     return result
 

@@ -346,6 +346,10 @@ class RefineTask(FCtLTask):
         """
         net = getattr(model, "module", model)
         acc = SubBatchLosses()
+        # the same lines inside the step as the local stages (every crude mask of a batch has
+        # the batch's size, so one grid counts them all)
+        progress = StepProgress(images.shape[0] * len(self._grid(images.shape[-2:]).boxes),
+                                "patches", every_s=self.progress_every_s)
         for b in range(images.shape[0]):
             crude, mask = images[b:b + 1], masks[b:b + 1]
             grid = self._grid(crude.shape[-2:])
@@ -356,6 +360,7 @@ class RefineTask(FCtLTask):
                 with autocast():
                     logits = model(local[part], context[part])
                 acc.backward(loss_fn(logits.float(), labels[part]))
+                progress.add(part.stop - part.start)
         return acc.terms()
 
     stream_predict = Task.stream_predict  # crude masks are not streamed from files

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.errors import DataFileError
+from zoo.data.base import warn_extra_bands, warn_grey_image
 
 __all__ = ["GEO_EXTRA", "ImageSource", "PIL_SUFFIXES", "open_image", "require_rasterio"]
 
@@ -127,6 +128,16 @@ class _RasterioImage(ImageSource):
             self.bands = [names.index(c) + 1 for c in ("red", "green", "blue")]
         else:
             self.bands = [1, 2, 3] if ds.count >= 3 else [1]
+        if self.lut is None:
+            # what the RGB model is given instead of the file's bands, said once (the same
+            # words as read_image's): a grey band repeated, bands other than alpha (which
+            # marks the valid pixels) left out
+            alpha = {i + 1 for i, n in enumerate(names) if n == "alpha"}
+            left = [b for b in range(1, ds.count + 1) if b not in self.bands and b not in alpha]
+            if len(self.bands) == 1 and not left:
+                warn_grey_image(path, stacklevel=4)
+            elif left:
+                warn_extra_bands(path, ds.count, self.bands, stacklevel=4)
         self.image_size = (int(ds.height), int(ds.width))
         self.crs, self.transform, self.nodata = ds.crs, ds.transform, ds.nodata
         gcps, gcp_crs = ds.gcps

@@ -42,6 +42,7 @@ from zoo.engine.predictions import save_predictions
 from zoo.engine.runlog import JsonlLog
 from zoo.engine.samples import AugmentedCrops, CounterSampler, poly_lr
 from zoo.engine.task import StepTerms, Task, pretrained_files, terms_to_floats
+from zoo.metrics import metrics_line
 
 __all__ = ["Interrupted", "build_optimizer", "train", "train_step"]
 
@@ -246,8 +247,7 @@ def train(cfg: dict[str, Any], out: str, resume: bool = False,
             ddp_model.train()
             log.write({"iter": it, "val_miou": metrics["miou"], "val_f1": metrics["f1"],
                        "val_accuracy": metrics["accuracy"]})
-            bar.write(f"{cfg['name']}: iter {it}/{iters}  val mIoU {metrics['miou']:.4f}  "
-                      f"F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+            bar.write(f"{cfg['name']}: iter {it}/{iters}  val {metrics_line(metrics)}  "
                       f"({metrics['images']} images)")
             if metrics["miou"] > best_miou:
                 best_miou = metrics["miou"]

@@ -34,6 +34,8 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
+from zoo.core.tta import dihedral_sum, to_view
+from zoo.data.transforms import apply_normalization, register_normalization
 from zoo.fctl.csrn import CSRN, refine_logits
 from zoo.fctl.model import FCtL
 
@@ -364,20 +366,12 @@ class FCtLSegmenter(nn.Module):
                              "context_resize='float'.")
         if (mean is None) != (std is None):
             raise ValueError(f"{op}(): give both `mean` and `std` or neither.")
-        if mean is not None:
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
-                                 persistent=False)
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
-                                 persistent=False)
-        else:
-            self.mean = self.std = None
+        register_normalization(self, mean, std)
         self.out_device = out_device
         self.progress = bool(progress)
 
     def _norm(self, x: Tensor) -> Tensor:
-        if self.mean is None:
-            return x
-        return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+        return apply_normalization(x, self.mean, self.std)
 
     def _global(self, image: Tensor, p: tuple[int, int]) -> Tensor:
         """The whole image at the patch size (DeepGlobe's global context / stage)."""
@@ -541,22 +535,12 @@ class FCtLSegmenter(nn.Module):
             with torch.no_grad():
                 if not self.tta:
                     return self._segment(image)
-                total: Tensor | None = None
                 glob = self._released_tta_global(image)
                 # The views are the released ones: rot90^k (counter-clockwise, as PIL's
-                # rotate(90) applied k times) of the image, then of its horizontal flip.
-                for flip in (False, True):
-                    base = image.flip(-1) if flip else image
-                    gbase = None if glob is None else (glob.flip(-1) if flip else glob)
-                    for k in range(4):
-                        gview = None if gbase is None else torch.rot90(gbase, k, (-2, -1))
-                        y = self._segment(torch.rot90(base, k, (-2, -1)), gview)
-                        y = torch.rot90(y, -k, (-2, -1))
-                        if flip:
-                            y = y.flip(-1)
-                        total = y if total is None else total + y
-                assert total is not None
-                return total
+                # rotate(90) applied k times) of the image, then of its horizontal flip; the
+                # global image (resized once) turns with each view.
+                return dihedral_sum(lambda view, flip, k: self._segment(
+                    view, None if glob is None else to_view(glob, flip, k)), image)
         finally:
             self.model.train(was_training)
             if self.refiner is not None:

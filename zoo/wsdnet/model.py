@@ -41,7 +41,8 @@ from uhrops.pyramid import laplacian_pyramid
 from uhrops.wavelet import haar_dwt2d, haar_idwt2d
 from zoo.backbones.resnet import ResNet18V1c, load_resnet18_imagenet
 from zoo.backbones.stdc import STDCShallowNet, load_stdc1_imagenet
-from zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from zoo.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, apply_normalization,
+                                 register_normalization)
 from zoo.wsdnet.recompute import checkpoint_segment
 
 __all__ = [
@@ -500,13 +501,7 @@ class WSDNet(nn.Module):
         self.size_divisor = SIZE_DIVISOR
         self.iwt_skips = iwt_skips
         self.fusion = fusion
-        if mean is not None:
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
-                                 persistent=False)
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
-                                 persistent=False)
-        else:
-            self.mean = self.std = None
+        register_normalization(self, mean, std)
 
         # Shallow branch S: 6-channel Laplacian residuals -> STDC1 stages 1-2.
         self.shallow = STDCShallowNet(6, norm_layer=norm_layer)
@@ -588,9 +583,7 @@ class WSDNet(nn.Module):
 
     def normalize(self, image: Tensor) -> Tensor:
         """``(image - mean) / std`` (identity when the model was built with ``mean=None``)."""
-        if self.mean is None:
-            return image
-        return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        return apply_normalization(image, self.mean, self.std)
 
     def _pad(self, x: Tensor) -> Tensor:
         H, W = x.shape[-2:]
