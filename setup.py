@@ -38,6 +38,7 @@ setup(
         "triton": ["triton>=3.6,<3.10"],
         "dev": [
             "pytest>=7",
+            "pytest-xdist>=3.5",  # the README's test command runs two workers (-n 2)
             "hypothesis>=6.80",
             "PyWavelets>=1.4",
             "ptwt>=0.1.8",

@@ -27,7 +27,10 @@ settings.register_profile("explore", derandomize=False, print_blob=True)
 _PROFILE = os.environ.get("UHROPS_HYPOTHESIS_PROFILE", "repeatable")
 settings.load_profile("repeatable" if _PROFILE == "default" else _PROFILE)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist (the README's `-n 2`) each worker takes one core: two workers of two
+# threads each on a 2-core machine spend their time descheduling each other's OpenMP teams.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER")
+                      else min(2, torch.get_num_threads()))
 
 if os.environ.get("ATEN_CPU_CAPABILITY") == "default":
     # torch.compile's C++ backend (inductor, torch 2.13) still emits at::vec code when ATen's
