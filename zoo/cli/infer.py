@@ -64,6 +64,7 @@ from zoo.core.runtime import pick_device
 from zoo.data.base import IMAGE_EXTENSIONS
 from zoo.data.registry import dataset_rules, palette_for
 from zoo.engine.families import make_task
+from zoo.engine.inference import eval_options, prepare_for_eval
 from zoo.engine.predictions import infer_file, is_done
 from zoo.engine.segment_file import OUTPUTS, Settings, settings_signature
 
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             model = task.build_model().to(device).eval()
             # through the family: FCtL also reads the authors' released .pth files
             task.load_weights(model, args.checkpoint)
+            model = prepare_for_eval(model, **eval_options(cfg))
         palette = palette_for(cfg)
         try:
             encoding = dataset_rules(cfg).mask_encoding
