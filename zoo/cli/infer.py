@@ -39,6 +39,10 @@ error in one image is reported and the others go on; the exit status is the numb
 images that failed (0: all done; 2 also for bad arguments). ``--tta`` averages 8 flips/rotations (without
 the flag, ``eval.tta`` decides; it needs the image in memory).
 
+With ``--engine pytorch`` the windows go through an eval copy of the model prepared as
+``eval.fold_bn``, ``eval.channels_last`` and ``eval.compile`` say
+(``zoo.engine.inference.prepare_for_eval``: batch norms folded, channels_last by default).
+
 ``--engine onnxruntime --model model.onnx`` (a ``python -m zoo.export`` file) runs the same
 pipeline with ONNX Runtime as the per-window call (:mod:`zoo.engine.onnx_engine`);
 ``--config`` and ``--checkpoint`` are then optional (the config recorded in the file is used).
