@@ -4,8 +4,9 @@ FCtL forward at 2448², 2 threads.
     python -m benchmarks.eager_profile [--model wsdnet|fctl] [--size 2448] [--variant NAME]
                                        [--rows 25] [--out PATH]
 
-Variants: ``plain`` (the model as built, NCHW), ``fold`` (``benchmarks.models.fold_conv_bn``),
-``fold+cl`` (folded, channels_last weights and input). One warm-up call, then one profiled
+Variants: ``plain`` (the model as built, NCHW), ``fold`` and ``fold+cl`` (the zoo's
+``zoo.engine.inference.prepare_for_eval`` with batch norms folded, and channels_last weights
+and input). One warm-up call, then one profiled
 call under ``torch.inference_mode()``; the table (self CPU time by ATen op, and the top
 modules' inclusive times) is printed and written to
 ``benchmarks/results/eager-profile-<model>-<variant>.txt``.
@@ -20,7 +21,7 @@ import time
 import torch
 
 from benchmarks.common import RESULTS_DIR
-from benchmarks.models import build_model, fold_conv_bn
+from benchmarks.models import build_model
 
 __all__ = ["main", "profile_table"]
 
@@ -28,10 +29,11 @@ __all__ = ["main", "profile_table"]
 def _prepare(model_name: str, size: int, variant: str) -> tuple[torch.nn.Module, torch.Tensor]:
     model, _ = build_model(model_name, size)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    if "fold" in variant:
-        fold_conv_bn(model)
+    if variant != "plain":
+        from zoo.engine.inference import prepare_for_eval
+
+        model = prepare_for_eval(model, fold_bn=True, channels_last="cl" in variant)
     if "cl" in variant:
-        model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     return model, x
 

@@ -25,8 +25,9 @@ token               meaning
 ``tf32``            float32 with TF32 convolutions/matmuls (CUDA)
 ``bf16``/``fp16``   ``torch.autocast`` to that dtype (bf16 autocast exists on the CPU too)
 ``cl``              channels_last weights and input
-``fold``            batch norms folded into the convolution before them (eager; see
-                    :func:`fold_conv_bn`), one pass over each activation fewer
+``fold``            batch norms folded into the convolution before them (eager; the zoo's
+                    ``zoo.engine.inference.fold_batch_norms``), one pass over each
+                    activation fewer
 ``bench``           ``torch.backends.cudnn.benchmark = True`` (CUDA; off otherwise)
 ``compile``         ``torch.compile`` (inductor, with weight freezing)
 ``compile-graphs``  ``torch.compile(mode="reduce-overhead")``: inductor + CUDA graphs
@@ -251,51 +252,6 @@ def build_model(name: str, size: int) -> tuple[torch.nn.Module, str]:
     raise ValueError(f"build_model(): unknown model {name!r}; use 'wsdnet' or 'fctl'.")
 
 
-def fold_conv_bn(model: torch.nn.Module) -> int:
-    """Fold eval-mode ``BatchNorm2d`` layers into the ``Conv2d`` that feeds them, in place.
-
-    Convention:
-        - Pairs: adjacent (Conv2d, BatchNorm2d) children of an ``nn.Sequential``, and
-          children named ``conv<s>`` / ``bn<s>`` (same suffix, e.g. ``conv1``/``bn1``,
-          ``conv``/``bn``) of any module, the naming of the zoo's ResNet and STDC blocks,
-          whose forward computes ``bn<s>(conv<s>(x))``. The convolution gets the folded
-          weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``), the batch norm
-          becomes ``nn.Identity``.
-        - Only valid in eval mode. A model whose forward does something else between a
-          ``conv<s>`` and its ``bn<s>`` would change; the benchmark checks every variant
-          against the fp32 output, which would show it.
-
-    Returns:
-        The number of batch norms folded.
-    """
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    if model.training:
-        raise ValueError("fold_conv_bn(): the model must be in eval mode (call model.eval()).")
-    folded = 0
-    for parent in list(model.modules()):
-        kids = dict(parent.named_children())
-        pairs: list[tuple[str, str]] = []
-        if isinstance(parent, nn.Sequential):
-            names = list(kids)
-            pairs = [(a, b) for a, b in zip(names, names[1:])
-                     if type(kids[a]) is nn.Conv2d and type(kids[b]) is nn.BatchNorm2d]
-        else:
-            for name, mod in kids.items():
-                if type(mod) is nn.Conv2d and name.startswith("conv"):
-                    bn = "bn" + name[len("conv"):]
-                    if type(kids.get(bn)) is nn.BatchNorm2d:
-                        pairs.append((name, bn))
-        for conv, bn in pairs:
-            if kids[bn].running_mean is None:  # no running statistics: nothing to fold
-                continue
-            setattr(parent, conv, fuse_conv_bn_eval(kids[conv], kids[bn]))
-            setattr(parent, bn, nn.Identity())
-            folded += 1
-    return folded
-
-
 class _Prefetcher:
     """FCtL images in pinned host memory, each copied to the device with ``non_blocking`` on a
     side stream while the previous one is being segmented; ``__call__`` segments one image."""
@@ -512,7 +468,9 @@ def bench_variant(model_name: str, v: Variant, size: int, device: str, warmup: i
         warmup = max(warmup, 1)  # compilation / capture never lands in the timed calls
     model, row["model_desc"] = build_model(model_name, size)
     if v.fold_bn:
-        row["folded_bn"] = fold_conv_bn(model)
+        from zoo.engine.inference import fold_batch_norms
+
+        row["folded_bn"] = len(fold_batch_norms(model).folded)
     model = model.to(device)
     if v.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -8,8 +8,10 @@ every round runs every contender once, the order reversed every other round), so
 shared machine hits all of them alike. Contenders:
 
 - ``eager fp32``: ``torch.inference_mode()``, NCHW (the plain model);
-- ``eager fp32+cl+fold``: channels_last weights and input, batch norms folded into the
-  convolutions (the fastest fp32 eager variant of ``benchmarks.models`` on the CPU);
+- ``eager fp32+cl+fold``: the zoo's eval path, ``zoo.engine.inference.prepare_for_eval``
+  (batch norms folded into the convolutions, channels_last weights, each convolution taking
+  its input to channels_last) on the NCHW image, as ``zoo.evaluate`` and ``zoo.infer`` run
+  it with ``eval.fold_bn`` and ``eval.channels_last`` on;
 - ``onnxruntime dynamic``: the file ``python -m zoo.export --dynamic`` writes (batch, height
   and width dynamic, multiples of 32), ONNX Runtime's CPU provider with all graph
   optimisations, called through ``zoo.infer``'s engine (which pads 2448 to 2464 as WSDNet
@@ -37,7 +39,7 @@ import torch
 from benchmarks.common import RESULTS_DIR, metadata, write_json
 from benchmarks.goals import paired_rounds
 from benchmarks.markdown import fnum, load_json, md_table, not_measured
-from benchmarks.models import build_model, fold_conv_bn
+from benchmarks.models import build_model
 
 __all__ = ["BLOCKS", "RESULTS_FILE", "main", "onnx_block", "render_blocks", "run"]
 
@@ -85,10 +87,11 @@ def run(size: int, rounds: int) -> dict[str, Any]:
     export_s = {k: _export(model, size, k == "dynamic", p) for k, p in paths.items()}
     sessions = {k: _ort_session(p, threads) for k, p in paths.items()}
 
-    fast = build_model("wsdnet", size)[0]
-    folded = fold_conv_bn(fast)
-    fast = fast.to(memory_format=torch.channels_last)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
+    from zoo.engine.inference import prepare_for_eval
+
+    fast = prepare_for_eval(model, fold_bn=True, channels_last=True)
+    folded = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) - sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     feed = {"image": x.numpy()}
 
     def eager(net: torch.nn.Module, inp: torch.Tensor):
@@ -111,7 +114,7 @@ def run(size: int, rounds: int) -> dict[str, Any]:
             "mean": [float(v) for v in model.mean.flatten()],
             "std": [float(v) for v in model.std.flatten()], "in_graph": True}})
 
-    fns = {"eager fp32": eager(model, x), "eager fp32+cl+fold": eager(fast, x_cl),
+    fns = {"eager fp32": eager(model, x), "eager fp32+cl+fold": eager(fast, x),
            "onnxruntime dynamic": lambda: dyn(x), "onnxruntime static": ort_call("static")}
     with torch.inference_mode():
         ref = model(x)

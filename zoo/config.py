@@ -139,6 +139,13 @@ DEFAULTS: dict[str, Any] = {
         # streamed from the file by zoo.infer, in bounded memory whatever their size.
         "max_memory": 5.0,
         "max_whole_pixels": 0,  # > 0: also stream images with more pixels than this
+        # zoo.evaluate, zoo.infer and validation run an eval copy of the model
+        # (zoo.engine.inference.prepare_for_eval); the trained model is never changed.
+        "fold_bn": True,  # batch norms folded into their convolutions (same outputs, rounding)
+        "channels_last": True,  # channels_last weights and maps (CPU, WSDNet 1024^2: 0.76x the
+        # CPU time of NCHW)
+        "compile": False,  # torch.compile the copy (CPU: ~0.9x the time after a compile of
+        # 15-60 s per image size; see docs/zoo)
     },
 }
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks import models
+from zoo.engine.inference import fold_batch_norms
 
 
 def test_parse_variant():
@@ -68,7 +69,8 @@ def test_bad_arguments_are_reported():
 
 
 def test_fold_conv_bn_is_exact():
-    """Folding every batch norm of WSDNet (random statistics) keeps its output."""
+    """Folding every batch norm of WSDNet (random statistics) keeps its output (the folding
+    the ``fold`` variants use, now the zoo's ``fold_batch_norms``)."""
     model, _ = models.build_model("wsdnet", 64)
     gen = torch.Generator().manual_seed(3)
     n_bn = 0
@@ -82,9 +84,9 @@ def test_fold_conv_bn_is_exact():
     x = torch.rand(1, 3, 64, 64, generator=gen)
     with torch.inference_mode():
         ref = model(x)
-        assert models.fold_conv_bn(model) == n_bn
+        assert len(fold_batch_norms(model).folded) == n_bn
         out = model(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="eval mode"):
-        models.fold_conv_bn(model.train())
+        fold_batch_norms(model.train())

@@ -10,7 +10,9 @@ names what each metric leaves out), and a per-class table. ``--tta`` averages th
 over the 8 flips/rotations (without the flag, ``eval.tta`` of the config decides). ``data.val_limit`` (when not 0) caps the number of
 images. ``--speed`` times whole-image inference with the protocol of the WSDNet/ISDNet
 papers: batch 1, warm-up, synchronised timing, median FPS, and peak memory
-(``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU).
+(``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU). Both run an eval copy
+of the model prepared as ``eval.fold_bn``, ``eval.channels_last`` and ``eval.compile`` say
+(``zoo.engine.inference.prepare_for_eval``).
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ error in one image is reported and the others go on; the exit status is the numb
 images that failed (0: all done; 2 also for bad arguments). ``--tta`` averages 8 flips/rotations (without
 the flag, ``eval.tta`` decides; it needs the image in memory).
 
+With ``--engine pytorch`` the windows go through an eval copy of the model prepared as
+``eval.fold_bn``, ``eval.channels_last`` and ``eval.compile`` say
+(``zoo.engine.inference.prepare_for_eval``: batch norms folded, channels_last by default).
+
 ``--engine onnxruntime --model model.onnx`` (a ``python -m zoo.export`` file) runs the same
 pipeline with ONNX Runtime as the per-window call (:mod:`zoo.engine.onnx_engine`);
 ``--config`` and ``--checkpoint`` are then optional (the config recorded in the file is used).
@@ -64,6 +68,7 @@ from zoo.core.runtime import pick_device
 from zoo.data.base import IMAGE_EXTENSIONS
 from zoo.data.registry import dataset_rules, palette_for
 from zoo.engine.families import make_task
+from zoo.engine.inference import eval_options, prepare_for_eval
 from zoo.engine.predictions import infer_file, is_done
 from zoo.engine.segment_file import OUTPUTS, Settings, settings_signature
 
@@ -202,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             model = task.build_model().to(device).eval()
             # through the family: FCtL also reads the authors' released .pth files
             task.load_weights(model, args.checkpoint)
+            model = prepare_for_eval(model, **eval_options(cfg))
         palette = palette_for(cfg)
         try:
             encoding = dataset_rules(cfg).mask_encoding

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from zoo.core.progress import Progress
 from zoo.core.tta import dihedral_sum
+from zoo.engine.inference import eval_options, prepare_for_eval
 from zoo.engine.task import Task
 from zoo.metrics import SegmentationMetrics
 
@@ -46,10 +47,12 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
     """Metrics of ``model`` on ``dataset`` (every image, or the first ``limit``).
 
     ``tta`` None takes ``eval.tta`` from the config. With ``progress`` a tqdm bar on a
-    terminal, else a line every ``every`` images.
+    terminal, else a line every ``every`` images. The images go through an eval copy of
+    ``model`` prepared as ``eval.fold_bn`` / ``eval.channels_last`` / ``eval.compile`` say
+    (:func:`zoo.engine.inference.prepare_for_eval`); ``model`` itself keeps its mode and
+    weights (training goes on from it).
     """
-    was_training = model.training
-    model.eval()
+    model = prepare_for_eval(model, **eval_options(cfg))
     tta = cfg["eval"]["tta"] if tta is None else tta
     metrics = SegmentationMetrics.for_dataset(dataset, task.num_classes)
     n = len(dataset) if not limit else min(limit, len(dataset))
@@ -61,7 +64,6 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
         metrics.update(logits.argmax(1).cpu(), sample["mask"][None])
         bar.update()
     bar.close()
-    model.train(was_training)
     result = metrics.compute()
     result["class_names"] = list(getattr(dataset, "CLASSES", []))
     result["exclude_from_mean"] = list(metrics.exclude_from_mean)
@@ -72,8 +74,10 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
 
 def measure_speed(task: Task, model: torch.nn.Module, size: tuple[int, int],
                   device: torch.device, warmup: int = 3, runs: int = 10) -> dict[str, Any]:
-    """Batch-1 whole-image inference speed at ``size``: median FPS and peak memory."""
-    model.eval()
+    """Batch-1 whole-image inference speed at ``size``: median FPS and peak memory, of the
+    model prepared as the task's config says (``eval.fold_bn``, ``eval.channels_last``,
+    ``eval.compile``: compilation happens in the warm-up calls)."""
+    model = prepare_for_eval(model, **eval_options(task.cfg))
     # a refiner's input is a crude mask (one map per class), every other model's an RGB image
     x = torch.rand(1, int(task.input_channels), *size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
