@@ -335,3 +335,16 @@ def test_infer_cli_prepares_the_model(tmp_path, monkeypatch):
     assert seen == [(False, {"fold_bn": True, "channels_last": False, "compile": False})]
     assert (tmp_path / "pred" / "tile_mask.png").is_file()
 
+
+
+def test_prepare_copies_no_gradient_and_leaves_the_models():
+    """Validation mid-training must not hold a second copy of the gradients: the copy's
+    parameters have none, the model keeps its own (same tensors, same values)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    kept = [g.clone() for g in grads]
+    prepared = prepare_for_eval(model.eval(), fold_bn=False)
+    assert all(p.grad is None for p in prepared.parameters())
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads))
+    assert all(torch.equal(g, k) for g, k in zip(grads, kept))

@@ -186,7 +186,9 @@ def prepare_for_eval(model: nn.Module, fold_bn: bool = True, channels_last: bool
     net = model.module if isinstance(
         model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
     # a copy, so that folding or converting never reaches the weights being trained or saved
-    prepared = copy.deepcopy(net).eval()
+    # (gradients left by training are not copied: the memo maps each to None)
+    memo: dict[int, Any] = {id(p.grad): None for p in net.parameters() if p.grad is not None}
+    prepared = copy.deepcopy(net, memo).eval()
     if fold_bn:
         fold_batch_norms(prepared)
     if channels_last:
