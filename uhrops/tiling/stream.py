@@ -174,9 +174,13 @@ class _Bands:
             pend = min(py + self.ph, self.H)
             self._give(py, self.buf[:, :, :min(y, pend) - py])
             self._zeros_until(y)
-            if pend > y:  # the overlap with row i moves to the top (a copy: ranges may overlap)
-                carry = self.buf[:, :, y - py:pend - py].clone()
-                self.buf[:, :, :pend - y].copy_(carry)
+            if pend > y:  # the overlap with row i moves up by `shift` rows; chunks of at
+                # most `shift` rows, top first, never overwrite rows not yet moved, so no
+                # C x overlap x W temporary is needed (C can be 100 classes of a wide image)
+                shift, n = y - py, pend - y
+                for a in range(0, n, shift):
+                    b = min(a + shift, n)
+                    self.buf[:, :, a:b].copy_(self.buf[:, :, a + shift:b + shift])
         self.row = i
 
     def view(self) -> tuple[Tensor, int]:
