@@ -18,7 +18,11 @@ shared machine hits all of them alike. Contenders:
   does and crops the logits);
 - ``onnxruntime static``: the same network exported at this size.
 
-Both runtimes get the same thread count (torch's). The ONNX outputs are compared with the
+Every call runs with freed host memory kept for the next one
+(``zoo.core.runtime.reuse_freed_memory``, as ``zoo.infer`` and ``zoo.evaluate`` run by
+default; ``--allocator default`` measures glibc's own behaviour, which gives large blocks
+back to the kernel at once and faults fresh pages in at every call). Both runtimes get the
+same thread count (torch's). The ONNX outputs are compared with the
 eager fp32 logits (max relative error, argmax agreement). Wall and process CPU time (all
 threads) of every call; medians, the paired ratios (eager / ONNX Runtime: > 1 means ONNX
 Runtime is faster), the load average and the metadata go to
@@ -210,6 +214,8 @@ def onnx_block(doc: dict[str, Any] | None) -> str:
             f"for both runtimes, {rounds} paired rounds in one process (every contender once "
             f"per round, order alternating); torch {meta.get('torch', '?')}, commit "
             f"{(meta.get('commit') or '?')[:8]}, {(meta.get('time') or '?')[:10]}.{load}")
+    if doc.get("allocator"):
+        head += f" Host allocator: {doc['allocator']}."
     if meta.get("note"):
         head += f" Conditions: {meta['note']}."
     best = "eager fp32+cl+fold"
@@ -242,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="96 px, 1 round (a smoke run)")
+    p.add_argument("--allocator", choices=("kept", "default"), default="kept",
+                   help="kept: freed host memory reused across calls, as zoo.infer runs "
+                        "(zoo.core.runtime.reuse_freed_memory); default: glibc's own")
     p.add_argument("--note", default=None, help="free text stored with the results (load)")
     p.add_argument("--json", default=None, help="output file (default "
                    "benchmarks/results/onnx-cpu.json)")
@@ -250,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     size, rounds = (96, 1) if args.quick else (args.size, args.rounds)
     load = os.getloadavg()
-    result = run(size, rounds)
+    from zoo.core.runtime import reuse_freed_memory
+
+    with reuse_freed_memory(args.allocator == "kept") as why_not:
+        result = run(size, rounds)
+    result["allocator"] = "freed memory kept (zoo.core.runtime.reuse_freed_memory)" \
+        if why_not is None else f"glibc's default ({why_not})"
     meta = metadata("cpu")
     meta.update({"quick": args.quick, "note": args.note, "loadavg_start": load,
                  "loadavg_end": os.getloadavg()})

@@ -36,12 +36,14 @@ then partitioned (image i to rank i mod WORLD_SIZE) or, with fewer images than p
 every image's bands are shared out; the files are the same as with one process. Images whose
 outputs exist are skipped (inside each rank's share); ``--overwrite`` recomputes them. An
 error in one image is reported and the others go on; the exit status is the number of
-images that failed (0: all done; 2 also for bad arguments). ``--tta`` averages 8 flips/rotations (without
-the flag, ``eval.tta`` decides; it needs the image in memory).
+images that failed (0: all done; 2 also for bad arguments). ``--tta`` averages 8
+flips/rotations (without the flag, ``eval.tta`` decides; it needs the image in memory).
 
 With ``--engine pytorch`` the windows go through an eval copy of the model prepared as
 ``eval.fold_bn``, ``eval.channels_last`` and ``eval.compile`` say
 (``zoo.engine.inference.prepare_for_eval``: batch norms folded, channels_last by default).
+The images run with freed host memory kept for the next one (``eval.reuse_freed_memory``,
+``zoo.core.runtime.reuse_freed_memory``), which spares the kernel's page faults.
 
 ``--engine onnxruntime --model model.onnx`` (a ``python -m zoo.export`` file) runs the same
 pipeline with ONNX Runtime as the per-window call (:mod:`zoo.engine.onnx_engine`);
@@ -68,7 +70,7 @@ from zoo.core.runtime import pick_device
 from zoo.data.base import IMAGE_EXTENSIONS
 from zoo.data.registry import dataset_rules, palette_for
 from zoo.engine.families import make_task
-from zoo.engine.inference import eval_options, prepare_for_eval
+from zoo.engine.inference import eval_allocator, eval_options, prepare_for_eval
 from zoo.engine.predictions import infer_file, is_done
 from zoo.engine.segment_file import OUTPUTS, Settings, settings_signature
 
@@ -258,33 +260,35 @@ def main(argv: list[str] | None = None) -> int:
                     wait_timeout_s=timeout_s)
     speaks = rank == 0 or share_images
     failed = []
-    for path in todo:
-        bars: list[Progress] = []
+    # freed host memory is kept for the next image (eval.reuse_freed_memory)
+    with eval_allocator(cfg):
+        for path in todo:
+            bars: list[Progress] = []
 
-        def start(done_px: int, total_px: int, resumed: bool, path=path, bars=bars) -> None:
-            # a rank's bar counts its own bands, from the work already on disk
-            desc = os.path.basename(path) + (" (resuming)" if resumed else "")
-            if resumed and speaks:
-                print(f"{PROG}: {path}: resuming, {done_px / 1e6:.1f} of {total_px / 1e6:.1f} "
-                      f"Mpx already on disk", file=sys.stderr)
-            bars.append(Progress(total_px, initial=done_px, desc=desc, every=1,
-                                 unit="pixels", enabled=speaks))
+            def start(done_px: int, total_px: int, resumed: bool, path=path, bars=bars) -> None:
+                # a rank's bar counts its own bands, from the work already on disk
+                desc = os.path.basename(path) + (" (resuming)" if resumed else "")
+                if resumed and speaks:
+                    print(f"{PROG}: {path}: resuming, {done_px / 1e6:.1f} of {total_px / 1e6:.1f} "
+                          f"Mpx already on disk", file=sys.stderr)
+                bars.append(Progress(total_px, initial=done_px, desc=desc, every=1,
+                                     unit="pixels", enabled=speaks))
 
-        base.start = start
-        base.progress = lambda px, msg, bars=bars: bars[-1].update(n=px) if bars else None
-        try:
-            written = infer_file(task, model, path, args.out, palette, device,
-                                 base.tta, settings=base)
-            if written:
-                print(f"{path} -> {', '.join(os.path.basename(w) for w in written)}")
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one image's error never stops the others
-            failed.append(path)
-            print(f"{PROG}: error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        finally:
-            for bar in bars:
-                bar.close()
+            base.start = start
+            base.progress = lambda px, msg, bars=bars: bars[-1].update(n=px) if bars else None
+            try:
+                written = infer_file(task, model, path, args.out, palette, device,
+                                     base.tta, settings=base)
+                if written:
+                    print(f"{path} -> {', '.join(os.path.basename(w) for w in written)}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one image's error never stops the others
+                failed.append(path)
+                print(f"{PROG}: error: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            finally:
+                for bar in bars:
+                    bar.close()
     if failed:
         print(f"{PROG}: {len(failed)} of {len(todo)} image(s) failed"
               + (f" on rank {rank}" if world > 1 else "") + f": {', '.join(failed[:10])}"

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from zoo.core.progress import Progress
 from zoo.core.tta import dihedral_sum
-from zoo.engine.inference import eval_options, prepare_for_eval
+from zoo.engine.inference import eval_allocator, eval_options, prepare_for_eval
 from zoo.engine.task import Task
 from zoo.metrics import SegmentationMetrics
 
@@ -57,12 +57,13 @@ def evaluate_model(task: Task, model: torch.nn.Module, dataset: Any, cfg: Mappin
     metrics = SegmentationMetrics.for_dataset(dataset, task.num_classes)
     n = len(dataset) if not limit else min(limit, len(dataset))
     bar = Progress(n, desc="evaluate", every=every, unit="images", enabled=progress)
-    for i in range(n):
-        sample = dataset[i]
-        image = sample["image"][None].to(device)
-        logits = predict_logits(task, model, image, tta)
-        metrics.update(logits.argmax(1).cpu(), sample["mask"][None])
-        bar.update()
+    with eval_allocator(cfg):
+        for i in range(n):
+            sample = dataset[i]
+            image = sample["image"][None].to(device)
+            logits = predict_logits(task, model, image, tta)
+            metrics.update(logits.argmax(1).cpu(), sample["mask"][None])
+            bar.update()
     bar.close()
     result = metrics.compute()
     result["class_names"] = list(getattr(dataset, "CLASSES", []))
@@ -81,7 +82,7 @@ def measure_speed(task: Task, model: torch.nn.Module, size: tuple[int, int],
     # a refiner's input is a crude mask (one map per class), every other model's an RGB image
     x = torch.rand(1, int(task.input_channels), *size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with torch.no_grad():
+    with torch.no_grad(), eval_allocator(task.cfg):
         for _ in range(warmup):
             task.predict(model, x)
         sync()

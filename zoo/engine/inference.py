@@ -1,6 +1,7 @@
 """A model made ready for inference: batch norms folded into their convolutions, channels_last
 weights, optionally compiled, always on a copy so the trained model (and its checkpoints) is
-left as it was.
+left as it was; and the host allocator setting inference loops run under
+(:func:`eval_allocator`).
 
 Folding rests on one identity: in eval mode ``bn(conv(x))`` is a convolution whose weight is
 ``w * g / sqrt(v + eps)`` and whose bias is ``(b - m) * g / sqrt(v + eps) + beta``, which holds
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ContextManager, Mapping
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["FoldReport", "eval_options", "fold_batch_norms", "prepare_for_eval"]
+from zoo.core.runtime import reuse_freed_memory
+
+__all__ = ["FoldReport", "eval_allocator", "eval_options", "fold_batch_norms",
+           "prepare_for_eval"]
 
 _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -210,3 +214,12 @@ def eval_options(cfg: Mapping[str, Any]) -> dict[str, bool]:
     # a config assembled by hand (not through load_config) may lack the keys: their defaults
     return {k: bool(ev.get(k, DEFAULTS["eval"][k]))
             for k in ("fold_bn", "channels_last", "compile")}
+
+
+def eval_allocator(cfg: Mapping[str, Any]) -> ContextManager[str | None]:
+    """The host allocator setting of a config's ``eval.reuse_freed_memory`` (default on):
+    :func:`zoo.core.runtime.reuse_freed_memory`, for evaluation and inference loops."""
+    from zoo.config import DEFAULTS
+
+    key = "reuse_freed_memory"
+    return reuse_freed_memory(bool(cfg.get("eval", {}).get(key, DEFAULTS["eval"][key])))
