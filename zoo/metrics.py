@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["SegmentationMetrics", "confusion_matrix", "masked_confusion_matrix",
-           "metrics_from_confusion", "metrics_line"]
+           "class_mark", "metrics_from_confusion", "metrics_line"]
 
 
 def _labels(pred: torch.Tensor, target: torch.Tensor, op: str) -> torch.Tensor:
@@ -319,3 +319,22 @@ def metrics_line(metrics: dict) -> str:
     return (f"mIoU {metrics['miou']:.4f}" + (f" ({out_mean} not in the mean)" if out_mean else "")
             + f"  F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}"
             + (f" ({out_acc} pixels left out)" if out_acc else ""))
+
+
+def class_mark(metrics: dict, k: int) -> str:
+    """What the metrics leave out of class ``k``, for a per-class line: "" for a class every
+    metric counts, else "(not in the mean)" and, when its pixels are left out of the
+    accuracy too, "(its pixels not in the accuracy)".
+
+    Example:
+        >>> m = metrics_from_confusion(torch.tensor([[3, 1], [1, 4]]), (0,), (0,))
+        >>> class_mark(m, 0), class_mark(m, 1)
+        ('(not in the mean)  (its pixels not in the accuracy)', '')
+    """
+    n = len(metrics.get("iou", []))
+    marks = []
+    if k not in set(metrics.get("mean_classes", range(n))):
+        marks.append("(not in the mean)")
+    if k not in set(metrics.get("accuracy_classes", range(n))):
+        marks.append("(its pixels not in the accuracy)")
+    return "  ".join(marks)

@@ -28,7 +28,7 @@ from zoo.core.errors import ZooError
 from zoo.core.runtime import pick_device
 from zoo.engine.evaluator import evaluate_model, measure_speed
 from zoo.engine.families import make_task
-from zoo.metrics import metrics_line
+from zoo.metrics import class_mark, metrics_line
 
 PROG = "zoo.evaluate"
 
@@ -75,10 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{split}: {result['images']} images  {metrics_line(result)}")
     print(f"{'class':>14}  {'IoU':>7}  {'F1':>7}")
     for k, (iou, f1) in enumerate(zip(result["iou"], result["f1_per_class"])):
-        mark = (" (not in mean) (pixels not in accuracy)" if k in result["exclude_from_accuracy"]
-                else " (not in mean)" if k in result["exclude_from_mean"] else "")
+        mark = class_mark(result, k)
         label = names[k] if k < len(names) else str(k)
-        print(f"{label:>14}  {iou:7.4f}  {f1:7.4f}{mark}")
+        print(f"{label:>14}  {iou:7.4f}  {f1:7.4f}" + (f"  {mark}" if mark else ""))
     if "speed" in result:
         s = result["speed"]
         mem = s.get("peak_mb", s.get("peak_rss_mb"))

@@ -34,7 +34,7 @@ from zoo.config import load_config
 from zoo.core import distributed as dist_utils
 from zoo.core.errors import CheckpointError, ConfigError, ZooError
 from zoo.engine.trainer import train
-from zoo.metrics import metrics_line
+from zoo.metrics import class_mark, metrics_line
 
 PROG = "zoo.train"
 
@@ -44,17 +44,14 @@ def closing_summary(name: str, metrics: dict, out: str) -> str:
     and the per-class IoU, the classes left out of the mean (and of the accuracy) marked on
     the metrics line and on their own lines."""
     names = metrics.get("class_names") or []
-    excluded = set(metrics.get("exclude_from_mean") or [])
-    no_pixels = set(metrics.get("exclude_from_accuracy") or [])
     lines = [f"{name}: {metrics.get('split_name', metrics.get('split', '?'))} split, "
              f"{metrics.get('images', '?')} images, {metrics.get('checkpoint', '?')} (iteration "
              f"{metrics.get('checkpoint_iteration', '?')}): {metrics_line(metrics)}  "
              f"({out}/metrics.json)"]
     for i, iou in enumerate(metrics.get("iou", [])):
         label = names[i] if i < len(names) else str(i)
-        mark = ("  (not in the mean)  (its pixels not in the accuracy)" if i in no_pixels else
-                "  (not in the mean)" if i in excluded else "")
-        lines.append(f"  {label:>12}: IoU {iou:.4f}{mark}")
+        mark = class_mark(metrics, i)
+        lines.append(f"  {label:>12}: IoU {iou:.4f}" + (f"  {mark}" if mark else ""))
     return "\n".join(lines)
 
 
