@@ -49,8 +49,6 @@ def _fctl_infer(model: torch.nn.Module, x: torch.Tensor) -> object:
     from zoo.config import load_config
     from zoo.engine.families import make_task
 
-    from zoo.engine import families  # noqa: F401 - registers the families
-
     task = make_task(load_config("fctl_deepglobe_full", []))
     return task.predict(model, x)
 

@@ -1,14 +1,14 @@
 """The Wavelet Smooth Loss's readings against cross-entropy on real DeepGlobe crops (issue 19).
 
-``python -m benchmarks.wsl_magnitudes [--root DIR] [--crop N] [--out JSON]``: WSDNet at initialisation
-(seed 0, random backbones, train mode) on the top-left ``N x N`` crops (1224, the training
-crop) of the DeepGlobe images in ``DIR`` (default: shared/data/deepglobe, two images = a batch
-of two, which the ASPP image-pool BN needs), and prints one Markdown row per reading: the
-segmentation and auxiliary cross-entropies, and the WSL between the SR head's
-reconstruction and the normalised input. The loss's weight against the CE terms is the
-number that changes between readings (written to
-``benchmarks/results/wsl-magnitudes.json``, the README's ``bench:wsl-magnitudes`` block); at initialisation it is dominated by the low-frequency
-(L2) terms, since the reconstruction starts near zero.
+``python -m benchmarks.wsl_magnitudes [--root DIR] [--crop N] [--out JSON]``: WSDNet at
+initialisation (seed 0, random backbones, train mode) on the top-left ``N x N`` crops (1224,
+the training crop) of the DeepGlobe images in ``DIR`` (default: shared/data/deepglobe, two
+images = a batch of two, which the ASPP image-pool BN needs), and prints one Markdown row per
+reading: the segmentation and auxiliary cross-entropies, and the WSL between the SR head's
+reconstruction and the normalised input. The loss's weight against the CE terms is the number
+that changes between readings (written to ``benchmarks/results/wsl-magnitudes.json``, the
+README's ``bench:wsl-magnitudes`` block); at initialisation it is dominated by the
+low-frequency (L2) terms, since the reconstruction starts near zero.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 import torch
 

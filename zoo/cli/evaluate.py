@@ -3,16 +3,16 @@
     python -m zoo.evaluate --config NAME|PATH --checkpoint FILE [--split val|test] [--tta]
                            [--data-root DIR] [--set key=value ...] [--speed] [--json FILE]
 
-Metrics are accumulated in one confusion matrix over the split (``zoo.metrics``): mIoU and
-F1 over the classes the dataset's paper averages, pixel accuracy over the pixels of the
-classes it counts (DeepGlobe's unknown pixels are left out, as from the mean; the summary line
-names what each metric leaves out), and a per-class table. ``--tta`` averages the softmax
-over the 8 flips/rotations (without the flag, ``eval.tta`` of the config decides). ``data.val_limit`` (when not 0) caps the number of
-images. ``--speed`` times whole-image inference with the protocol of the WSDNet/ISDNet
-papers: batch 1, warm-up, synchronised timing, median FPS, and peak memory
-(``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU). Both run an eval copy
-of the model prepared as ``eval.fold_bn``, ``eval.channels_last`` and ``eval.compile`` say
-(``zoo.engine.inference.prepare_for_eval``).
+Metrics are accumulated in one confusion matrix over the split (``zoo.metrics``): mIoU and F1
+over the classes the dataset's paper averages, pixel accuracy over the pixels of the classes it
+counts (DeepGlobe's unknown pixels are left out, as from the mean; the summary line names what
+each metric leaves out), and a per-class table. ``--tta`` averages the softmax over the 8
+flips/rotations (without the flag, ``eval.tta`` of the config decides). ``data.val_limit``
+(when not 0) caps the number of images. ``--speed`` times whole-image inference with the
+protocol of the WSDNet/ISDNet papers: batch 1, warm-up, synchronised timing, median FPS, and
+peak memory (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU). Both run an
+eval copy of the model prepared as ``eval.fold_bn``, ``eval.channels_last`` and
+``eval.compile`` say (``zoo.engine.inference.prepare_for_eval``).
 """
 
 from __future__ import annotations
