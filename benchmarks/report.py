@@ -17,7 +17,8 @@ table helpers are in :mod:`benchmarks.markdown`), and this tool asks every modul
 - :mod:`benchmarks.wsdnet_train_memory`: ``wsdnet-memory``;
   :mod:`benchmarks.wsl_magnitudes`: ``wsl-magnitudes``; :mod:`benchmarks.merge_labels`:
   ``merge-labels``; :mod:`benchmarks.geo`: ``geo``; :mod:`benchmarks.onnx_export`: ``onnx``;
-  :mod:`benchmarks.csrn_ablation`: ``csrn-ablation``.
+  :mod:`benchmarks.host_allocator`: ``host-allocator``; :mod:`benchmarks.csrn_ablation`:
+  ``csrn-ablation``.
 
 Each block sits between ``<!-- bench:NAME begin -->`` and ``<!-- bench:NAME end -->`` (a
 README with no block gets all of them, inserted at the end of its "## Benchmarks" section,
@@ -42,15 +43,15 @@ import re
 import sys
 from types import ModuleType
 
-from benchmarks import (csrn_ablation, geo, goals, kernel_reports, merge_labels, models,
-                        onnx_export, ops, wsdnet_train_memory, wsl_magnitudes)
+from benchmarks import (csrn_ablation, geo, goals, host_allocator, kernel_reports, merge_labels,
+                        models, onnx_export, ops, wsdnet_train_memory, wsl_magnitudes)
 from benchmarks.common import RESULTS_DIR, load_device_results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The modules that render blocks, in the order their blocks are inserted into a README.
 PRODUCERS: tuple[ModuleType, ...] = (ops, goals, kernel_reports, models, wsdnet_train_memory,
                                      wsl_magnitudes, merge_labels, geo, onnx_export,
-                                     csrn_ablation)
+                                     host_allocator, csrn_ablation)
 BLOCKS: tuple[str, ...] = tuple(name for p in PRODUCERS for name in p.BLOCKS)
 # Single-benchmark files, read by their producers (not device results files).
 OWN_FILES: tuple[str, ...] = tuple(p.RESULTS_FILE for p in PRODUCERS

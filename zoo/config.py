@@ -147,9 +147,9 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,  # torch.compile the copy (CPU: ~0.9x the time after a compile of
         # 15-60 s per image size; see docs/zoo)
         # freed host memory kept for the next image while evaluating or inferring
-        # (zoo.core.runtime.reuse_freed_memory; CPU, WSDNet 2448^2: 0.6x the CPU time, but
-        # a peak ~1.4x higher, 2.13 against 1.53 GB: the heap fragments; max_memory's
-        # estimates are without it). false where host memory is tight.
+        # (zoo.core.runtime.reuse_freed_memory; CPU, WSDNet 2448^2: 0.63x the CPU time, but
+        # a peak 1.39x higher: the heap fragments; python -m benchmarks.host_allocator;
+        # max_memory's estimates are without it). false where host memory is tight.
         "reuse_freed_memory": True,
     },
 }

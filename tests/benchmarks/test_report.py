@@ -12,8 +12,8 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks import csrn_ablation, geo, kernel_reports, merge_labels, onnx_export, report, \
-    wsdnet_train_memory, wsl_magnitudes
+from benchmarks import csrn_ablation, geo, host_allocator, kernel_reports, merge_labels, \
+    onnx_export, report, wsdnet_train_memory, wsl_magnitudes
 from benchmarks.common import SCHEMA
 from benchmarks.models import models_block
 
@@ -452,6 +452,43 @@ def test_onnx_block():
     assert "61 s (dynamic) and 13 s (static)" in text
     assert "3 paired rounds" in text and "4.2 at the end" in text and "a quiet day" in text
     assert onnx_export.onnx_block(None).startswith("Not measured")
+
+
+def test_host_allocator_block():
+    rng = np.random.default_rng(7)
+
+    def run(setting, r, cpu, sys_, faults, peak):
+        images = [{"user_s": float(c - k), "sys_s": float(k), "minor_faults": int(f)}
+                  for c, k, f in zip(cpu, sys_, faults)]
+        one = {"setting": setting, "round": r, "images": images, "peak_above_start_mb": peak}
+        one.update(host_allocator._summary(one))
+        return one
+
+    runs, raw = [], {"kept": [], "default": []}
+    for r in range(3):
+        for s, scale in (("kept", 1.0), ("default", 1.6)):
+            cpu = rng.uniform(2, 3, 4) * scale
+            sys_ = cpu * (0.02 if s == "kept" else 0.3)
+            faults = rng.integers(1000, 900000, 4)
+            peak = float(rng.uniform(900, 1400))
+            runs.append(run(s, r, cpu, sys_, faults, peak))
+            raw[s].append((cpu, sys_, faults, peak))
+    # the oracle: numpy over the images after the first, then over the runs
+    med = {s: [np.median([np.median(c[1:]) for c, _, _, _ in raw[s]]),
+               np.median([np.median(k[1:]) for _, k, _, _ in raw[s]]),
+               np.median([np.median(f[1:]) for _, _, f, _ in raw[s]]),
+               np.median([p for _, _, _, p in raw[s]])] for s in raw}
+    doc = {"metadata": {"torch": "2.x", "time": "2026-01-02T00:00:00+0000"}, "size": 64,
+           "images_per_run": 4, "rounds": 3, "threads": 2, "runs": runs,
+           "paired_median_kept_over_default": {"cpu": 0.625, "peak": 1.394}}
+    text = host_allocator.host_allocator_block(doc)
+    for s, start in (("kept", "| freed memory kept"), ("default", "| glibc's default")):
+        line = [x for x in text.splitlines() if x.startswith(start)][0]
+        got = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert got == [_fmt(med[s][0]), _fmt(med[s][1]), f"{med[s][2]:,.0f}", _fmt(med[s][3])]
+    assert "0.62x the CPU time, 1.39x the peak memory" in text
+    assert "64², batch 1, 2 threads; 4 images per run" in text and "3 rounds" in text
+    assert host_allocator.host_allocator_block(None).startswith("Not measured")
 
 
 def test_csrn_ablation_block():

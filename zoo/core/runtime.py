@@ -80,8 +80,8 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[str | None]:
     Convention:
         - Process-wide (the allocator is), re-entrant; on exit the defaults come back and
           the free memory is returned (``malloc_trim``), so the process shrinks as before.
-        - The heap fragments: WSDNet's peak over four 2448² images was 2.13 GB against
-          1.53 GB (1.4x), and a 64 MiB block freed and asked for again grows the heap by
+        - The heap fragments: WSDNet's peak over four 2448² images was 1.39x glibc's
+          (``python -m benchmarks.host_allocator``), and a 64 MiB block freed and asked for again grows the heap by
           up to five more blocks before it settles. Between images the resident size
           stays near the peak instead of dropping.
         - Nothing is changed (and the reason is yielded) outside glibc Linux, when
