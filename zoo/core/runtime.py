@@ -71,9 +71,9 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[str | None]:
 
     Why: glibc maps every block of 128 KiB or more on its own and unmaps it when freed, so each
     forward pass of a large image asks the kernel for fresh pages, which it faults in and
-    zeroes one by one: 1.5 s of the 3.9 s CPU time of a WSDNet forward at 2448² here (2
-    threads; 1.3 s of it in the kernel), the gap to ONNX Runtime, whose arena keeps its
-    memory. With large blocks
+    zeroes one by one: about 1.4 s of the 3.7 s CPU time of a WSDNet forward at 2448² here (2
+    threads; 1.2 s of it in the kernel; ``python -m benchmarks.host_allocator``), the gap to
+    ONNX Runtime, whose arena keeps its memory. With large blocks
     taken from the heap and the heap not trimmed, the second and later images reuse the
     pages of the first.
 
@@ -81,9 +81,9 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[str | None]:
         - Process-wide (the allocator is), re-entrant; on exit the defaults come back and
           the free memory is returned (``malloc_trim``), so the process shrinks as before.
         - The heap fragments: WSDNet's peak over four 2448² images was 1.39x glibc's
-          (``python -m benchmarks.host_allocator``), and a 64 MiB block freed and asked for again grows the heap by
-          up to five more blocks before it settles. Between images the resident size
-          stays near the peak instead of dropping.
+          (``python -m benchmarks.host_allocator``), and a 64 MiB block freed and asked
+          for again grows the heap by up to five more blocks before it settles. Between
+          images the resident size stays near the peak instead of dropping.
         - Nothing is changed (and the reason is yielded) outside glibc Linux, when
           ``enabled`` is False, or when the environment already sets the allocator
           (``GLIBC_TUNABLES``, ``MALLOC_*_`` variables, ``LD_PRELOAD`` of another malloc).
