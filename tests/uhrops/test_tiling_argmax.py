@@ -222,3 +222,204 @@ def test_weight_error_lists_hann():
     with pytest.raises(ValueError, match='"hann"'):
         merge_patches(torch.rand(4, 1, 8, 8), PatchGrid.from_stride((16, 16), 8, 8),
                       weight="hanning")
+
+
+# --- max_accumulator_bytes: column bands (and row strips with a sink) -------------------------
+
+def _pointwise(cout: int = 6):
+    """A per-pixel network: each output element is a fixed expression of that pixel's inputs,
+    so a patch's output cannot depend on its batch mates (a conv's can, by rounding)."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(3, cout, generator=g)
+
+    def fn(p):
+        mix = p[:, 0:1] * w[0, :, None, None] + p[:, 1:2] * w[1, :, None, None] \
+            + p[:, 2:3] * w[2, :, None, None]
+        return torch.sin(3 * mix)
+    return fn
+
+
+def _bound(C: int, ph: int, columns: int, itemsize: int = 4) -> int:
+    return C * ph * columns * itemsize
+
+
+BANDED = [  # (H, W, (patch, stride), batch, weight, reduction, span columns beyond the least)
+    (70, 301, (32, 20), 3, None, "mean", 20),
+    (70, 301, (32, 20), 4, "gaussian", "mean", 0),  # the narrowest bands the grid allows
+    (97, 250, (31, 12), 5, "hann", "sum", 7),  # overlap > stride
+    (20, 200, (32, 24), 2, "hann", "mean", 30),  # H < patch: one zero-padded patch row
+    (64, 150, (40, 40), 2, None, "sum", 0),  # no overlap
+]
+
+
+@pytest.mark.parametrize("H,W,gs,bs,weight,reduction,extra", BANDED)
+def test_bounded_accumulator_gives_the_unbounded_labels(H, W, gs, bs, weight, reduction, extra):
+    from uhrops.tiling.argmax import column_bands, smallest_band_width
+
+    torch.manual_seed(5)
+    x = torch.rand(2, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), gs[0], gs[1])
+    cols = smallest_band_width(grid.xs, gs[0], W) + extra
+    assert len(column_bands(grid.xs, gs[0], W, cols)) > 2  # the test cuts the image
+    fn, C = _pointwise(6), 6
+    with torch.no_grad():
+        ref_l, ref_s = sliding_window(fn, x, grid, bs, reduction=reduction, weight=weight,
+                                      argmax=True, score=True)
+        full = torch.cat([sliding_window(fn, x[b:b + 1], grid, bs, reduction=reduction,
+                                         weight=weight) for b in range(2)])
+        got_l, got_s = sliding_window(fn, x, grid, bs, reduction=reduction, weight=weight,
+                                      argmax=True, score=True,
+                                      max_accumulator_bytes=_bound(C, min(gs[0], H), cols))
+    assert got_l.dtype == torch.uint8 and got_l.shape == (2, H, W)
+    assert torch.equal(got_l, ref_l) and torch.equal(got_s, ref_s)  # same sums, same bits
+    assert torch.equal(got_l.long(), full.argmax(1))
+
+
+def test_bounded_merge_reads_contexts_across_band_edges():
+    """A context window reaches past the band's patches: it must still see the real image."""
+    torch.manual_seed(6)
+    H, W = 60, 240
+    x = torch.rand(1, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), 24, 16)
+    pw = _pointwise(5)
+
+    def fn(p, ctx):
+        return pw(p) + pw(ctx)
+
+    with torch.no_grad():
+        ref = sliding_window(fn, x, grid, 4, contexts=[3.0], argmax=True)
+        got = sliding_window(fn, x, grid, 4, contexts=[3.0], argmax=True,
+                             max_accumulator_bytes=_bound(5, 24, 56))
+        full = sliding_window(fn, x, grid, 4, contexts=[3.0])
+    assert torch.equal(got, ref) and torch.equal(got.long(), full.argmax(1))
+
+
+def test_bounded_merge_with_a_conv_matches_the_float64_loop():
+    torch.manual_seed(7)
+    H, W = 64, 200
+    x = torch.rand(1, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), 32, 20)
+    fn = _conv(3, 6)
+    with torch.no_grad():
+        labels = sliding_window(fn, x, grid, 3, weight="hann", argmax=True,
+                                max_accumulator_bytes=_bound(6, 32, 72))
+    ref = _np_merge(fn, x, grid, "hann", "mean")
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 1e-5 * np.abs(ref).max(1)  # as above
+    assert decided.mean() > 0.95
+    np.testing.assert_array_equal(labels.numpy()[decided], ref.argmax(1)[decided])
+
+
+def test_bounded_merge_with_a_sink_hands_over_strips_within_the_bound():
+    torch.manual_seed(8)
+    H, W, C = 150, 120, 4
+    x = torch.rand(1, 3, H, W)
+    grid = PatchGrid.from_stride((H, W), 40, 28)
+    fn = _pointwise(C)
+    bound = _bound(C, 40, 68)  # also bounds each strip's labels + scores: 5 bytes a pixel
+    got: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        ref_l, ref_s = sliding_window(fn, x, grid, 5, weight="hann", argmax=True, score=True)
+        out = sliding_window(fn, x, grid, 5, weight="hann", argmax=True, score=True,
+                             sink=lambda y0, ls: got.append((y0, ls[0].clone(), ls[1].clone())),
+                             max_accumulator_bytes=bound)
+        part = sliding_window(fn, x, grid, 5, weight="hann", argmax=True, rows=(50, 97),
+                              max_accumulator_bytes=bound)
+        strips: list[tuple[int, int]] = []
+        sliding_window(fn, x, grid, 5, weight="hann", argmax=True, rows=(30, 131),
+                       sink=lambda y0, lab: strips.append((y0, lab.shape[-2])),
+                       max_accumulator_bytes=bound)
+    assert out is None
+    starts = [g[0] for g in got]
+    assert starts[0] == 0 and starts == sorted(starts) and len(got) > 1
+    for (y0, lab, _), nxt in zip(got, starts[1:] + [H]):
+        assert lab.shape == (1, nxt - y0, W)  # each row once, top to bottom
+        assert lab.numel() * 5 <= bound or nxt - y0 <= 28  # a strip is at least one stride
+    assert torch.equal(torch.cat([g[1] for g in got], -2), ref_l)
+    assert torch.equal(torch.cat([g[2] for g in got], -2), ref_s)
+    assert torch.equal(part, ref_l[:, 50:97])
+    assert strips[0][0] == 30 and sum(n for _, n in strips) == 131 - 30
+
+
+def test_bounded_merge_never_allocates_more_than_the_bound(monkeypatch):
+    H, W, C = 64, 400, 7
+    grid = PatchGrid.from_stride((H, W), 32, 24)
+    bound = _bound(C, 32, 80)
+    sizes: list[tuple[int, torch.dtype]] = []
+    for module in (tiling_buffers, tiling_normalisers, tiling_ops, tiling_stream, tiling_window):
+        for name in ("empty_buffer", "zeros_buffer", "pooled_empty"):
+            real = getattr(module, name, None)
+            if real is None:
+                continue
+
+            def spy(shape, dtype, *a, _real=real, **k):
+                sizes.append((math.prod(shape), dtype))
+                return _real(shape, dtype, *a, **k)
+
+            monkeypatch.setattr(module, name, spy)
+    with torch.no_grad():
+        sliding_window(_pointwise(C), torch.rand(1, 3, H, W), grid, 4, argmax=True,
+                       max_accumulator_bytes=bound)
+    biggest = max(n * torch.empty(0, dtype=d).element_size() for n, d in sizes)
+    assert 0 < biggest <= bound
+    sizes.clear()
+    with torch.no_grad():  # unbounded: the whole width
+        sliding_window(_pointwise(C), torch.rand(1, 3, H, W), grid, 4, argmax=True)
+    assert max(n for n, _ in sizes) == C * 32 * W
+
+
+def test_bounded_merge_leaves_uncovered_columns_zero_as_the_full_merge():
+    H, W = 40, 130
+    grid = PatchGrid((H, W), (20, 30), (0, 20), (0, 25, 70, 100))  # columns 55:70 uncovered
+    x = torch.rand(1, 3, H, W) + 0.5
+    fn = _pointwise(3)
+    with torch.no_grad():
+        full = sliding_window(fn, x, grid, 3)
+        labels, score = sliding_window(fn, x, grid, 3, argmax=True, score=True,
+                                       max_accumulator_bytes=_bound(3, 20, 55))  # 3 bands
+    assert float(full[..., 55:70].abs().max()) == 0.0
+    assert torch.equal(labels.long(), full.argmax(1)) and torch.equal(score, full.amax(1))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_column_bands_partition_within_the_span_and_are_fewest(seed):
+    """Against a brute force over every choice of cuts at patch starts."""
+    from uhrops.tiling.argmax import column_bands, smallest_band_width
+
+    rng = np.random.default_rng(seed)
+    W = int(rng.integers(30, 160))
+    pw = int(rng.integers(5, 40))
+    grid = PatchGrid.from_stride((8, W), (8, pw), (8, int(rng.integers(1, pw + 1))))
+    xs = list(grid.xs)
+
+    def span(a, b):
+        meet = [x for x in xs if x < b and x + pw > a]
+        return min(meet[-1] + pw, W) - meet[0] if meet else 0
+
+    cuts = sorted({x for x in xs if 0 < x < W} | {0, W})
+    least = max(span(a, b) for a, b in zip(cuts, cuts[1:]))
+    assert smallest_band_width(xs, pw, W) == least
+    for width in (least - 1, least, least + int(rng.integers(0, 3 * pw)), 10 * W):
+        bands = column_bands(xs, pw, W, width)
+        if width < least:
+            assert bands == []
+            continue
+        assert bands[0][0] == 0 and bands[-1][1] == W
+        assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+        assert all(span(a, b) <= width for a, b in bands)
+        fewest = {0: 0}  # fewest bands covering [0, cut), cut by cut
+        for j, c in enumerate(cuts[1:], 1):
+            fewest[c] = min(fewest[a] + 1 for a in cuts[:j] if a in fewest and span(a, c) <= width)
+        assert len(bands) == fewest[W]
+
+
+def test_bad_bound_names_the_least_that_works():
+    x = torch.rand(1, 3, 40, 200)
+    grid = PatchGrid.from_stride((40, 200), 32, 24)
+    with pytest.raises(ValueError, match=r"max_accumulator_bytes >= \d+"):
+        with torch.no_grad():
+            sliding_window(_pointwise(4), x, grid, 2, argmax=True, max_accumulator_bytes=1000)
+    with pytest.raises(ValueError, match="needs `argmax=True`"):
+        sliding_window(lambda p: p, x, grid, 2, max_accumulator_bytes=10**6)
+    with pytest.raises((TypeError, ValueError), match="max_accumulator_bytes"):
+        sliding_window(lambda p: p, x, grid, 2, argmax=True, max_accumulator_bytes=0)

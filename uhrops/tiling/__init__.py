@@ -19,6 +19,8 @@ list of row starts and one list of column starts (every grid built here does):
   plus one batch; with a :class:`WindowReader` and/or a :class:`BandSink` it streams images
   of any size in one patch row of memory (:mod:`~uhrops.tiling.stream`). Both modes run
   the one batch loop of :mod:`~uhrops.tiling.loop`, from a source of patches into a target.
+  ``argmax=True`` keeps only the labels (:mod:`~uhrops.tiling.argmax`), and
+  ``max_accumulator_bytes`` bounds that merge whatever the class count and the width.
 
 The weights and normalisers every merge shares are in :mod:`~uhrops.tiling.normalisers`,
 the reusable CPU buffers in :mod:`~uhrops.tiling.buffers`.

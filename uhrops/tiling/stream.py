@@ -12,6 +12,7 @@ bitwise equal to the in-memory call.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -19,13 +20,15 @@ from torch import Tensor
 
 from uhrops import checks
 from uhrops._dtypes import accumulation_dtype
+from uhrops.tiling.batches import check_batch_output
 from uhrops.tiling.buffers import empty_buffer
+from uhrops.tiling.grid import PatchGrid
 from uhrops.tiling.loop import run_batches
 from uhrops.tiling.normalisers import PatchPlacer, uncovered_spans
 from uhrops.tiling.ops import context_window, contexts_torch
 
-__all__ = ["BandSink", "TensorReader", "WindowReader", "check_reader", "patch_range",
-           "run_streamed"]
+__all__ = ["BandSink", "TensorReader", "WindowReader", "check_reader", "column_grids",
+           "patch_range", "probe_output", "run_streamed"]
 
 
 @runtime_checkable
@@ -322,15 +325,68 @@ class _BandTarget:
         self.bands.close()
 
 
+def column_grids(grid: Any, cols: tuple[int, int]) -> tuple[PatchGrid, PatchGrid, int] | None:
+    """The patch columns that meet image columns [c0, c1): ``(read_grid, place_grid, left)``,
+    or None when no patch does (a gap of a hand-made grid).
+
+    ``read_grid`` keeps those columns at their places in the whole image (windows and their
+    contexts are read there); ``place_grid`` is the same patches over the image cut to their
+    span [left, right), which is where they are merged. A pixel of [c0, c1) is covered by the
+    same patches, in the same order, in both and in ``grid``: its Σw, its first (writing)
+    patch and its sum are the whole-width merge's, bit for bit. Pixels of the span outside
+    [c0, c1) miss the patches beyond it and are not handed out."""
+    (H, W), (ph, pw) = grid.image_size, grid.patch_size
+    c0, c1 = cols
+    xs = list(grid.xs)
+    meet = xs[bisect.bisect_right(xs, c0 - pw):bisect.bisect_left(xs, c1)]
+    if not meet:
+        return None
+    left, right = meet[0], min(meet[-1] + pw, W)
+    read_grid = PatchGrid(grid.image_size, grid.patch_size, grid.ys, tuple(meet))
+    place_grid = PatchGrid((H, right - left), grid.patch_size, grid.ys,
+                           tuple(x - left for x in meet))
+    return read_grid, place_grid, left
+
+
+def probe_output(fn: Callable[..., Tensor], reader: Any, grid: Any, ctx_specs: Sequence[Any],
+                 device: torch.device | None, op: str) -> Tensor:
+    """``fn``'s output for the grid's first patch alone (checked like every batch): what a
+    caller that must size buffers before the first band learns C_out and the dtype from."""
+    batch, extra = _ReaderBatches(reader, grid, ctx_specs, device, op).batch(0, 1, None)
+    with torch.no_grad():
+        y = fn(batch, *extra)
+    check_batch_output(y, 0, 1, 1, len(grid), grid.patch_size, None, op)
+    return y
+
+
 def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: int,
                  ctx_specs: Sequence[Any], sink: Callable[[int, Tensor], Any] | None,
                  out_device: torch.device | None, device: torch.device | None, reduction: str,
                  weight: Any, progress: bool, op: str,
-                 rows: tuple[int, int] | None = None) -> Tensor | None:
+                 rows: tuple[int, int] | None = None,
+                 cols: tuple[int, int] | None = None) -> Tensor | None:
     """The streaming body of sliding_window (arguments already checked there): the batch
-    loop of :mod:`uhrops.tiling.loop` from a reader into one patch row's band."""
+    loop of :mod:`uhrops.tiling.loop` from a reader into one patch row's band.
+
+    ``cols=(c0, c1)`` (with a ``sink``) merges only the patch columns that meet image
+    columns c0:c1 into a band as wide as their span (:func:`column_grids`) and hands the
+    sink ``(y0, band)`` with band (1, C_out, h, c1 - c0): those columns of the whole-width
+    call, bit for bit where ``fn`` gives each patch the same output in its new batch
+    (batches are cut from these patches alone)."""
     H, W = grid.image_size
     rows = (0, H) if rows is None else rows
+    place_grid = grid
+    if cols is not None:
+        assert sink is not None, "cols needs a sink"
+        grids = column_grids(grid, cols)
+        if grids is None:
+            raise ValueError(f"{op}(): no patch meets columns {cols[0]}:{cols[1]}.")
+        grid, place_grid, left = grids
+        a, b, whole_sink = cols[0] - left, cols[1] - left, sink
+
+        def sink(y0: int, band: Tensor) -> None:
+            whole_sink(y0, band[..., a:b])
+
     first_k, end_k, kb, ke = patch_range(grid, rows, batch_size)
     out: Tensor | None = None
     if sink is None:  # no sink: rows r0:r1 of the output (all rows: the whole output)
@@ -342,7 +398,8 @@ def run_streamed(fn: Callable[..., Tensor], reader: Any, grid: Any, batch_size: 
             out[:, :, y0 - rows[0]:y0 - rows[0] + band.shape[-2]].copy_(band)
 
     source = _ReaderBatches(reader, grid, ctx_specs, device, op)
-    target = _BandTarget(grid, sink, rows, (first_k, end_k), out_device, reduction, weight, op)
+    target = _BandTarget(place_grid, sink, rows, (first_k, end_k), out_device, reduction,
+                         weight, op)
     with torch.no_grad():
         run_batches(fn, source, target, grid.patch_size, batch_size, len(grid), (kb, ke),
                     progress, op)

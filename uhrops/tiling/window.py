@@ -13,7 +13,7 @@ from torch import Tensor
 from uhrops import checks
 from uhrops._backend import get_backend, use_backend
 from uhrops._dtypes import accumulation_dtype
-from uhrops.tiling.argmax import LabelSink
+from uhrops.tiling.argmax import run_labels
 from uhrops.tiling.buffers import pool_keep, pooled_empty
 from uhrops.tiling.grid import PatchGrid, check_grid, check_image_grid
 from uhrops.tiling.loop import run_batches
@@ -69,7 +69,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
                    device: torch.device | str | None = None,
                    sink: Callable[[int, Tensor], Any] | None = None,
                    rows: tuple[int, int] | None = None, argmax: bool = False,
-                   score: bool = False) -> Union[Tensor, tuple[Tensor, Tensor], None]:
+                   score: bool = False, max_accumulator_bytes: int | None = None
+                   ) -> Union[Tensor, tuple[Tensor, Tensor], None]:
     """Run ``fn`` over every patch of ``grid``, batch by batch, and merge the results.
 
     Convention:
@@ -134,6 +135,22 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
           ``sink``, it receives ``(y0, labels)`` (1, h, W), or ``(y0, (labels, score))``;
           with ``rows`` and no sink, only those rows are returned, as without ``argmax``.
           No autograd (argmax has no gradient).
+        - ``max_accumulator_bytes`` (with ``argmax``) bounds that accumulator whatever C_out and
+          W: the columns are cut at patch starts into bands whose patches span at most
+          max_accumulator_bytes / (C_out x ph x itemsize) columns (itemsize of the accumulation
+          dtype: 4 for float32/fp16/bf16 outputs), merged one band after another; the patch
+          column across each cut runs once for each of its two bands (100 classes of a 10240²
+          image, 512² patches at stride 384: the whole width takes 2 GiB; 512 MiB gives 5 bands
+          and 15 % more patches, 256 MiB 13 bands and 44 %), and ``fn`` runs once more, on the
+          first patch alone, to learn C_out. A pixel is merged from the same patches in the same
+          order as without the bound, so its labels and score are the same bits wherever ``fn``
+          gives a patch the same output whatever its batch mates (batches are cut from each
+          band's patches). With a ``sink``, rows are done in strips cut at patch row starts
+          (each recomputing the patch row above it) whose labels fit the same bytes; the sink
+          receives each strip's labels once its last band is merged. A bound below the narrowest
+          band the grid allows is a ValueError giving the least that works. The bytes counted
+          are the accumulator's; fn's output batch, the (ph, span) normaliser and the argmax's
+          (ph, span) temporaries come on top.
 
 
     Args:
@@ -154,6 +171,8 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         rows: (r0, r1): only these output rows (streaming; see above).
         argmax: return the label map instead of the merged channels (see above).
         score: with ``argmax``, also return the winning channel's merged value.
+        max_accumulator_bytes: with ``argmax``, the most bytes of the merge's C_out-channel
+            accumulator (None: one band of the whole width; see above).
 
     Returns:
         (B, C_out, H, W) tensor on ``out_device``; None when a ``sink`` took the rows;
@@ -188,9 +207,17 @@ def sliding_window(fn: Callable[..., Tensor], image: Tensor, grid: PatchGrid, ba
         raise ValueError(f"{op}(): `argmax` and `score` must be bools, and `score=True` needs "
                          f"`argmax=True`; got argmax={argmax!r}, score={score!r}. Fix: "
                          f"argmax=True, score=True for the labels and their merged value.")
+    if max_accumulator_bytes is not None:
+        if not argmax:
+            raise ValueError(f"{op}(): `max_accumulator_bytes` bounds the labels-only merge and "
+                             f"needs `argmax=True`; got argmax=False. Fix: argmax=True, or "
+                             f"stream the merged channels with a `sink` (one patch row held).")
+        max_accumulator_bytes = checks.check_int(max_accumulator_bytes,
+                                                 "max_accumulator_bytes", op, 1)
     if argmax:
         return _labels_only(fn, image, grid, batch_size, contexts, out_device, bool(progress),
-                            reduction, weight, device, sink, rows, score, op)
+                            reduction, weight, device, sink, rows, score,
+                            max_accumulator_bytes, op)
     a = _check_arguments(fn, image, grid, batch_size, contexts, out_device, reduction, weight,
                          device, sink, rows, op)
     if a.reader is not None:
@@ -406,14 +433,15 @@ def _check_arguments(fn: Any, image: Any, grid: Any, batch_size: Any, contexts: 
 
 def _labels_only(fn: Callable[..., Tensor], image: Any, grid: Any, batch_size: int,
                  contexts: Any, out_device: Any, progress: bool, reduction: str, weight: Any,
-                 device: Any, sink: Any, rows: Any, score: bool,
+                 device: Any, sink: Any, rows: Any, score: bool, max_bytes: int | None,
                  op: str) -> Union[Tensor, tuple[Tensor, Tensor], None]:
     """sliding_window(..., argmax=True): the streamed merge, each finished band reduced to its
     labels as it is handed over (see :mod:`uhrops.tiling.argmax`). A batch of B images runs
     image by image, so ``fn``'s batches never span two images here."""
     if isinstance(image, Tensor) and image.dim() == 4 and image.shape[0] > 1 and sink is None:
         parts = [_labels_only(fn, image[b:b + 1], grid, batch_size, contexts, out_device,
-                              progress, reduction, weight, device, None, rows, score, op)
+                              progress, reduction, weight, device, None, rows, score,
+                              max_bytes, op)
                  for b in range(image.shape[0])]
         if score:
             return (torch.cat([p[0] for p in parts], 0),  # type: ignore[index]
@@ -423,10 +451,8 @@ def _labels_only(fn: Callable[..., Tensor], image: Any, grid: Any, batch_size: i
         raise ValueError(f"{op}(): `image` has batch size 0 (shape {tuple(image.shape)}): "
                          f"there is no patch to run `fn` on. Fix: skip the call for an "
                          f"empty batch.")
-    keeper = LabelSink(sink, score, op)
-    # the streamed path (a sink is given), its arguments checked once as for every call
+    # checked as a streamed call (a sink stands in when there is none)
     a = _check_arguments(fn, image, grid, batch_size, contexts, out_device, reduction, weight,
-                         device, keeper, rows, op)
-    run_streamed(fn, a.reader, a.grid, a.batch_size, a.ctx_specs, keeper, a.out_device,
-                 a.device, reduction, weight, progress, op, a.rows)
-    return None if sink is not None else keeper.result()
+                         device, sink or (lambda y0, band: None), rows, op)
+    return run_labels(fn, a.reader, a.grid, a.batch_size, a.ctx_specs, sink, a.out_device,
+                      a.device, reduction, weight, progress, op, a.rows, score, max_bytes)
