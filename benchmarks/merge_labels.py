@@ -1,5 +1,6 @@
-"""Labels-only merging: peak memory and time of ``sliding_window(argmax=True)`` against the full
-merge followed by an argmax, and against MONAI's ``sliding_window_inference`` + argmax.
+"""Labels-only merging: peak memory and time of ``sliding_window(argmax=True)`` (whole width,
+and within ``max_accumulator_bytes`` = 256 MiB) against the full merge followed by an argmax,
+and against MONAI's ``sliding_window_inference`` + argmax.
 
     python -m benchmarks.merge_labels [--sizes 2448 10240] [--classes 7 100] [--rounds 1]
                                       [--json PATH] [--quick]
@@ -8,11 +9,14 @@ Every case runs in a fresh subprocess (``--one METHOD SIZE CLASSES``), so its pe
 memory (``VmHWM``, i.e. ``ru_maxrss``) is its own. The image is ``torch.rand(1, 3, S, S)``; the
 predictor is a fixed seeded 1x1 convolution 3 -> C (cheap, so the merge is what is measured);
 the grid is 512² windows at stride 384 (MONAI's ``overlap=0.25``, the last window shifted
-back), constant blending weights, batches of 4 windows, 2 threads. Reported per case: the
-wall time of the call (merge and argmax included), the peak RSS of the process, and the peak
-above the RSS just before the call (image and predictor already built: the merge's own
-memory). A case whose full-size output (C x S x S float32 plus MONAI's count map) would not fit
-in the machine's available memory is not run: its row gives the bytes it would need.
+back), constant blending weights, batches of 4 windows, 2 threads. Reported per case: the wall
+time of the call (merge and argmax included), the peak RSS of the process, and the peak above
+the RSS just before the call (image and predictor already built: the merge's own memory), and
+that peak less the peak of the predictor alone (``predictor``: the same batches of windows
+through it, outputs dropped; what every method pays whatever it merges into): with the bound,
+that rest does not grow with the class count. A case whose full-size output (C x S x S float32
+plus MONAI's count map) would not fit in the machine's available memory is not run: its row
+gives the bytes it would need.
 Results: ``benchmarks/results/merge-labels.json`` (README block ``bench:merge-labels``).
 """
 
@@ -33,8 +37,9 @@ from benchmarks.markdown import fnum, load_json, md_table, not_measured
 
 __all__ = ["main", "run_one", "full_bytes"]
 
-METHODS = ("labels", "full", "monai")
+METHODS = ("predictor", "labels", "bounded", "full", "monai")
 PATCH, STRIDE, BATCH, THREADS = 512, 384, 4, 2
+BOUND = 256 * 2**20  # max_accumulator_bytes of the "bounded" method
 RESULTS_FILE = "merge-labels.json"
 BLOCKS = ("merge-labels",)  # the README/documentation block rendered from RESULTS_FILE
 
@@ -43,7 +48,7 @@ def full_bytes(method: str, size: int, classes: int) -> int:
     """Bytes of the full-size buffers a method holds beyond the input: the (C, S, S) float32
     output (and MONAI's (1, S, S) count map and its int64 argmax)."""
     n = size * size
-    if method == "labels":
+    if method in ("predictor", "labels", "bounded"):
         return 0
     extra = n * 4 + n * 8 if method == "monai" else n * 8  # count map; int64 argmax
     return classes * n * 4 + extra
@@ -70,7 +75,14 @@ def run_one(method: str, size: int, classes: int) -> dict[str, Any]:
     from uhrops.tiling import PatchGrid, sliding_window
 
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    fn = _predictor(classes)
+    predictor = _predictor(classes)
+    patches_run = 0
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        nonlocal patches_run
+        patches_run += x.shape[0]
+        return predictor(x)
+
     grid = PatchGrid.from_stride((size, size), PATCH, STRIDE)
     if method == "monai":
         from monai.inferers import sliding_window_inference
@@ -78,8 +90,19 @@ def run_one(method: str, size: int, classes: int) -> dict[str, Any]:
     before = proc_status_kb("VmRSS") or 0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        if method == "labels":
+        if method == "predictor":  # the windows of each batch through fn, nothing merged
+            boxes = grid.boxes.tolist()
+            for k in range(0, len(boxes), BATCH):
+                batch = torch.stack([image[0, :, y0:y1, x0:x1]
+                                     for y0, x0, y1, x1 in boxes[k:k + BATCH]])
+                out = fn(batch)
+                del batch, out
+            labels = torch.zeros(0, dtype=torch.uint8)
+        elif method == "labels":
             labels = sliding_window(fn, image, grid, BATCH, argmax=True)
+        elif method == "bounded":
+            labels = sliding_window(fn, image, grid, BATCH, argmax=True,
+                                    max_accumulator_bytes=BOUND)
         elif method == "full":
             labels = sliding_window(fn, image, grid, BATCH).argmax(1)
         else:
@@ -92,7 +115,7 @@ def run_one(method: str, size: int, classes: int) -> dict[str, Any]:
     return {"method": method, "size": size, "classes": classes, "time_s": wall,
             "peak_rss_mb": peak / 1024, "peak_above_start_mb": (peak - before) / 1024,
             "labels_dtype": str(labels.dtype).replace("torch.", ""),
-            "windows": len(grid)}
+            "windows": len(grid), "patches_run": patches_run}
 
 
 def _subprocess(method: str, size: int, classes: int) -> dict[str, Any]:
@@ -141,19 +164,30 @@ def merge_labels_block(doc: dict[str, Any] | None) -> str:
     was not run would need), from ``merge-labels.json``."""
     if not doc:
         return not_measured("python -m benchmarks.merge_labels", RESULTS_FILE)
-    names = {"labels": "`sliding_window(argmax=True)`", "full": "`sliding_window` + argmax",
+    bound = doc["setup"].get("bound_mib")
+    names = {"labels": "`sliding_window(argmax=True)`",
+             "bounded": f"`sliding_window(argmax=True, max_accumulator_bytes={bound} MiB)`",
+             "full": "`sliding_window` + argmax",
              "monai": "MONAI `sliding_window_inference` + argmax"}
+    alone = {(r["size"], r["classes"]): r["peak_above_start_mb"] for r in doc["results"]
+             if r["method"] == "predictor" and "peak_above_start_mb" in r}
     body = []
     for r in doc["results"]:
+        if r["method"] == "predictor":
+            continue
         case = [f"{r['size']}²", str(r["classes"]), names.get(r["method"], r["method"])]
         if r.get("skipped"):
             need = (f"not run: needs ≥ {r['needs_bytes'] / 2**30:.1f} GiB "
                     f"(available {r['available_bytes'] / 2**30:.1f} GiB)")
-            body.append(case + [need, "—", "—"])
+            body.append(case + [need, "—", "—", "—", "—"])
         elif "error" in r:
-            body.append(case + ["failed: " + " ".join(r["error"]), "—", "—"])
+            body.append(case + ["failed: " + " ".join(r["error"]), "—", "—", "—", "—"])
         else:
-            body.append(case + [fnum(r["time_s"]), fnum(r["peak_above_start_mb"]),
+            run = r.get("patches_run")
+            extra = f"{run / r['windows'] - 1:+.0%}" if run else "—"
+            base = alone.get((r["size"], r["classes"]))
+            rest = fnum(r["peak_above_start_mb"] - base) if base is not None else "—"
+            body.append(case + [fnum(r["time_s"]), extra, fnum(r["peak_above_start_mb"]), rest,
                                 fnum(r["peak_rss_mb"])])
     st = doc["setup"]
     head = (f"`{doc['command']}`, torch {doc['metadata']['torch']}, {st['threads']} threads, "
@@ -161,9 +195,14 @@ def merge_labels_block(doc: dict[str, Any] | None) -> str:
             f"{st['patch']}² at stride {st['stride']}, {st['weights']} weights, batches of "
             f"{st['batch']}; each case in its own process (peak = VmHWM). The machine was "
             f"shared (load average per row in the JSON), so times are indicative; memory is not "
-            f"affected by load.")
+            f"affected by load. Patches run beyond the grid's: the bounded merge's patch "
+            f"columns across band cuts (plus the one patch that learns C). Peak less the "
+            f"predictor's: the peak during the call less that of the same batches through the "
+            f"predictor alone, outputs dropped (its (batch, C, 512, 512) output and its own "
+            f"buffers).")
     return head + "\n\n" + md_table(["image", "classes", "method", "time (s)",
-                                     "peak during the call (MB)", "peak RSS (MB)"], body)
+                                     "patches beyond the grid's", "peak during the call (MB)",
+                                     "peak less the predictor's (MB)", "peak RSS (MB)"], body)
 
 
 def render_blocks(results_dir: str, plots_rel: str | None = None) -> dict[str, str]:
@@ -190,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"metadata": metadata("cpu"), "command": "python -m benchmarks.merge_labels " +
            " ".join(argv if argv is not None else sys.argv[1:]),
            "setup": {"patch": PATCH, "stride": STRIDE, "batch": BATCH, "threads": THREADS,
-                     "weights": "constant", "predictor": "1x1 conv 3 -> C"},
+                     "weights": "constant", "predictor": "1x1 conv 3 -> C",
+                     "bound_mib": BOUND // 2**20},
            "results": rows}
     write_json(args.json, doc)
     return 0

@@ -138,6 +138,12 @@ DEFAULTS: dict[str, Any] = {
         # Inria and 5120^2 URUR images are still segmented whole) go window by window,
         # streamed from the file by zoo.infer, in bounded memory whatever their size.
         "max_memory": 5.0,
+        # GiB the streamed labels merge's class accumulator may hold when zoo.infer writes
+        # masks only (uhrops.sliding_window's max_accumulator_bytes): an image so wide that
+        # classes x window height x width floats exceed it is merged in column bands (the
+        # window column across each cut runs twice); widened to the narrowest band the
+        # windows allow rather than refused.
+        "max_merge_memory": 2.0,
         "max_whole_pixels": 0,  # > 0: also stream images with more pixels than this
         # zoo.evaluate, zoo.infer and validation run an eval copy of the model
         # (zoo.engine.inference.prepare_for_eval); the trained model is never changed.
@@ -305,7 +311,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...])
 def check_values(cfg: Mapping[str, Any]) -> None:
     """Values whose type alone does not make them usable (checked once the config and its
     overrides are merged, so a key and the one it is compared with may come from either):
-    a window of two positive ints, an overlap below it, a positive iteration count."""
+    a window of two positive ints, an overlap below it, a positive merge memory, a positive
+    iteration count."""
     ev, tr = cfg.get("eval", {}), cfg.get("train", {})
     window = ev.get("window")
     if not (isinstance(window, list) and len(window) == 2 and all(
@@ -319,6 +326,10 @@ def check_values(cfg: Mapping[str, Any]) -> None:
             f"'eval.window_overlap' must be an int with 0 <= overlap < the smaller side of "
             f"eval.window {window} (the windows advance by window - overlap pixels); got "
             f"{overlap!r}. Fix: e.g. --set eval.window_overlap={min(window) // 8}.")
+    merge = ev.get("max_merge_memory")
+    if isinstance(merge, (int, float)) and not isinstance(merge, bool) and not merge > 0:
+        raise ConfigError(f"'eval.max_merge_memory' must be a positive number of GiB; got "
+                          f"{merge!r}. Fix: e.g. --set eval.max_merge_memory=2.0.")
     iters = tr.get("iters")
     if isinstance(iters, int) and not isinstance(iters, bool) and iters <= 0:
         raise ConfigError(f"'train.iters' must be a positive number of iterations; got "

@@ -284,12 +284,23 @@ def test_merge_labels_block():
                                                                          "time": "today"},
            "setup": {"patch": 512, "stride": 384, "batch": 4, "threads": 2,
                      "weights": "constant", "predictor": "1x1 conv 3 -> C"},
-           "results": [{"method": "labels", "size": 2448, "classes": 7, "time_s": 5.5,
+           "results": [{"method": "predictor", "size": 2448, "classes": 7, "time_s": 1.0,
+                        "peak_rss_mb": 500.0, "peak_above_start_mb": 100.0, "windows": 49,
+                        "patches_run": 49},
+                       {"method": "labels", "size": 2448, "classes": 7, "time_s": 5.5,
                         "peak_rss_mb": 600.0, "peak_above_start_mb": 175.0},
+                       {"method": "bounded", "size": 2448, "classes": 7, "time_s": 6.0,
+                        "peak_rss_mb": 610.0, "peak_above_start_mb": 180.0, "windows": 40,
+                        "patches_run": 50},
                        {"method": "monai", "size": 10240, "classes": 100, "skipped": True,
                         "needs_bytes": 44 * 2**30, "available_bytes": 20 * 2**30}]}
+    doc["setup"]["bound_mib"] = 256
     text = merge_labels.merge_labels_block(doc)
-    assert "| 2448² | 7 | `sliding_window(argmax=True)` | 5.50 | 175 | 600 |" in text
+    # no patch count in the row: "—"; 175 - 100 MB above the predictor alone
+    assert "| 2448² | 7 | `sliding_window(argmax=True)` | 5.50 | — | 175 | 75.0 | 600 |" in text
+    bounded = "`sliding_window(argmax=True, max_accumulator_bytes=256 MiB)`"
+    assert f"| 2448² | 7 | {bounded} | 6.00 | +25% | 180 | 80.0 | 610 |" in text  # 50 / 40
+    assert "| predictor" not in text  # the baseline row is a column of the others
     assert "not run: needs ≥ 44.0 GiB (available 20.0 GiB)" in text
     assert merge_labels.merge_labels_block(None).startswith("Not measured")
 

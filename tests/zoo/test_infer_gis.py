@@ -359,6 +359,8 @@ def test_out_under_a_file_names_the_flag(tmp_path, capsys):
     (["eval.window_overlap=300", "eval.window=[256, 512]"], "eval.window_overlap"),
     (["eval.window=[256]"], "eval.window"),
     (["eval.window=[256, 256.5]"], "eval.window"),
+    (["eval.max_merge_memory=0"], "eval.max_merge_memory"),
+    (["eval.max_merge_memory=-1.5"], "eval.max_merge_memory"),
     (["train.iters=0"], "train.iters"),
     (["train.iters=-1"], "train.iters"),
 ])
@@ -473,4 +475,37 @@ def test_mask_only_outputs_stream_labels_not_logits(tmp_path, monkeypatch):
     l = logits_of(img.astype(np.float32) / 255, cheap_task()[1])
     sure = np.abs(l[1] - l[0]) > 1e-4
     assert sure.mean() > 0.99
+    assert np.array_equal(masks["stream"][sure], np.where(l[1] > l[0], 255, 0)[sure])
+
+
+def test_wide_image_labels_merge_in_column_bands_within_max_merge_memory(tmp_path, monkeypatch):
+    """The streamed labels merge's class accumulator is bounded by eval.max_merge_memory,
+    widened to the narrowest band the window grid allows (never refused): a wide image is
+    merged in column bands, and its mask is the in-memory run's and the numpy oracle's."""
+    from uhrops.tiling import argmax as tiling_argmax
+
+    H, W = 300, 1400
+    img = write_geotiff(tmp_path / "w.tif", H, W, seed=12)
+    cols: list[tuple[int, int] | None] = []
+    real = tiling_argmax.run_streamed
+
+    def spy(*args, **kw):
+        cols.append(args[-1])  # run_streamed(..., rows, cols)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tiling_argmax, "run_streamed", spy)
+    masks = {}
+    for mode, sets in (("memory", ["eval.sliding=true", "eval.max_memory=1000.0"]),
+                       ("stream", ["eval.max_memory=0.001", "eval.max_merge_memory=0.0002"])):
+        task, model = cheap_task(*sets, "eval.window=[256, 256]")
+        cols.clear()
+        sf.segment_file(task, model, str(tmp_path / "w.tif"), str(tmp_path / mode),
+                        settings(outputs=("tif",)), CPU)
+        masks[mode] = read(tmp_path / mode / "w_mask.tif", 1)
+    # 2 classes x 256 rows x 4 bytes a column: the whole width would take 2.9 MB
+    assert len(set(cols)) > 2 and None not in cols
+    assert max(b - a for a, b in cols) < W
+    assert np.array_equal(masks["memory"], masks["stream"])
+    l = logits_of(img.astype(np.float32) / 255, cheap_task()[1])
+    sure = np.abs(l[1] - l[0]) > 1e-4
     assert np.array_equal(masks["stream"][sure], np.where(l[1] > l[0], 255, 0)[sure])

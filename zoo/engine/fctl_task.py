@@ -299,9 +299,10 @@ class FCtLTask(Task):
 
     @torch.no_grad()
     def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None,
-                       labels: bool = False) -> None:
+                       labels: bool = False, max_accumulator_bytes: int | None = None) -> None:
         """:meth:`FCtLSegmenter.stream`: the patches and contexts read from ``reader``."""
-        self._segmenter(model).stream(reader, sink, rows=rows, labels=labels)
+        self._segmenter(model).stream(reader, sink, rows=rows, labels=labels,
+                                      max_accumulator_bytes=max_accumulator_bytes)
 
 
 @register_family

@@ -382,7 +382,9 @@ def _runs(bands: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 def _plan(task: Task, path: str, src: ImageSource, outputs: Sequence[str], st: Settings,
           whole: bool) -> dict[str, Any]:
     stat = os.stat(path)
-    ev = {k: task.cfg["eval"][k] for k in ("window", "window_overlap", "batch_size")}
+    # max_merge_memory: it may cut the labels merge into column bands, whose batches differ
+    ev = {k: task.cfg["eval"][k] for k in ("window", "window_overlap", "batch_size",
+                                           "max_merge_memory")}
     return {"image": os.path.abspath(path), "size": list(src.image_size),
             "mtime": stat.st_mtime_ns, "bytes": stat.st_size, "band_rows": BAND_ROWS,
             "probs": "probs" in outputs, "whole": whole, "tta": bool(st.tta),
@@ -449,7 +451,8 @@ def segment_file(task: Task, model: torch.nn.Module, path: str, out_dir: str, st
                     for r0, r1 in _runs(mine):
                         # masks only: the merge hands over labels, no logits band leaves it
                         task.stream_predict(model, src, sink, rows=(r0, r1), device=device,
-                                            labels=not parts.probs)
+                                            labels=not parts.probs,
+                                            max_accumulator_bytes=task.label_merge_bytes())
         if st.world > 1:
             def owner(y0: int) -> int:
                 i = [b[0] for b in bands].index(y0)

@@ -135,14 +135,23 @@ class Task:
             return False
         return self.whole_image_bytes(height, width) <= float(ev["max_memory"]) * 2**30
 
+    def label_merge_bytes(self) -> int:
+        """The bytes the streamed labels-only merge's class accumulator may hold
+        (``eval.max_merge_memory`` GiB). Families widen it to the narrowest band their grid
+        allows rather than refuse an image."""
+        return max(int(float(self.cfg["eval"]["max_merge_memory"]) * 2**30), 1)
+
     def stream_predict(self, model: nn.Module, reader: Any,
                        sink: Callable[[int, Tensor], Any], rows: tuple[int, int] | None = None,
-                       device: torch.device | None = None, labels: bool = False) -> None:
+                       device: torch.device | None = None, labels: bool = False,
+                       max_accumulator_bytes: int | None = None) -> None:
         """Logits of the image ``reader`` serves (``uhrops.sliding_window``'s reader), handed
         to ``sink(y0, band)`` band by band; ``rows``: only those output rows; ``labels``:
         the (1, h, W) integer label bands instead (``sliding_window(argmax=True)``: no
-        logits leave the merge, for callers that write masks only). None of the families
-        here: NotImplementedError (the caller then reads the image whole)."""
+        logits leave the merge, for callers that write masks only), with the merge's
+        accumulator within ``max_accumulator_bytes`` when given (``sliding_window``'s bound).
+        None of the families here: NotImplementedError (the caller then reads the image
+        whole)."""
         raise NotImplementedError(f"family {self.family!r} cannot stream images")
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, sliding_window
+from uhrops.tiling.argmax import smallest_accumulator_bytes
 from zoo.core.errors import ConfigError
 from zoo.engine.task import Autocast, StepTerms, Task, pretrained_files, register_family
 from zoo.wsdnet.losses import WaveletSmoothLoss, WSDNetLoss
@@ -109,11 +110,15 @@ class WSDNetTask(Task):
 
     @torch.no_grad()
     def stream_predict(self, model: nn.Module, reader, sink, rows=None, device=None,
-                       labels: bool = False) -> None:
+                       labels: bool = False, max_accumulator_bytes: int | None = None) -> None:
         """The windows of :meth:`predict`'s sliding path, read from ``reader`` and merged one
         row of windows at a time (bitwise the in-memory sliding path's logits, or their
         argmax with ``labels``)."""
         h, w = reader.image_size
-        sliding_window(model, reader, self._window_grid(h, w),
-                       batch_size=int(self.cfg["eval"]["batch_size"]), sink=sink, rows=rows,
-                       device=device, out_device="cpu", argmax=labels)
+        grid = self._window_grid(h, w)
+        bound = None
+        if labels and max_accumulator_bytes is not None:  # widened rather than refused
+            bound = max(max_accumulator_bytes, smallest_accumulator_bytes(grid, self.num_classes))
+        sliding_window(model, reader, grid, batch_size=int(self.cfg["eval"]["batch_size"]),
+                       sink=sink, rows=rows, device=device, out_device="cpu", argmax=labels,
+                       max_accumulator_bytes=bound)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
+from uhrops.tiling.argmax import smallest_accumulator_bytes
 from zoo.core.tta import dihedral_sum, to_view
 from zoo.data.transforms import apply_normalization, register_normalization
 from zoo.fctl.csrn import CSRN, refine_logits
@@ -425,7 +426,7 @@ class FCtLSegmenter(nn.Module):
         return torch.cat(kept, 0), grid
 
     def stream(self, reader, sink, rows: tuple[int, int] | None = None,
-               labels: bool = False) -> None:
+               labels: bool = False, max_accumulator_bytes: int | None = None) -> None:
         """Segment the image a ``uhrops.sliding_window`` reader serves (e.g. a GeoTIFF read
         window by window), handing the merged local logits to ``sink(y0, band)`` band by
         band (``rows``: only those output rows): the same patches, contexts, batches and sums
@@ -434,7 +435,8 @@ class FCtLSegmenter(nn.Module):
         :func:`streamed_resize_global` (within ~1e-6 of the in-memory resize). Not for TTA,
         a refiner, the "global" stage, ``context_resize="released"`` or non-default
         padding/filtering (ValueError: they need the whole image). ``labels``: the sink gets
-        the (1, h, W) argmax of those logits instead (``sliding_window(argmax=True)``)."""
+        the (1, h, W) argmax of those logits instead (``sliding_window(argmax=True)``, its
+        accumulator within ``max_accumulator_bytes`` when given)."""
         op = "FCtLSegmenter.stream"
         why = ("tta=True" if self.tta else "a refiner" if self.refiner is not None else
                "the 'global' stage" if self.model.stage == "global" else
@@ -452,13 +454,13 @@ class FCtLSegmenter(nn.Module):
             with torch.no_grad():
                 self._local_one(reader, self.merge, sink=sink, rows=rows,
                                 global_image=lambda: streamed_resize_global(reader, p),
-                                labels=labels)
+                                labels=labels, max_bytes=max_accumulator_bytes)
         finally:
             self.model.train(was_training)
 
     def _local_one(self, image, reduction: str, keep: list[Tensor] | None = None,
                    sink=None, rows=None, global_image=None,
-                   labels: bool = False) -> Tensor | None:
+                   labels: bool = False, max_bytes: int | None = None) -> Tensor | None:
         """Local logits of one image merged with ``reduction``; ``keep`` collects the
         patch outputs in grid order. ``image`` may be a reader (with ``sink``, ``rows`` and
         ``global_image``, see :meth:`stream`)."""
@@ -498,10 +500,13 @@ class FCtLSegmenter(nn.Module):
                 keep.append(out.to(out_device))
             return out
 
+        bound = None
+        if labels and max_bytes is not None:  # widened to the narrowest band, not refused
+            bound = max(max_bytes, smallest_accumulator_bytes(grid, model.num_classes))
         return sliding_window(fn, image, grid, self.batch_size, contexts=specs,
                               out_device=out_device, progress=self.progress,
                               reduction=reduction, device=dev, sink=sink, rows=rows,
-                              argmax=labels)
+                              argmax=labels, max_accumulator_bytes=bound)
 
     def _segment(self, image: Tensor, glob: Tensor | None = None) -> Tensor:
         return torch.cat([self._segment_one(image[b:b + 1],
