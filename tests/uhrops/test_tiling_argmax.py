@@ -423,3 +423,25 @@ def test_bad_bound_names_the_least_that_works():
         sliding_window(lambda p: p, x, grid, 2, max_accumulator_bytes=10**6)
     with pytest.raises((TypeError, ValueError), match="max_accumulator_bytes"):
         sliding_window(lambda p: p, x, grid, 2, argmax=True, max_accumulator_bytes=0)
+
+
+def test_accumulator_bound_is_none_when_the_width_fits_and_never_refused():
+    from uhrops.tiling.argmax import accumulator_bound, smallest_accumulator_bytes
+
+    H, W, C = 40, 200, 4
+    grid = PatchGrid.from_stride((H, W), 32, 24)
+    whole = C * 32 * W * 4  # float32 accumulator of the whole width
+    assert accumulator_bound(grid, C, whole) is None
+    least = smallest_accumulator_bytes(grid, C)
+    assert least < whole
+    assert accumulator_bound(grid, C, whole - 1) == whole - 1
+    assert accumulator_bound(grid, C, 1) == least
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        ref = sliding_window(_pointwise(C), x, grid, 2, argmax=True)
+        got = sliding_window(_pointwise(C), x, grid, 2, argmax=True,
+                             max_accumulator_bytes=accumulator_bound(grid, C, 1))
+        with pytest.raises(ValueError, match=f"max_accumulator_bytes >= {least}"):
+            sliding_window(_pointwise(C), x, grid, 2, argmax=True,
+                           max_accumulator_bytes=least - 1)
+    assert torch.equal(got, ref)

@@ -27,8 +27,8 @@ from torch import Tensor
 from uhrops._dtypes import accumulation_dtype
 from uhrops.tiling.stream import column_grids, probe_output, run_streamed
 
-__all__ = ["LabelBuffer", "LabelSink", "column_bands", "label_dtype", "row_strips",
-           "run_labels", "smallest_accumulator_bytes", "smallest_band_width"]
+__all__ = ["LabelBuffer", "LabelSink", "accumulator_bound", "column_bands", "label_dtype",
+           "row_strips", "run_labels", "smallest_accumulator_bytes", "smallest_band_width"]
 
 
 def label_dtype(channels: int) -> torch.dtype:
@@ -151,6 +151,18 @@ def smallest_accumulator_bytes(grid: Any, channels: int,
     (H, W), (ph, pw) = grid.image_size, grid.patch_size
     per_column = channels * min(ph, H) * accumulation_dtype(dtype).itemsize
     return smallest_band_width(grid.xs, pw, W) * per_column
+
+
+def accumulator_bound(grid: Any, channels: int, max_bytes: int,
+                      dtype: torch.dtype = torch.float32) -> int | None:
+    """What a caller that knows C_out passes as ``max_accumulator_bytes`` to keep the merge
+    within ``max_bytes`` without ever being refused: None when the whole width fits (no
+    bands, and no extra call of ``fn`` to learn C_out), else the larger of ``max_bytes`` and
+    :func:`smallest_accumulator_bytes`."""
+    (H, W), ph = grid.image_size, grid.patch_size[0]
+    if channels * min(ph, H) * W * accumulation_dtype(dtype).itemsize <= max_bytes:
+        return None
+    return max(max_bytes, smallest_accumulator_bytes(grid, channels, dtype))
 
 
 def row_strips(ys: Sequence[int], rows: tuple[int, int], max_rows: int

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from uhrops.tiling import PatchGrid, sliding_window
-from uhrops.tiling.argmax import smallest_accumulator_bytes
+from uhrops.tiling.argmax import accumulator_bound
 from zoo.core.errors import ConfigError
 from zoo.engine.task import Autocast, StepTerms, Task, pretrained_files, register_family
 from zoo.wsdnet.losses import WaveletSmoothLoss, WSDNetLoss
@@ -118,7 +118,7 @@ class WSDNetTask(Task):
         grid = self._window_grid(h, w)
         bound = None
         if labels and max_accumulator_bytes is not None:  # widened rather than refused
-            bound = max(max_accumulator_bytes, smallest_accumulator_bytes(grid, self.num_classes))
+            bound = accumulator_bound(grid, self.num_classes, max_accumulator_bytes)
         sliding_window(model, reader, grid, batch_size=int(self.cfg["eval"]["batch_size"]),
                        sink=sink, rows=rows, device=device, out_device="cpu", argmax=labels,
                        max_accumulator_bytes=bound)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from uhrops import checks
 from uhrops.tiling import PatchGrid, extract_contexts, sliding_window
-from uhrops.tiling.argmax import smallest_accumulator_bytes
+from uhrops.tiling.argmax import accumulator_bound
 from zoo.core.tta import dihedral_sum, to_view
 from zoo.data.transforms import apply_normalization, register_normalization
 from zoo.fctl.csrn import CSRN, refine_logits
@@ -502,7 +502,7 @@ class FCtLSegmenter(nn.Module):
 
         bound = None
         if labels and max_bytes is not None:  # widened to the narrowest band, not refused
-            bound = max(max_bytes, smallest_accumulator_bytes(grid, model.num_classes))
+            bound = accumulator_bound(grid, model.num_classes, max_bytes)
         return sliding_window(fn, image, grid, self.batch_size, contexts=specs,
                               out_device=out_device, progress=self.progress,
                               reduction=reduction, device=dev, sink=sink, rows=rows,
