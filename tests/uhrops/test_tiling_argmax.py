@@ -152,32 +152,37 @@ def test_label_dtype_int16_above_256_classes():
     assert torch.equal(labels.long(), full.argmax(1))
 
 
-def test_never_allocates_a_full_size_class_accumulator(monkeypatch):
-    """The biggest float buffer is one patch row (C x ph x W), not C x H x W."""
-    H, W, C = 200, 64, 7
-    grid = PatchGrid.from_stride((H, W), 32, 24)
-    sizes: list[int] = []
-    # every uhrops.tiling module that allocates through the buffer helpers, by the name it
-    # imported them under
+def _spy_allocations(monkeypatch) -> list[tuple[int, torch.dtype]]:
+    """(elements, dtype) of every buffer the uhrops.tiling modules allocate through the buffer
+    helpers (patched under the name each module imported them by), appended as they come."""
+    sizes: list[tuple[int, torch.dtype]] = []
     for module in (tiling_buffers, tiling_normalisers, tiling_ops, tiling_stream, tiling_window):
         for name in ("empty_buffer", "zeros_buffer", "pooled_empty"):
             real = getattr(module, name, None)
             if real is None:
                 continue
 
-            def spy(shape, *a, _real=real, **k):
-                sizes.append(math.prod(shape))
-                return _real(shape, *a, **k)
+            def spy(shape, dtype, *a, _real=real, **k):
+                sizes.append((math.prod(shape), dtype))
+                return _real(shape, dtype, *a, **k)
 
             monkeypatch.setattr(module, name, spy)
+    return sizes
+
+
+def test_never_allocates_a_full_size_class_accumulator(monkeypatch):
+    """The biggest float buffer is one patch row (C x ph x W), not C x H x W."""
+    H, W, C = 200, 64, 7
+    grid = PatchGrid.from_stride((H, W), 32, 24)
+    sizes = _spy_allocations(monkeypatch)
     with torch.no_grad():
         sliding_window(_conv(3, C), torch.rand(1, 3, H, W), grid, 4, weight="gaussian",
                        argmax=True)
-    assert sizes and max(sizes) <= C * 32 * W
+    assert sizes and max(n for n, _ in sizes) <= C * 32 * W
     sizes.clear()
     with torch.no_grad():  # the spy does see the full merge's accumulator
         sliding_window(_conv(3, C), torch.rand(1, 3, H, W), grid, 4, weight="gaussian")
-    assert max(sizes) == C * H * W
+    assert max(n for n, _ in sizes) == C * H * W
 
 
 def test_bad_argmax_arguments_name_the_fix():
@@ -345,18 +350,7 @@ def test_bounded_merge_never_allocates_more_than_the_bound(monkeypatch):
     H, W, C = 64, 400, 7
     grid = PatchGrid.from_stride((H, W), 32, 24)
     bound = _bound(C, 32, 80)
-    sizes: list[tuple[int, torch.dtype]] = []
-    for module in (tiling_buffers, tiling_normalisers, tiling_ops, tiling_stream, tiling_window):
-        for name in ("empty_buffer", "zeros_buffer", "pooled_empty"):
-            real = getattr(module, name, None)
-            if real is None:
-                continue
-
-            def spy(shape, dtype, *a, _real=real, **k):
-                sizes.append((math.prod(shape), dtype))
-                return _real(shape, dtype, *a, **k)
-
-            monkeypatch.setattr(module, name, spy)
+    sizes = _spy_allocations(monkeypatch)
     with torch.no_grad():
         sliding_window(_pointwise(C), torch.rand(1, 3, H, W), grid, 4, argmax=True,
                        max_accumulator_bytes=bound)
